@@ -1,0 +1,23 @@
+"""tango-prune: training-free visual token pruning for Video LLMs.
+
+Public API::
+
+    from tango_prune import VideoTokens, TangoConfig, prune
+    result = prune(VideoTokens(features=F, saliency=S, timestamps=ts), TangoConfig(retention=0.1))
+"""
+
+from .api import make_config, prune
+from .config import PruneConfig, TangoConfig
+from .methods import names as _method_names
+from .tokens import PruneResult, TokenKind, VideoTokens
+
+__version__ = "0.1.0"
+
+
+def methods() -> list[str]:
+    """Names of the registered pruning methods."""
+    return _method_names()
+
+
+__all__ = ["VideoTokens", "PruneResult", "TokenKind", "PruneConfig", "TangoConfig", "prune", "make_config",
+           "methods", "__version__"]

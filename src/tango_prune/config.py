@@ -1,0 +1,243 @@
+"""Immutable, validated method configurations with a JSON round-trip.
+
+Every pruning method has one frozen dataclass config deriving from :class:`PruneConfig`. Configs are
+values: they are validated on construction, never mutated (use :meth:`PruneConfig.replace`), and can be
+saved to / loaded from JSON like Hugging Face configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, ClassVar
+
+__all__ = ["PruneConfig", "TangoConfig", "PRESETS"]
+
+
+def _check_unit_interval(name: str, value: float, *, low_open: bool, high_open: bool) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite real number in the requested interval."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    lo_ok = value > 0 if low_open else value >= 0
+    hi_ok = value < 1 if high_open else value <= 1
+    if not (lo_ok and hi_ok):
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"{name} must be in {lo}0, 1{hi}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+    """Base class of all method configs: a retention ratio plus JSON (de)serialisation.
+
+    ``retention`` is the fraction of visual tokens kept, in (0, 1].
+    """
+
+    method: ClassVar[str] = ""
+    retention: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_unit_interval("retention", self.retention, low_open=True, high_open=False)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Hook for subclasses: raise ``ValueError`` for invalid fields."""
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict of the fields plus the method name."""
+        out: dict[str, Any] = {"method": self.method}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = [list(x) if isinstance(x, tuple) else x for x in v]
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PruneConfig":
+        """Build a config from :meth:`to_dict` output; unknown keys or a wrong method raise ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"config data must be a dict, got {type(data).__name__}")
+        data = dict(data)
+        method = data.pop("method", cls.method)
+        if method != cls.method:
+            raise ValueError(f"method must be {cls.method!r} for {cls.__name__}, got {method!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected a subset of {sorted(names)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """Serialise to a JSON string."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config as JSON to ``path`` (a file, or a directory receiving ``prune_config.json``)."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, "prune_config.json")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PruneConfig":
+        """Read a config written by :meth:`save`."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, "prune_config.json")
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))
+
+    def replace(self, **changes: Any) -> "PruneConfig":
+        """Return a validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+_SEGMENTATIONS = ("holitom", "fastvid", "none")
+_COMPAT = ("fixed", "published")
+
+# Model presets: the values the published runs use (tango-spec section 2.10).
+# Sinks are (row, col) cells on the pooled LLM token grid; the published flat indices are
+# OV [28,27,41,169,11,12] on 14x14 and LLaVA-Video [26,157,11] on 13x13.
+PRESETS: dict[str, dict[str, Any]] = {
+    "llava-onevision": {
+        "sinks": ((2, 0), (1, 13), (2, 13), (12, 1), (0, 11), (0, 12)),
+    },
+    "llava-video": {
+        "sinks": ((2, 0), (12, 1), (0, 11)),
+        "fastv_layer": 18,
+        "fastv_keep": 0.5,
+    },
+    "qwen2.5-vl": {
+        "sinks": (),
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TangoConfig(PruneConfig):
+    """Configuration of the Tango pruner (arXiv 2604.09547).
+
+    Fields (defaults are the published run values, tango-spec 2.10):
+
+    - ``retention``: fraction of visual tokens kept, in (0, 1].
+    - ``context_ratio`` (0.4): fraction of each budget spent on merged context anchors; the rest goes to
+      diversity-selected salient tokens.
+    - ``alpha`` (1.5): candidate expansion; ``floor(alpha * K_s)`` top-attention candidates are clustered.
+    - ``beta`` (0.6): minimum weight of an anchor in its merged cluster average.
+    - ``k_neighbors`` (7): neighbours used for the DPC-KNN density.
+    - ``segmentation``: ``"holitom"`` (DP maximising collapsible static tokens), ``"fastvid"``
+      (cuts at the ``fastvid_cuts - 1`` lowest frame similarities and below ``tau_segment``) or
+      ``"none"`` (one segment).
+    - ``tau_segment`` (0.8): similarity threshold of the segmentation; presets use 0.65 at retention 0.1.
+    - ``tau_static`` (0.8): cosine threshold above which a position is static across a whole segment.
+    - ``base_time`` / ``base_space`` (1e4 / 1e3): ST-RoPE bases, time in seconds, space in grid cells.
+    - ``sinks``: (row, col) cells whose saliency is zeroed on every frame (attention sinks).
+    - ``compat``: ``"fixed"`` (default) or ``"published"``, which reproduces the published anchor /
+      merged-feature permutation bug (tango-spec 2.4) bit for bit.
+    - ``diversity`` / ``strope`` / ``merge_context``: ablation switches; turning one off gives plain top-k
+      salient selection, plain cosine geometry, or no context merging (all budget salient).
+    - ``fastvid_cuts`` (8), ``holitom_max_window`` (1024): segmentation constants of the published code.
+    - ``max_cluster_tokens`` (16384): the largest token set clustered at once. A segment whose context
+      pool is larger is clustered in consecutive frame windows, each with its exact share of the budget,
+      so cost stays linear in the number of frames. The default exceeds every published setting
+      (64 x 169 frames gives a pool of ~10k), where results are unchanged.
+    - ``fastv_layer`` / ``fastv_keep``: the intra-LLM stage of LLaVA-Video (1-based layer whose
+      last-query attention scores the visual tokens; fraction kept). ``None`` disables it.
+    """
+
+    method: ClassVar[str] = "tango"
+    retention: float = 0.1
+    context_ratio: float = 0.4
+    alpha: float = 1.5
+    beta: float = 0.6
+    k_neighbors: int = 7
+    segmentation: str = "holitom"
+    tau_segment: float = 0.8
+    tau_static: float = 0.8
+    base_time: float = 1e4
+    base_space: float = 1e3
+    sinks: tuple[tuple[int, int], ...] = ()
+    compat: str = "fixed"
+    diversity: bool = True
+    strope: bool = True
+    merge_context: bool = True
+    fastvid_cuts: int = 8
+    holitom_max_window: int = 1024
+    max_cluster_tokens: int = 16384
+    fastv_layer: int | None = None
+    fastv_keep: float = 0.5
+
+    def _validate(self) -> None:
+        _check_unit_interval("context_ratio", self.context_ratio, low_open=False, high_open=False)
+        _check_unit_interval("beta", self.beta, low_open=False, high_open=False)
+        _check_unit_interval("tau_static", self.tau_static, low_open=False, high_open=False)
+        for name in ("tau_segment",):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1 <= v <= 1:
+                raise ValueError(f"{name} must be a cosine similarity in [-1, 1], got {v!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (
+            math.isfinite(self.alpha) and self.alpha >= 1
+        ):
+            raise ValueError(f"alpha must be a finite number >= 1, got {self.alpha!r}")
+        for name, minimum in (("k_neighbors", 1), ("fastvid_cuts", 1), ("holitom_max_window", 2),
+                              ("max_cluster_tokens", 64)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+        for name in ("base_time", "base_space"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 1):
+                raise ValueError(f"{name} must be a finite number > 1, got {v!r}")
+        if self.segmentation not in _SEGMENTATIONS:
+            raise ValueError(f"segmentation must be one of {_SEGMENTATIONS}, got {self.segmentation!r}")
+        if self.compat not in _COMPAT:
+            raise ValueError(f"compat must be one of {_COMPAT}, got {self.compat!r}")
+        for name in ("diversity", "strope", "merge_context"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.fastv_layer is not None and (
+            isinstance(self.fastv_layer, bool) or not isinstance(self.fastv_layer, int) or self.fastv_layer < 1
+        ):
+            raise ValueError(f"fastv_layer must be None or a 1-based layer number >= 1, got {self.fastv_layer!r}")
+        _check_unit_interval("fastv_keep", self.fastv_keep, low_open=True, high_open=False)
+        # Normalise sinks to a tuple of (int, int) so configs hash, compare and serialise identically.
+        try:
+            sinks = tuple((int(r), int(c)) for r, c in self.sinks)
+            ok = all(float(r) == int(r) and float(c) == int(c) for r, c in self.sinks)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or any(r < 0 or c < 0 for r, c in sinks):
+            raise ValueError(f"sinks must be a sequence of non-negative (row, col) integer pairs, got {self.sinks!r}")
+        object.__setattr__(self, "sinks", sinks)
+
+    @property
+    def effective_context_ratio(self) -> float:
+        """The context ratio actually used: 0 when context merging is ablated."""
+        return self.context_ratio if self.merge_context else 0.0
+
+    @classmethod
+    def preset(cls, model: str, retention: float = 0.1, **overrides: Any) -> "TangoConfig":
+        """The published run configuration for ``model`` at overall ``retention``.
+
+        ``model`` is ``"llava-onevision"``, ``"llava-video"`` or ``"qwen2.5-vl"``. The segmentation
+        threshold is 0.65 at retention 0.1 and 0.8 otherwise. For LLaVA-Video, whose intra-LLM stage keeps
+        half of the tokens from layer 18 of 28 on, the pre-LLM retention is ``min(1, 28 r / 23)`` so that
+        the layer-averaged retention is ``r`` (tango-spec 2.10).
+        """
+        if model not in PRESETS:
+            raise ValueError(f"model must be one of {sorted(PRESETS)}, got {model!r}")
+        _check_unit_interval("retention", retention, low_open=True, high_open=False)
+        fields: dict[str, Any] = dict(PRESETS[model])
+        fields.update(segmentation="holitom", context_ratio=0.4, alpha=1.5, beta=0.6, k_neighbors=7,
+                      tau_static=0.8, tau_segment=0.65 if math.isclose(retention, 0.1) else 0.8)
+        pre = retention
+        if fields.get("fastv_layer") is not None:
+            layers, layer, keep = 28, fields["fastv_layer"], fields["fastv_keep"]
+            pre = min(1.0, layers * retention / (layer + (layers - layer) * keep))
+        fields["retention"] = pre
+        fields.update(overrides)
+        return cls(**fields)

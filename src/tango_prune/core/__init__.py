@@ -1,0 +1,1 @@
+"""Pure-torch algorithm pieces with no model knowledge."""

@@ -1,0 +1,101 @@
+"""Temporal segmentation of a video into runs of similar frames (tango-spec 2.2).
+
+- :func:`holitom_segments`: dynamic programme maximising the number of tokens that collapsing static
+  positions would remove. The published version builds an (N, N, L) tensor and runs a Python double loop
+  with a device sync per step; this one runs on the host in NumPy in O(N * (W + L)) memory (W the
+  maximum window), with the same values and the same tie-breaking.
+- :func:`fastvid_segments`: cuts at the ``c - 1`` lowest similarities and wherever similarity < tau.
+- :func:`frame_similarity`: cosine similarity of consecutive frames, computed in frame chunks so no
+  normalised copy of the whole video is held.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["frame_similarity", "holitom_segments", "fastvid_segments"]
+
+
+def frame_similarity(metric: torch.Tensor, chunk_frames: int = 64) -> torch.Tensor:
+    """Cosine similarity (fp32) between frames n and n+1 of ``metric``.
+
+    ``metric`` is (T, L, D) per token -> (T-1, L), or (T, D) per frame -> (T-1,).
+    """
+    T = metric.shape[0]
+    out = []
+    prev = None
+    for s in range(0, T, chunk_frames):
+        chunk = metric[s:s + chunk_frames].float()
+        chunk = chunk / chunk.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        if prev is not None:
+            chunk = torch.cat([prev, chunk], dim=0)
+        out.append((chunk[:-1] * chunk[1:]).sum(-1))
+        prev = chunk[-1:]
+    if not out:
+        return metric.new_zeros((0,) + tuple(metric.shape[1:-1]), dtype=torch.float32)
+    return torch.cat(out, dim=0)
+
+
+def holitom_segments(frame_sim: torch.Tensor | np.ndarray, tau: float, max_window: int = 1024) -> list[int]:
+    """Segment sizes from the HoliTom dynamic programme.
+
+    ``frame_sim`` (N-1, L): similarity of each token position between consecutive frames. A window of
+    frames [a, b] is worth ``static(a, b) * (b - a)`` where ``static`` counts the positions whose
+    similarity exceeds ``tau`` at every step inside the window. The DP picks the partition (windows of at
+    most ``max_window`` frames) of maximal total worth; on ties the earliest option in the order
+    (singleton, then windows of increasing size) wins, as in the published code.
+    """
+    sim = frame_sim.detach().float().cpu().numpy() if isinstance(frame_sim, torch.Tensor) else np.asarray(frame_sim)
+    if sim.ndim != 2:
+        raise ValueError(f"frame_sim must have shape (N-1, L), got {sim.shape}")
+    N = sim.shape[0] + 1
+    Wmax = max(1, min(N, max_window))
+    above = sim > tau                                             # (N-1, L)
+    L = above.shape[1]
+    # run[a, l]: number of consecutive steps a, a+1, ... with similarity > tau at position l.
+    run = np.zeros((N, L), dtype=np.int64)
+    for a in range(N - 2, -1, -1):
+        run[a] = np.where(above[a], run[a + 1] + 1, 0)
+    # static[a, w] = #{l : run[a, l] >= w}: positions static over the window [a, a + w].
+    hist = np.zeros((N, Wmax + 1), dtype=np.int64)
+    rows = np.repeat(np.arange(N), L)
+    np.add.at(hist, (rows, np.minimum(run, Wmax).reshape(-1)), 1)
+    static = hist[:, ::-1].cumsum(axis=1)[:, ::-1]                # suffix sums over w
+    dp = np.zeros(N + 1, dtype=np.int64)                          # dp[i + 1] = best value of frames 0..i
+    start = np.zeros(N, dtype=np.int64)
+    for i in range(N):
+        wmax = min(i + 1, Wmax)
+        best, best_start = dp[i], i                               # frame i alone
+        if wmax >= 2:
+            w = np.arange(2, wmax + 1)                            # window [i-w+1, i]
+            a = i - w + 1
+            vals = dp[a] + static[a, w - 1] * (w - 1)
+            j = int(np.argmax(vals))                              # first maximum = smallest window
+            if vals[j] > best:
+                best, best_start = vals[j], int(a[j])
+        dp[i + 1] = best
+        start[i] = best_start
+    sizes = []
+    i = N - 1
+    while i >= 0:
+        sizes.append(i - int(start[i]) + 1)
+        i = int(start[i]) - 1
+    return sizes[::-1]
+
+
+def fastvid_segments(frame_sim: torch.Tensor | np.ndarray, tau: float, num_cuts: int = 8) -> list[int]:
+    """Segment sizes from FastVID-style cuts.
+
+    ``frame_sim`` (N-1,): similarity of consecutive frames. A cut after frame n is made for the
+    ``num_cuts - 1`` smallest similarities (ties: earlier frame first) and wherever similarity < ``tau``.
+    """
+    sim = frame_sim.detach().float().cpu().numpy() if isinstance(frame_sim, torch.Tensor) else np.asarray(frame_sim)
+    if sim.ndim != 1:
+        raise ValueError(f"frame_sim must have shape (N-1,), got {sim.shape}")
+    N = sim.shape[0] + 1
+    lowest = np.argsort(sim, kind="stable")[: min(num_cuts - 1, N - 1)]
+    cuts = np.union1d(lowest, np.nonzero(sim < tau)[0]).astype(np.int64)
+    bounds = np.concatenate([[-1], cuts, [N - 1]])
+    bounds = np.unique(bounds)
+    return np.diff(bounds).astype(int).tolist()

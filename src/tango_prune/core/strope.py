@@ -1,0 +1,71 @@
+"""ST-RoPE: spatio-temporal rotary embedding used only to measure token distances (tango-spec 1.7).
+
+Channels of an L2-normalised feature are split into three contiguous sections (time, row, column). Inside
+each section of size d, channel j is paired with j + d/2 ("rotate-half") and the pair is rotated by
+``p * base ** (-2j/d)`` where p is the frame time in seconds or the grid row / column. For unit vectors
+``|R_p x - R_q y|^2 = 2 - 2 <x, R_(q-p) y>``, so Euclidean distances on the rotated copy are cosine
+distances modulated by the relative spatio-temporal offset.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["strope_sections", "strope_rotate", "normalize"]
+
+
+def strope_sections(dim: int) -> tuple[int, int, int]:
+    """Section sizes (d_t, d_h, d_w) for feature dimension ``dim``.
+
+    d_h = d_w = 2 * floor(dim / 6) and d_t = dim - 2 * d_h, which reproduces the published hard-coded
+    1196/1194/1194 split for dim = 3584 and keeps every section even for even ``dim``. For odd ``dim`` the
+    temporal section is odd and its last channel is left unrotated.
+    """
+    if dim < 2:
+        raise ValueError(f"dim must be >= 2 to apply ST-RoPE, got {dim}")
+    d_hw = 2 * (dim // 6)
+    return dim - 2 * d_hw, d_hw, d_hw
+
+
+def normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """L2-normalise the last dimension in fp32 (a new tensor; zero vectors stay zero)."""
+    x = x.float()
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def _rotate_section(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
+    d = x.shape[-1]
+    half = d // 2
+    if half == 0:
+        return x
+    inv_freq = base ** (-torch.arange(half, dtype=torch.float64, device=x.device) * 2.0 / (2 * half))
+    angle = (pos.to(torch.float64)[:, None] * inv_freq[None, :]).to(torch.float32)  # (n, half)
+    cos, sin = angle.cos(), angle.sin()
+    a, b = x[..., :half], x[..., half:2 * half]
+    out = torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
+    if 2 * half < d:
+        out = torch.cat([out, x[..., 2 * half:]], dim=-1)
+    return out
+
+
+def strope_rotate(x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
+                  base_time: float = 1e4, base_space: float = 1e3) -> torch.Tensor:
+    """Rotate fp32 features ``x`` (n, D) at positions (t seconds, h row, w column), each of shape (n,).
+
+    Returns a new (n, D) fp32 tensor; the input is not modified. Angles are computed in fp64 before being
+    cast, so large timestamps lose no precision.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (n, D), got {tuple(x.shape)}")
+    n, D = x.shape
+    for name, p in (("t", t), ("h", h), ("w", w)):
+        if p.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {tuple(p.shape)}")
+    d_t, d_h, d_w = strope_sections(D)
+    x = x.float()
+    parts = [
+        _rotate_section(x[:, :d_t], t, base_time),
+        _rotate_section(x[:, d_t:d_t + d_h], h, base_space),
+        _rotate_section(x[:, d_t + d_h:], w, base_space),
+    ]
+    return torch.cat(parts, dim=-1)

@@ -1,0 +1,279 @@
+"""The Tango pruner: segments -> static/dynamic split -> diverse salient selection -> context merging.
+
+Follows tango-spec section 2 step by step, with the fixes of section 6.1 (see :class:`TangoConfig`):
+fp32 scores and accumulation, index tie-breaks instead of random noise, no in-place writes to inputs, a
+separate static threshold, de-duplicated indices, and anchors receiving their own merged feature
+(``compat="published"`` restores the published permutation).
+
+Budget arithmetic (exact; tango-spec 2.3-2.5):
+
+- A single-frame segment (or a static part) of n tokens keeps K = max(1, ceil(n r)) tokens:
+  K_s = floor(K (1 - c)) salient and K_c = K - K_s context anchors.
+- A segment of n_f > 1 frames with S static positions uses the adjusted ratio
+  r' = min(r / ((n_f L - (n_f - 1) S) / (n_f L)), 1). The static part keeps max(1, ceil(S r')) tokens
+  (none if S = 0); every frame keeps R = ceil((L - S) r') dynamic tokens, K_s = floor(R (1 - c)) chosen per
+  frame and K_c n_f context anchors chosen over the whole segment.
+- So the total is r T L up to one token per frame (ceilings) plus one per segment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..config import TangoConfig
+from ..tokens import PruneResult, TokenKind, VideoTokens
+from .dpc import DEFAULT_BLOCK_ELEMS, dpc_knn, nearest, stable_argsort_desc
+from .merge import merge_into_anchors
+from .segment import fastvid_segments, frame_similarity, holitom_segments
+from .strope import normalize, strope_rotate
+
+__all__ = ["tango_prune", "segment_video", "compressor_budget"]
+
+
+def compressor_budget(n: int, r: float, c: float) -> tuple[int, int]:
+    """(K_s, K_c) for a token set of size n at ratio r and context ratio c."""
+    K = max(1, math.ceil(n * r)) if n > 0 else 0
+    K_s = int(K * (1.0 - c))
+    return K_s, K - K_s
+
+
+@dataclass
+class _Kept:
+    """Kept tokens of one piece, as global flat indices with fp32 features and kinds."""
+
+    indices: torch.Tensor
+    features: torch.Tensor
+    kinds: torch.Tensor
+
+
+def _select_salient(score: torch.Tensor, target: int, cfg: TangoConfig, rot_of: Callable[[torch.Tensor], torch.Tensor],
+                    block_elems: int) -> torch.Tensor:
+    """Diversity-driven salient selection, batched over sets.
+
+    ``score`` (B, n) fp32; ``rot_of(cand)`` maps (B, M) candidate indices to their (B, M, D') distance
+    geometry, so only candidates are ever rotated. Returns a bool mask (B, n) of the chosen tokens
+    (``target`` per set, fewer only when exact duplicates make two clusters pick the same token).
+    """
+    B, n = score.shape
+    chosen = torch.zeros(B, n, dtype=torch.bool, device=score.device)
+    if target <= 0:
+        return chosen
+    M = min(int(cfg.alpha * target), n)
+    cand = stable_argsort_desc(score)[:, :M]                  # (B, M) by descending score, index on ties
+    if M <= target or M <= 1 or not cfg.diversity:
+        return chosen.scatter_(1, cand[:, :target], True)
+    cand_rot = rot_of(cand)
+    D = cand_rot.shape[-1]
+    centres = dpc_knn(cand_rot, target, cfg.k_neighbors, block_elems)         # (B, target), into cand
+    centre_rot = torch.gather(cand_rot, 1, centres.unsqueeze(-1).expand(B, target, D))
+    assign = nearest(cand_rot, centre_rot, block_elems)                       # (B, M)
+    # Candidates are in descending score order, so the first member of a cluster is its best one.
+    member = assign.unsqueeze(1) == torch.arange(target, device=score.device)[None, :, None]  # (B, t, M)
+    has = member.any(-1)
+    first = member.float().argmax(-1)                                         # first True
+    pick = torch.where(has, first, centres)                                   # empty cluster -> centre
+    return chosen.scatter_(1, torch.gather(cand, 1, pick), True)
+
+
+def _merge_context(feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: TangoConfig,
+                   block_elems: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Spend ``budget`` context anchors on a pool of n tokens.
+
+    Returns (local indices ascending, their fp32 features, merged?). If the pool fits in the budget it is
+    kept as is; otherwise DPC-KNN picks the anchors on ``rot`` and every pool token is merged into its
+    nearest anchor.
+    """
+    n = feats.shape[0]
+    if budget <= 0 or n == 0:
+        return torch.zeros(0, dtype=torch.long, device=feats.device), feats.new_zeros((0, feats.shape[1]), dtype=torch.float32), False
+    if n <= budget:
+        return torch.arange(n, device=feats.device), feats.float(), False
+    by_score = dpc_knn(rot, budget, cfg.k_neighbors, block_elems)   # descending gamma
+    asc = torch.sort(by_score).values
+    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems)      # row i for asc[i]
+    if cfg.compat == "published":
+        # The published code writes row i (ascending order) to the i-th anchor in gamma order.
+        order = torch.argsort(by_score)
+        return by_score[order], merged[order], True
+    return asc, merged, True
+
+
+def _compress(feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: float, cfg: TangoConfig,
+              block_elems: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``tango_compressor`` for one token set of n tokens (tango-spec 2.4).
+
+    ``feats`` (n, D), ``rot`` (n, D') distance geometry, ``score`` (n,) fp32. Returns (local indices,
+    fp32 features, kinds), unsorted.
+    """
+    n = feats.shape[0]
+    K_s, K_c = compressor_budget(n, r, cfg.effective_context_ratio)
+    chosen = _select_salient(score[None], K_s, cfg, lambda cand: rot[cand], block_elems)[0]
+    sal = torch.nonzero(chosen).squeeze(1)
+    pool = torch.nonzero(~chosen).squeeze(1)
+    ctx_local, ctx_feats, _ = _merge_context(feats[pool], rot[pool], min(K_c, pool.numel()), cfg, block_elems)
+    idx = torch.cat([sal, pool[ctx_local]])
+    out = torch.cat([feats[sal].float(), ctx_feats])
+    kinds = torch.cat([torch.full_like(sal, TokenKind.SALIENT), torch.full_like(ctx_local, TokenKind.CONTEXT)])
+    return idx, out, kinds
+
+
+def _context_windows(pool_per_frame: list[int], cap: int) -> list[tuple[int, int]]:
+    """Split frames into consecutive windows whose pooled context tokens stay <= cap (>= 1 frame each)."""
+    windows, start, acc = [], 0, 0
+    for f, p in enumerate(pool_per_frame):
+        if acc and acc + p > cap:
+            windows.append((start, f))
+            start, acc = f, 0
+        acc += p
+    windows.append((start, len(pool_per_frame)))
+    return windows
+
+
+class _Geometry:
+    """Distance geometry of a segment's tokens, computed only for the tokens that are asked for.
+
+    A token (frame f, position p) maps to its L2-normalised feature, rotated by ST-RoPE at (time of f,
+    row p // W, column p % W) unless ST-RoPE is ablated. Rotating lazily keeps memory proportional to
+    the candidates and the context window instead of the whole segment.
+    """
+
+    def __init__(self, X: torch.Tensor, ts: torch.Tensor, W: int, cfg: TangoConfig):
+        self.X, self.ts, self.W, self.cfg = X, ts.to(X.device, torch.float64), W, cfg
+
+    def __call__(self, frames: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        shape = frames.shape
+        frames, pos = frames.reshape(-1), pos.reshape(-1)
+        x = normalize(self.X[frames, pos])
+        if self.cfg.strope:
+            x = strope_rotate(x, self.ts[frames], torch.div(pos, self.W, rounding_mode="floor"), pos % self.W,
+                              self.cfg.base_time, self.cfg.base_space)
+        return x.reshape(*shape, x.shape[-1])
+
+
+def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset: int,
+             cfg: TangoConfig, block_elems: int, stats: dict) -> _Kept:
+    """``tango_token_merger`` for one segment X (n_f, L, D) whose first frame has flat index ``offset``."""
+    n_f, L, D = X.shape
+    geo = _Geometry(X, ts, W, cfg)
+    dev = X.device
+    r = cfg.retention
+    c = cfg.effective_context_ratio
+    if n_f == 1:
+        allpos = torch.arange(L, device=dev)
+        idx, out, kinds = _compress(X[0], geo(torch.zeros_like(allpos), allpos), s[0], r, cfg, block_elems)
+        stats["static"].append(0)
+        return _Kept(idx + offset, out, kinds)
+
+    # Static positions: similar (un-rotated cosine > tau_static) at every step of the segment.
+    static = (frame_similarity(X) > cfg.tau_static).all(0)                  # (L,)
+    S = int(static.sum())
+    stats["static"].append(S)
+    r_adj = min(r / ((n_f * L - (n_f - 1) * S) / (n_f * L)), 1.0)
+    pieces = []
+    if S > 0:
+        sp = torch.nonzero(static).squeeze(1)
+        s_feat = X[:, sp].float().mean(0)
+        # Distances of a static token use its first frame, where the token is placed.
+        idx, out, _ = _compress(s_feat, geo(torch.zeros_like(sp), sp), s[:, sp].mean(0), r_adj, cfg, block_elems)
+        pieces.append(_Kept(sp[idx] + offset, out, torch.full_like(idx, TokenKind.STATIC)))
+
+    dp = torch.nonzero(~static).squeeze(1)
+    Ld = dp.numel()
+    if Ld == 0:
+        return _cat(pieces, dev)
+    R = math.ceil(Ld * r_adj)
+    K_s = int(R * (1.0 - c))
+    K_c = R - K_s
+    frames = torch.arange(n_f, device=dev)
+    chosen = _select_salient(s[:, dp], min(K_s, Ld), cfg,
+                             lambda cand: geo(frames[:, None].expand_as(cand), dp[cand]), block_elems)
+    fr, j = torch.nonzero(chosen, as_tuple=True)
+    pieces.append(_Kept(offset + fr * L + dp[j], X[fr, dp[j]].float(), torch.full_like(j, TokenKind.SALIENT)))
+
+    if K_c > 0:
+        free = ~chosen
+        windows = _context_windows(free.sum(1).tolist(), cfg.max_cluster_tokens)
+        stats["windows"] += len(windows) - 1
+        for a, b in windows:
+            fr, j = torch.nonzero(free[a:b], as_tuple=True)                 # frame-major pool
+            fr = fr + a
+            local, feats, _ = _merge_context(X[fr, dp[j]], geo(fr, dp[j]), K_c * (b - a), cfg, block_elems)
+            pieces.append(_Kept(offset + fr[local] * L + dp[j[local]], feats,
+                                torch.full_like(local, TokenKind.CONTEXT)))
+    return _cat(pieces, dev)
+
+
+def _cat(pieces: list[_Kept], device: torch.device) -> _Kept:
+    if not pieces:
+        z = torch.zeros(0, dtype=torch.long, device=device)
+        return _Kept(z, torch.zeros(0, 0, device=device), z)
+    return _Kept(torch.cat([p.indices for p in pieces]), torch.cat([p.features for p in pieces]),
+                 torch.cat([p.kinds for p in pieces]))
+
+
+def segment_video(tokens: VideoTokens, cfg: TangoConfig) -> list[int]:
+    """Segment sizes (frames) for ``tokens`` under ``cfg.segmentation``; they sum to T."""
+    T, H, W = tokens.grid
+    if cfg.segmentation == "none" or T == 1:
+        return [T]
+    metric = tokens.metric if tokens.metric is not None else tokens.features
+    if cfg.segmentation == "holitom":
+        if metric.dim() != 4:
+            raise ValueError("metric must be per token, shape (T, H, W, Dm), for segmentation='holitom'; "
+                             f"got shape {tuple(metric.shape)}")
+        sim = frame_similarity(metric.reshape(T, H * W, -1))
+        return holitom_segments(sim, cfg.tau_segment, cfg.holitom_max_window)
+    # fastvid: one global vector per frame; per-token metrics are averaged over the frame.
+    per_frame = metric.float().mean(dim=(1, 2)) if metric.dim() == 4 else metric
+    return fastvid_segments(frame_similarity(per_frame), cfg.tau_segment, cfg.fastvid_cuts)
+
+
+def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAULT_BLOCK_ELEMS) -> PruneResult:
+    """Run Tango on ``tokens``; see the module docstring for the budget."""
+    T, H, W = tokens.grid
+    L = H * W
+    X = tokens.features.reshape(T, L, -1)
+    s = tokens.require_saliency("tango").float().reshape(T, L)
+    for r_, c_ in cfg.sinks:
+        if r_ >= H or c_ >= W:
+            raise ValueError(f"sinks must lie inside the {H}x{W} token grid, got (row, col) = {(r_, c_)}")
+    if cfg.sinks:
+        s = s.clone()  # never write into the caller's saliency
+        rows = torch.tensor([rc[0] for rc in cfg.sinks], device=s.device)
+        cols = torch.tensor([rc[1] for rc in cfg.sinks], device=s.device)
+        s[:, rows * W + cols] = 0.0
+    sizes = segment_video(tokens, cfg)
+    stats: dict = {"static": [], "windows": 0}
+    pieces = []
+    start = 0
+    for n_f in sizes:
+        sl = slice(start, start + n_f)
+        pieces.append(_segment(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats))
+        start += n_f
+    kept = _cat(pieces, X.device)
+    # Exact duplicate features can make two clusters choose the same token: keep it once.
+    idx, first = _unique_first(kept.indices)
+    info = {
+        "method": "tango",
+        "retention": cfg.retention,
+        "segments": sizes,
+        "static_positions": stats["static"],
+        "context_windows_split": stats["windows"],
+        "kept": int(idx.numel()),
+        "total": T * L,
+        "by_kind": {name: int((kept.kinds[first] == code).sum()) for code, name in enumerate(TokenKind.NAMES)},
+    }
+    return PruneResult.from_indices(tokens, idx, kept.features[first].to(X.dtype), kept.kinds[first], info)
+
+
+def _unique_first(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique values and, for each, the position of its first occurrence in ``indices``."""
+    order = torch.argsort(indices, stable=True)
+    srt = indices[order]
+    keep = torch.ones_like(srt, dtype=torch.bool)
+    keep[1:] = srt[1:] != srt[:-1]
+    return srt[keep], order[keep]
