@@ -37,8 +37,10 @@ def pairwise_sqdist(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor | None 
         a_sq = (a * a).sum(-1)
     if b_sq is None:
         b_sq = (b * b).sum(-1)
+    # (|a|^2 + |b|^2) is added as one commutative sum so that d2[i, j] == d2[j, i] bit for bit: exact
+    # density ties (e.g. mutual nearest neighbours) then stay ties and are broken by index.
     d2 = torch.matmul(a, b.transpose(-1, -2)).mul_(-2.0)
-    d2.add_(a_sq.unsqueeze(-1)).add_(b_sq.unsqueeze(-2))
+    d2.add_(a_sq.unsqueeze(-1) + b_sq.unsqueeze(-2))
     return d2.clamp_min_(0.0)
 
 

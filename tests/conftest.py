@@ -1,0 +1,26 @@
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def make_tokens(T=4, H=6, W=6, D=24, seed=0, static=0, dtype=torch.float32, fps=1.0):
+    """Random tokens; the first ``static`` positions are identical in every frame."""
+    import tango_prune as tp
+
+    g = torch.Generator().manual_seed(seed)
+    F = torch.randn(T, H, W, D, generator=g)
+    if static:
+        flat = F.reshape(T, H * W, D)
+        flat[:, :static] = flat[:1, :static]
+    S = torch.rand(T, H, W, generator=g)
+    ts = torch.arange(T, dtype=torch.float64) / fps
+    return tp.VideoTokens(features=F.to(dtype), saliency=S, timestamps=ts)
+
+
+@pytest.fixture
+def tokens_factory():
+    return make_tokens

@@ -1,0 +1,160 @@
+import math
+
+import pytest
+import torch
+
+import tango_prune as tp
+from conftest import make_tokens
+from reference_tango import ref_tango
+from tango_prune.core.tango import compressor_budget, tango_prune
+
+
+# -- budgets (tango-spec 2.9) ----------------------------------------------------------------------
+@pytest.mark.parametrize("r,kept", [(0.10, 640), (0.15, 960), (0.20, 1280)])
+@pytest.mark.parametrize("segmentation", ["none", "holitom", "fastvid"])
+def test_budget_table_llava_ov(r, kept, segmentation):
+    tok = make_tokens(T=32, H=14, W=14, D=16, seed=1)
+    res = tp.prune(tok, "tango", retention=r, segmentation=segmentation)
+    assert res.num_kept == kept
+    if set(res.info["segments"]) == {1}:
+        # single-frame segments: every frame spends its own budget; otherwise context anchors are pooled
+        # over the segment (tango-spec 2.5) and a frame may hold more or fewer of them
+        assert res.per_frame_counts().tolist() == [kept // 32] * 32
+
+
+@pytest.mark.parametrize("r,kept", [(0.10, 1344), (0.15, 1984), (0.20, 2688)])
+def test_budget_table_llava_video(r, kept):
+    cfg = tp.TangoConfig.preset("llava-video", retention=r, segmentation="none")
+    assert math.isclose(cfg.retention, 28 * r / 23)
+    tok = make_tokens(T=64, H=13, W=13, D=8, seed=2)
+    assert tp.prune(tok, cfg).num_kept == kept
+
+
+def test_budget_with_static_positions():
+    # 8 frames x 196, S = 50 static, r = 0.1: r' = 0.12874, static K = 7, dynamic R = 19 -> 7 + 152 = 159.
+    tok = make_tokens(T=8, H=14, W=14, D=32, seed=3, static=50)
+    res = tp.prune(tok, "tango", retention=0.1, segmentation="none")
+    assert res.info["static_positions"] == [50]
+    assert res.num_kept == 159
+    assert res.info["by_kind"]["static"] == 7
+    static = res.kinds == tp.TokenKind.STATIC
+    assert (res.positions[static, 0] == 0).all()          # placed at the segment's first frame
+
+
+def test_compressor_budget_rounding():
+    assert compressor_budget(196, 0.1, 0.4) == (12, 8)
+    assert compressor_budget(0, 0.1, 0.4) == (0, 0)
+    assert compressor_budget(3, 0.01, 0.4) == (0, 1)      # K = max(1, ceil(.03)) = 1 -> all context
+
+
+# -- oracle: the naive dense reference ------------------------------------------------------------
+CASES = [
+    dict(T=1, H=7, W=7, static=0, cfg=dict()),
+    dict(T=5, H=6, W=6, static=0, cfg=dict(segmentation="none")),
+    dict(T=6, H=6, W=5, static=12, cfg=dict(segmentation="none", retention=0.2)),
+    dict(T=6, H=6, W=6, static=10, cfg=dict(retention=0.3, compat="published", segmentation="none")),
+    dict(T=4, H=5, W=7, static=8, cfg=dict(retention=0.15, sinks=((0, 0), (2, 3)), segmentation="none")),
+    dict(T=4, H=6, W=6, static=0, cfg=dict(retention=0.25, strope=False, segmentation="none")),
+    dict(T=4, H=6, W=6, static=5, cfg=dict(retention=0.25, diversity=False, segmentation="none")),
+    dict(T=4, H=6, W=6, static=5, cfg=dict(retention=0.25, merge_context=False, segmentation="none")),
+    dict(T=6, H=5, W=5, static=9, cfg=dict(retention=0.2)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: str(c["cfg"]))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_reference(case, seed):
+    tok = make_tokens(T=case["T"], H=case["H"], W=case["W"], D=18, seed=seed, static=case["static"], fps=2.0)
+    cfg = tp.TangoConfig(**{"retention": 0.1, **case["cfg"]})
+    res = tp.prune(tok, cfg)
+    idx, feats = ref_tango(tok.features, tok.saliency, tok.timestamps, cfg, sizes=res.info["segments"])
+    assert res.indices.tolist() == idx
+    ref = torch.stack([feats[i] for i in idx]).float()
+    assert torch.allclose(res.features, ref, atol=1e-5)
+
+
+def test_reference_segmentation_agrees():
+    tok = make_tokens(T=6, H=5, W=5, D=18, seed=4, static=9)
+    cfg = tp.TangoConfig(retention=0.2, tau_segment=0.8)
+    res = tp.prune(tok, cfg)
+    assert res.indices.tolist() == ref_tango(tok.features, tok.saliency, tok.timestamps, cfg)[0]
+
+
+# -- fixes and compat -----------------------------------------------------------------------------
+def test_published_compat_only_permutes_anchor_features():
+    tok = make_tokens(T=4, H=8, W=8, D=16, seed=5)
+    fixed = tp.prune(tok, "tango", retention=0.3, segmentation="none")
+    pub = tp.prune(tok, "tango", retention=0.3, segmentation="none", compat="published")
+    assert torch.equal(fixed.indices, pub.indices)
+    ctx = fixed.kinds == tp.TokenKind.CONTEXT
+    assert torch.equal(fixed.features[~ctx], pub.features[~ctx])
+    a = sorted(map(tuple, fixed.features[ctx].tolist()))
+    b = sorted(map(tuple, pub.features[ctx].tolist()))
+    assert a == b and not torch.equal(fixed.features[ctx], pub.features[ctx])
+
+
+def test_salient_tokens_keep_original_features_and_positions_match_indices():
+    tok = make_tokens(T=3, H=7, W=9, D=12, seed=6)
+    res = tp.prune(tok, "tango", retention=0.2)
+    T, H, W = res.grid
+    assert torch.equal(res.positions[:, 0] * H * W + res.positions[:, 1] * W + res.positions[:, 2], res.indices)
+    sal = res.kinds == tp.TokenKind.SALIENT
+    flat = tok.features.reshape(-1, 12)
+    assert torch.equal(res.features[sal], flat[res.indices[sal]])
+
+
+def test_sinks_are_never_salient_and_input_saliency_untouched():
+    tok = make_tokens(T=2, H=6, W=6, D=12, seed=7)
+    sal = tok.saliency.clone()
+    sal[:, 1, 2] = 100.0
+    tok = tp.VideoTokens(tok.features, sal, tok.timestamps)
+    with_sink = tp.prune(tok, "tango", retention=0.2, sinks=((1, 2),), merge_context=False)
+    without = tp.prune(tok, "tango", retention=0.2, merge_context=False)
+    hit = lambda r: ((r.positions[:, 1] == 1) & (r.positions[:, 2] == 2)).any()
+    assert hit(without) and not hit(with_sink)
+    assert torch.equal(tok.saliency, sal)
+
+
+def test_duplicate_features_give_unique_indices():
+    F = torch.randn(1, 1, 4, 8).repeat(2, 6, 1, 1)      # heavy exact duplication
+    S = torch.ones(2, 6, 4)
+    res = tp.prune(tp.VideoTokens(F, S), "tango", retention=0.5, segmentation="none", tau_static=1.0)
+    assert torch.equal(res.indices, torch.unique(res.indices))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_low_precision_inputs_keep_dtype(dtype):
+    tok = make_tokens(T=4, H=6, W=6, D=16, seed=8, dtype=dtype)
+    res = tp.prune(tok, "tango", retention=0.2)
+    assert res.features.dtype == dtype
+    ref = tp.prune(make_tokens(T=4, H=6, W=6, D=16, seed=8, dtype=dtype), "tango", retention=0.2)
+    assert torch.equal(res.indices, ref.indices)
+
+
+# -- scale: blocked == dense, windows ------------------------------------------------------------
+def test_blocked_computation_equals_dense():
+    tok = make_tokens(T=6, H=10, W=10, D=24, seed=9, static=20)
+    cfg = tp.TangoConfig(retention=0.15, segmentation="none")
+    dense = tango_prune(tok, cfg, block_elems=1 << 30)
+    for block in (64, 4096):
+        got = tango_prune(tok, cfg, block_elems=block)
+        assert torch.equal(got.indices, dense.indices)
+        assert torch.allclose(got.features, dense.features, atol=1e-6)
+
+
+def test_context_windows_split_budget_exactly():
+    tok = make_tokens(T=12, H=8, W=8, D=16, seed=10)
+    whole = tp.prune(tok, "tango", retention=0.2, segmentation="none")
+    windowed = tp.prune(tok, "tango", retention=0.2, segmentation="none", max_cluster_tokens=120)
+    assert windowed.info["context_windows_split"] > 0 and whole.info["context_windows_split"] == 0
+    assert windowed.num_kept == whole.num_kept
+    # context anchors stay inside their window: every frame window keeps K_c * frames anchors
+    assert windowed.info["by_kind"] == whole.info["by_kind"]
+
+
+def test_timestamps_change_geometry_not_budget():
+    tok = make_tokens(T=6, H=6, W=6, D=24, seed=11)
+    slow = tp.VideoTokens(tok.features, tok.saliency, tok.timestamps * 100)
+    a = tp.prune(tok, "tango", retention=0.2, segmentation="none")
+    b = tp.prune(slow, "tango", retention=0.2, segmentation="none")
+    assert a.num_kept == b.num_kept
