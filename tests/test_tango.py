@@ -158,3 +158,44 @@ def test_timestamps_change_geometry_not_budget():
     a = tp.prune(tok, "tango", retention=0.2, segmentation="none")
     b = tp.prune(slow, "tango", retention=0.2, segmentation="none")
     assert a.num_kept == b.num_kept
+
+
+def test_static_positions_collapse_to_their_temporal_mean():
+    # Retention 1: nothing is dropped, but each static position becomes one token carrying its mean.
+    tok = make_tokens(T=5, H=4, W=4, D=16, seed=12, static=6)
+    F = tok.features.clone()
+    F[:, 0, :2] += 0.01 * torch.randn(5, 2, 16)          # nearly static: still above tau_static
+    tok = tp.VideoTokens(F, tok.saliency, tok.timestamps)
+    res = tp.prune(tok, "tango", retention=1.0, segmentation="none")
+    S = res.info["static_positions"][0]
+    assert S == 6 and res.num_kept == S + 5 * (16 - S)
+    static = res.kinds == tp.TokenKind.STATIC
+    pos = res.positions[static]
+    assert (pos[:, 0] == 0).all()
+    assert torch.allclose(res.features[static], F[:, pos[:, 1], pos[:, 2]].mean(0), atol=1e-6)
+
+
+def test_long_video_memory_is_bounded(tmp_path):
+    """1024 frames x 196 tokens x D=896 at retention 0.1 must need < 2 GiB beyond its input (issue 2)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import tango_prune as tp
+        from tango_prune.synthetic import synthetic_tokens
+        tok = synthetic_tokens(1024, grid=14, dim=896, seed=0, cut_every=16)
+        def field(name):
+            for line in open('/proc/self/status'):
+                if line.startswith(name + ':'):
+                    return int(line.split()[1]) * 1024
+        open('/proc/self/clear_refs', 'w').write('5')
+        base = field('VmRSS')
+        res = tp.prune(tok, tp.TangoConfig.preset('llava-onevision', retention=0.1))
+        print(field('VmHWM') - base, res.num_kept)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    extra, kept = map(int, out.stdout.split())
+    assert extra < 2 * 2**30
+    assert 0.09 * 1024 * 196 < kept < 0.1 * 1024 * 196 + 2 * 1024

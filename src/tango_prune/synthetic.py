@@ -93,18 +93,21 @@ def tokens_from_frames(frames: np.ndarray, grid: int | tuple[int, int] = 14, dim
     cells = f.reshape(T, gh, ch, gw, cw, 3).transpose(0, 1, 3, 2, 4, 5).reshape(T, gh, gw, ch * cw, 3)
     desc = np.concatenate([cells.mean(3), cells.std(3)], axis=-1)              # (T, gh, gw, 6)
     rng = np.random.default_rng(seed)
-    w1 = rng.standard_normal((6, 4 * dim)).astype(np.float32) * 3.0
-    w2 = rng.standard_normal((4 * dim, dim)).astype(np.float32) / np.sqrt(4 * dim)
+    hidden = min(4 * dim, 512)
+    w1 = torch.from_numpy((rng.standard_normal((6, hidden)) * 3.0).astype(np.float32))
+    w2 = torch.from_numpy((rng.standard_normal((hidden, dim)) / np.sqrt(hidden)).astype(np.float32))
     # Centred descriptors and an odd non-linearity: unrelated colours get near-orthogonal features.
-    centred = desc - np.array([0.5, 0.5, 0.5, 0.1, 0.1, 0.1], dtype=np.float32)
-    feats = np.tanh(centred @ w1) @ w2
+    centred = torch.from_numpy((desc - np.array([0.5, 0.5, 0.5, 0.1, 0.1, 0.1])).astype(np.float32))
+    feats = torch.empty(T, gh, gw, dim, dtype=dtype)
+    for s in range(0, T, 64):  # chunks keep the hidden activations small for long videos
+        feats[s:s + 64] = (torch.tanh(centred[s:s + 64] @ w1) @ w2).to(dtype)
     mean_col = desc[..., :3]
     bgcol = np.median(mean_col.reshape(T, -1, 3), axis=1)[:, None, None, :]
     logits = 12.0 * np.linalg.norm(mean_col - bgcol, axis=-1)
     logits -= logits.max(axis=(1, 2), keepdims=True)
     sal = np.exp(logits)
     sal /= sal.sum(axis=(1, 2), keepdims=True)
-    return VideoTokens(features=torch.from_numpy(feats).to(dtype), saliency=torch.from_numpy(sal.astype(np.float32)),
+    return VideoTokens(features=feats, saliency=torch.from_numpy(sal.astype(np.float32)),
                        timestamps=torch.arange(T, dtype=torch.float64) / fps)
 
 

@@ -22,6 +22,8 @@ check this.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["dpc_knn", "nearest", "pairwise_sqdist", "stable_argsort_desc", "DEFAULT_BLOCK_ELEMS"]
@@ -97,7 +99,9 @@ def dpc_knn(x: torch.Tensor, num: int, k: int, block_elems: int = DEFAULT_BLOCK_
     ranks = torch.arange(n, device=x.device)
     s = 1
     while s < n:
-        step = _rows_per_block(B, s + 1, block_elems)     # columns grow with s: keep blocks bounded
+        # A block of rows [s, e) meets columns [0, e): pick e so that (e - s) * e stays within the budget.
+        cap = block_elems // B
+        step = max(1, int((-s + math.sqrt(s * s + 4.0 * cap)) / 2))
         e = min(n, s + step)
         d2 = pairwise_sqdist(xs[:, s:e], xs[:, :e], sqs[:, s:e], sqs[:, :e])
         denser = ranks[None, :e] < ranks[s:e, None]        # (rows, cols): column strictly earlier in order
