@@ -39,8 +39,11 @@ def _rotate_section(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Te
     if half == 0:
         return x
     inv_freq = base ** (-torch.arange(half, dtype=torch.float64, device=x.device) * 2.0 / (2 * half))
-    angle = (pos.to(torch.float64)[:, None] * inv_freq[None, :]).to(torch.float32)  # (n, half)
-    cos, sin = angle.cos(), angle.sin()
+    # Tokens share few distinct positions (frames, rows, columns): evaluate the trig tables once per
+    # distinct position and gather, instead of once per token.
+    uniq, inverse = torch.unique(pos.to(torch.float64), return_inverse=True)
+    angle = (uniq[:, None] * inv_freq[None, :]).to(torch.float32)   # (distinct, half)
+    cos, sin = angle.cos()[inverse], angle.sin()[inverse]
     a, b = x[..., :half], x[..., half:2 * half]
     out = torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
     if 2 * half < d:

@@ -155,8 +155,12 @@ class _Geometry:
 
 
 def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset: int,
-             cfg: TangoConfig, block_elems: int, stats: dict) -> _Kept:
-    """``tango_token_merger`` for one segment X (n_f, L, D) whose first frame has flat index ``offset``."""
+             cfg: TangoConfig, block_elems: int, stats: dict, sim: torch.Tensor | None = None) -> _Kept:
+    """``tango_token_merger`` for one segment X (n_f, L, D) whose first frame has flat index ``offset``.
+
+    ``sim`` (n_f - 1, L), if given, is the cosine similarity of consecutive frames of X (computed once
+    for the whole video when segmentation already needed it).
+    """
     n_f, L, D = X.shape
     geo = _Geometry(X, ts, W, cfg)
     dev = X.device
@@ -169,7 +173,9 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
         return _Kept(idx + offset, out, kinds)
 
     # Static positions: similar (un-rotated cosine > tau_static) at every step of the segment.
-    static = (frame_similarity(X) > cfg.tau_static).all(0)                  # (L,)
+    if sim is None:
+        sim = frame_similarity(X)
+    static = (sim > cfg.tau_static).all(0)                                   # (L,)
     S = int(static.sum())
     stats["static"].append(S)
     r_adj = min(r / ((n_f * L - (n_f - 1) * S) / (n_f * L)), 1.0)
@@ -215,21 +221,26 @@ def _cat(pieces: list[_Kept], device: torch.device) -> _Kept:
                  torch.cat([p.kinds for p in pieces]))
 
 
-def segment_video(tokens: VideoTokens, cfg: TangoConfig) -> list[int]:
-    """Segment sizes (frames) for ``tokens`` under ``cfg.segmentation``; they sum to T."""
+def segment_video(tokens: VideoTokens, cfg: TangoConfig) -> tuple[list[int], torch.Tensor | None]:
+    """Segment sizes (frames, summing to T) for ``tokens`` under ``cfg.segmentation``.
+
+    Also returns the per-token similarity of consecutive frames of the *features* (T-1, L) when it was
+    computed on the way (HoliTom on the default metric), so the static test can reuse it; else ``None``.
+    """
     T, H, W = tokens.grid
     if cfg.segmentation == "none" or T == 1:
-        return [T]
+        return [T], None
     metric = tokens.metric if tokens.metric is not None else tokens.features
     if cfg.segmentation == "holitom":
         if metric.dim() != 4:
             raise ValueError("metric must be per token, shape (T, H, W, Dm), for segmentation='holitom'; "
                              f"got shape {tuple(metric.shape)}")
         sim = frame_similarity(metric.reshape(T, H * W, -1))
-        return holitom_segments(sim, cfg.tau_segment, cfg.holitom_max_window)
+        sizes = holitom_segments(sim, cfg.tau_segment, cfg.holitom_max_window)
+        return sizes, (sim if tokens.metric is None else None)
     # fastvid: one global vector per frame; per-token metrics are averaged over the frame.
     per_frame = metric.float().mean(dim=(1, 2)) if metric.dim() == 4 else metric
-    return fastvid_segments(frame_similarity(per_frame), cfg.tau_segment, cfg.fastvid_cuts)
+    return fastvid_segments(frame_similarity(per_frame), cfg.tau_segment, cfg.fastvid_cuts), None
 
 
 def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAULT_BLOCK_ELEMS) -> PruneResult:
@@ -246,13 +257,14 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
         rows = torch.tensor([rc[0] for rc in cfg.sinks], device=s.device)
         cols = torch.tensor([rc[1] for rc in cfg.sinks], device=s.device)
         s[:, rows * W + cols] = 0.0
-    sizes = segment_video(tokens, cfg)
+    sizes, sim = segment_video(tokens, cfg)
     stats: dict = {"static": [], "windows": 0}
     pieces = []
     start = 0
     for n_f in sizes:
         sl = slice(start, start + n_f)
-        pieces.append(_segment(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats))
+        seg_sim = None if sim is None else sim[start:start + n_f - 1]
+        pieces.append(_segment(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats, seg_sim))
         start += n_f
     kept = _cat(pieces, X.device)
     # Exact duplicate features can make two clusters choose the same token: keep it once.
