@@ -49,3 +49,45 @@ def left_pad(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.T
         ids[i, L - len(r):] = torch.tensor(r)
         am[i, L - len(r):] = 1
     return ids, am
+
+
+Q_IMAGE, Q_VIDEO, Q_START, Q_END = 150, 151, 152, 153
+
+
+def tiny_qwen(tmp_path, *, attn: str = "sdpa"):
+    """Qwen2_5_VLForConditionalGeneration: ViT 32 dims / patch 4 / merge 2 / window 16 px, LLM of 32 dims."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    cfg = Qwen2_5_VLConfig(
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
+                           patch_size=4, temporal_patch_size=2, spatial_merge_size=2, window_size=16,
+                           fullatt_block_indexes=[1], tokens_per_second=2, in_channels=3),
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=160, max_position_embeddings=4096, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2,
+                         rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4}),
+        image_token_id=Q_IMAGE, video_token_id=Q_VIDEO, vision_start_token_id=Q_START, vision_end_token_id=Q_END)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    path = tmp_path / f"qwen_{attn}"
+    return _save_load(model, Qwen2_5_VLForConditionalGeneration, path, attn)
+
+
+def qwen_video(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """pixel_values_videos rows for one video of grid (t, h, w) patches (3 channels x 2 frames x 4 x 4)."""
+    return torch.randn(t * h * w, 3 * 2 * 4 * 4, generator=torch.Generator().manual_seed(seed))
+
+
+def qwen_ids(grids, prefix=(1, 3), suffix=(4, 5), images=()) -> list[int]:
+    """Prompt tokens: prefix, each image then each video wrapped in vision start/end, suffix."""
+    ids = list(prefix)
+    for (t, h, w) in images:
+        ids += [Q_START] + [Q_IMAGE] * (t * h * w // 4) + [Q_END, 6]
+    for (t, h, w) in grids:
+        ids += [Q_START] + [Q_VIDEO] * (t * h * w // 4) + [Q_END, 7]
+    return ids + list(suffix)
+
+
+def qwen_types(ids: torch.Tensor) -> torch.Tensor:
+    """mm_token_type_ids as the processor builds them: 0 text, 1 image, 2 video."""
+    return ((ids == Q_IMAGE).int() + 2 * (ids == Q_VIDEO).int())

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from ..config import PruneConfig
 
-__all__ = ["PatchState", "VideoSpan", "find_video_spans", "compact_inputs", "Timer", "STATE_ATTR"]
+__all__ = ["PatchState", "VideoSpan", "find_video_spans", "compact_inputs", "compact_kwargs", "parse_timestamps",
+           "pad_id", "Timer", "STATE_ATTR"]
 
 #: Name of the attribute holding the :class:`PatchState` on a patched model instance.
 STATE_ATTR = "_tango_prune_state"
@@ -132,8 +133,40 @@ class Timer:
         return time.perf_counter() - self.t0
 
 
-def call_timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    """Run ``fn()`` and return ``(result, seconds)``."""
-    t = Timer(device).start()
-    out = fn()
-    return out, t.stop()
+def parse_timestamps(raw: Any, V: int, T: int, device: torch.device) -> list[torch.Tensor | None]:
+    """Per-video (T,) float64 timestamps from the ``video_timestamps`` call argument; ``None`` entries mean
+    "use the adapter default"."""
+    if raw is None:
+        return [None] * V
+    if isinstance(raw, torch.Tensor) and raw.dim() == 1:
+        raw = raw[None]
+    try:
+        ts = [torch.as_tensor(r, dtype=torch.float64).reshape(-1) for r in raw]
+    except (TypeError, ValueError):
+        ts = []
+    if len(ts) != V or any(t.shape != (T,) for t in ts):
+        raise ValueError(f"video_timestamps must hold {V} sequence(s) of {T} frame times in seconds, got {raw!r}")
+    return [t.to(device) for t in ts]
+
+
+def pad_id(cfg: Any) -> int:
+    """The padding token id of a (multimodal) config, 0 when none is set."""
+    pid = getattr(cfg, "pad_token_id", None)
+    if pid is None:
+        pid = getattr(getattr(cfg, "text_config", None), "pad_token_id", None)
+    return 0 if pid is None else int(pid)
+
+
+def compact_kwargs(kwargs: dict[str, Any], keep: torch.Tensor, pad: int,
+                    extra: dict[str, int] | None = None) -> dict[str, Any]:
+    """Apply :func:`compact_inputs` to ``input_ids`` / ``attention_mask`` / ``labels`` / ``position_ids``."""
+    names = {"input_ids": pad, "labels": -100, "position_ids": 0, **(extra or {})}
+    tensors = {n: (kwargs[n], -1, p) for n, p in names.items()
+               if isinstance(kwargs.get(n), torch.Tensor) and kwargs[n].shape[-1] == keep.shape[1]}
+    am = kwargs.get("attention_mask")
+    new, new_am, _ = compact_inputs(keep, am, tensors)
+    kwargs = dict(kwargs)
+    kwargs.update(new)
+    if am is not None or not bool(new_am.all()):
+        kwargs["attention_mask"] = new_am
+    return kwargs

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..api import prune
 from ..tokens import PruneResult, VideoTokens
-from .common import Timer, compact_inputs, find_video_spans
+from .common import Timer, compact_kwargs, find_video_spans, pad_id, parse_timestamps
 
 __all__ = ["LlavaOnevisionAdapter", "siglip_head_saliency", "siglip_received_attention"]
 
@@ -73,21 +73,6 @@ def siglip_received_attention(layer: torch.nn.Module, layer_input: torch.Tensor)
         a = torch.softmax(q @ k.transpose(1, 2) * (hd ** -0.5), dim=-1)  # (nh, P, P)
         out[n] = a.mean(dim=(0, 1))
     return out
-
-
-def _timestamps(raw: Any, V: int, T: int, device: torch.device) -> list[torch.Tensor | None]:
-    """Per-video (T,) timestamps from the ``video_timestamps`` call argument (None = default 0..T-1 s)."""
-    if raw is None:
-        return [None] * V
-    if isinstance(raw, torch.Tensor) and raw.dim() == 1:
-        raw = raw[None]
-    try:
-        ts = [torch.as_tensor(r, dtype=torch.float64).reshape(-1) for r in raw]
-    except (TypeError, ValueError):
-        ts = []
-    if len(ts) != V or any(t.shape != (T,) for t in ts):
-        raise ValueError(f"video_timestamps must hold {V} sequence(s) of {T} frame times in seconds, got {raw!r}")
-    return [t.to(device) for t in ts]
 
 
 class LlavaOnevisionAdapter:
@@ -217,7 +202,7 @@ class LlavaOnevisionAdapter:
                     batch_num_images=kwargs.get("batch_num_images"), return_dict=True)
         vision_s = timer.stop()
         timer.start()
-        ts = _timestamps(raw_ts, V, T, feats.device)
+        ts = parse_timestamps(raw_ts, V, T, feats.device)
         span_len = self.upstream_tokens_per_video(model, T)
         spans = find_video_spans(input_ids, cfg.video_token_id, [span_len] * V)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
@@ -232,7 +217,7 @@ class LlavaOnevisionAdapter:
             keep[sp.row, sp.start + seq.shape[0]: sp.start + sp.length] = False
             seqs.append(seq)
             results.append(res)
-        kwargs = _compact_kwargs(kwargs, keep, pad_id=_pad_id(cfg))
+        kwargs = compact_kwargs(kwargs, keep, pad_id=pad_id(cfg))
         from transformers.modeling_outputs import BaseModelOutputWithPooling
         mm["video"] = BaseModelOutputWithPooling(pooler_output=torch.cat(seqs, dim=0)[None])
         kwargs["mm_encoder_outputs"] = mm
@@ -243,28 +228,6 @@ class LlavaOnevisionAdapter:
         state.extra["last_results"] = results
         state.extra["visual_spans"] = _new_spans(kwargs["input_ids"], cfg.video_token_id, [s.shape[0] for s in seqs])
         return kwargs
-
-
-def _pad_id(cfg: Any) -> int:
-    pid = getattr(cfg, "pad_token_id", None)
-    if pid is None:
-        pid = getattr(getattr(cfg, "text_config", None), "pad_token_id", None)
-    return 0 if pid is None else int(pid)
-
-
-def _compact_kwargs(kwargs: dict[str, Any], keep: torch.Tensor, pad_id: int,
-                    extra: dict[str, int] | None = None) -> dict[str, Any]:
-    """Apply :func:`compact_inputs` to ``input_ids`` / ``attention_mask`` / ``labels`` / ``position_ids``."""
-    names = {"input_ids": pad_id, "labels": -100, "position_ids": 0, **(extra or {})}
-    tensors = {n: (kwargs[n], -1, p) for n, p in names.items()
-               if isinstance(kwargs.get(n), torch.Tensor) and kwargs[n].shape[-1] == keep.shape[1]}
-    am = kwargs.get("attention_mask")
-    new, new_am, _ = compact_inputs(keep, am, tensors)
-    kwargs = dict(kwargs)
-    kwargs.update(new)
-    if am is not None or not bool(new_am.all()):
-        kwargs["attention_mask"] = new_am
-    return kwargs
 
 
 def _new_spans(input_ids: torch.Tensor, token_id: int, lengths: list[int]) -> list[tuple[int, int, int]]:
