@@ -84,11 +84,22 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
     def forward(*args: Any, **kwargs: Any) -> Any:
         for p, a in zip(params, args):
             kwargs[p.name] = a
-        if kwargs.get("pixel_values_videos") is not None:
+        rewritten = kwargs.get("pixel_values_videos") is not None
+        if rewritten:
             kwargs = adapter.rewrite(model, state, kwargs)
         else:
             kwargs.pop("video_timestamps", None)
-        return orig_forward(**kwargs)
+        fastv = state.extra.get("fastv")
+        if fastv is None:
+            return orig_forward(**kwargs)
+        state.extra["fastv_mode"] = _fastv_mode(state, kwargs, rewritten)
+        try:
+            out = orig_forward(**kwargs)
+        finally:
+            mode, state.extra["fastv_mode"] = state.extra["fastv_mode"], None
+        if mode == "prefill":
+            state.extra["fastv_cache"] = getattr(out, "cache", None)
+        return out
 
     @functools.wraps(orig_generate)
     def generate(*args: Any, **kwargs: Any) -> Any:
@@ -108,12 +119,23 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
         return _restore_prompt(out, original_ids, kwargs["input_ids"].shape[1])
 
     state.originals = {"forward": orig_forward, "generate": orig_generate}
+    if hasattr(adapter, "install"):
+        adapter.install(model, state)  # may raise ValueError: nothing is patched yet
     setattr(model, STATE_ATTR, state)
     model.forward = forward
     model.generate = generate
-    if hasattr(adapter, "install"):
-        adapter.install(model, state)
     return model
+
+
+def _fastv_mode(state: PatchState, kwargs: dict[str, Any], rewritten: bool) -> str | None:
+    """Whether this forward is the prefill of a pruned call, one of its decoding steps, or unrelated."""
+    video = (kwargs.get("mm_encoder_outputs") or {}).get("video")
+    if rewritten or (video is not None and video is state.extra.get("fastv_video")):
+        return "prefill"
+    cache = kwargs.get("cache")
+    if cache is not None and cache is state.extra.get("fastv_cache"):
+        return "decode"
+    return None
 
 
 def _restore_prompt(out: Any, original_ids: torch.Tensor | None, pruned_len: int) -> Any:

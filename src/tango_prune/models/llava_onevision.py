@@ -79,6 +79,7 @@ class LlavaOnevisionAdapter:
     """Saliency, pruning and re-insertion for one LLaVA-OneVision model instance (no state of its own)."""
 
     model_class = "LlavaOnevisionForConditionalGeneration"
+    supports_fastv = True
 
     def __init__(self, model: torch.nn.Module, variant: str | None = None) -> None:
         if variant is None:
@@ -217,7 +218,7 @@ class LlavaOnevisionAdapter:
             keep[sp.row, sp.start + seq.shape[0]: sp.start + sp.length] = False
             seqs.append(seq)
             results.append(res)
-        kwargs = compact_kwargs(kwargs, keep, pad_id=pad_id(cfg))
+        kwargs = compact_kwargs(kwargs, keep, pad=pad_id(cfg))
         from transformers.modeling_outputs import BaseModelOutputWithPooling
         mm["video"] = BaseModelOutputWithPooling(pooler_output=torch.cat(seqs, dim=0)[None])
         kwargs["mm_encoder_outputs"] = mm
@@ -226,8 +227,26 @@ class LlavaOnevisionAdapter:
                            visual_tokens_after=sum(int(s.shape[0]) for s in seqs),
                            kept_per_video=[r.num_kept for r in results])
         state.extra["last_results"] = results
-        state.extra["visual_spans"] = _new_spans(kwargs["input_ids"], cfg.video_token_id, [s.shape[0] for s in seqs])
+        if state.extra.get("fastv") is not None:
+            am = kwargs.get("attention_mask")
+            state.extra["fastv_video"] = mm["video"]
+            state.extra["fastv_plan"] = {
+                "spans": _new_spans(kwargs["input_ids"], cfg.video_token_id, [s.shape[0] for s in seqs]),
+                "prompt_len": kwargs["input_ids"].shape[1], "prompt_mask": am}
         return kwargs
+
+    def install(self, model: torch.nn.Module, state: Any) -> None:
+        """Install the intra-LLM FastV hooks when the config asks for them (``fastv_layer``)."""
+        layer = getattr(state.config, "fastv_layer", None)
+        if layer is not None:
+            from .fastv import FastV
+            state.extra["fastv"] = FastV(model, state, layer, state.config.fastv_keep)
+
+    def uninstall(self, model: torch.nn.Module, state: Any) -> None:
+        """Remove the FastV hooks, if any."""
+        fastv = state.extra.pop("fastv", None)
+        if fastv is not None:
+            fastv.remove()
 
 
 def _new_spans(input_ids: torch.Tensor, token_id: int, lengths: list[int]) -> list[tuple[int, int, int]]:
