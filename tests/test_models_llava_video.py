@@ -62,6 +62,12 @@ def test_llava_video_layout_counts(model):
     assert out2.shape[1] == ids.shape[1] - (T * 16 + 1) + after
 
 
+def test_variant_detected_from_checkpoint_name(root):
+    m = tiny_llava(root, name="LLaVA-Video-tiny-hf")
+    assert LlavaOnevisionAdapter(m).variant == "llava-video"
+    assert LlavaOnevisionAdapter(tiny_llava(root, name="ov-tiny")).variant == "llava-onevision"
+
+
 def test_variant_is_validated(model):
     with pytest.raises(ValueError, match="variant"):
         tp.apply(model, tp.TangoConfig(), variant="llava-next")

@@ -125,6 +125,30 @@ def _qwen_inputs(config: Any, tokenizer: Any, frames: np.ndarray, ts: np.ndarray
             "second_per_grid_ts": torch.tensor([spg]), "video_timestamps": step_ts[None]}
 
 
+def _method_config(tp: Any, args: argparse.Namespace, config: Any, family: str, model: Any) -> Any:
+    """Tango uses the published preset of the model family; other methods their defaults.
+
+    The preset's sink cells are for the published 27x27 SigLIP grid and its FastV layer for a 28-layer LLM;
+    on other geometries they are dropped, with a note, instead of failing.
+    """
+    if args.method != "tango":
+        return tp.make_config(args.method, retention=args.retention)
+    if family == "qwen":
+        return tp.TangoConfig.preset("qwen2.5-vl", retention=args.retention)
+    from ..models.llava_onevision import LlavaOnevisionAdapter
+
+    variant = args.variant or LlavaOnevisionAdapter.detect_variant(model)
+    overrides: dict[str, Any] = {}
+    if config.vision_config.image_size // config.vision_config.patch_size != 27:
+        overrides["sinks"] = ()
+        print("note: non-standard vision grid: the preset's sink cells are not used")
+    layers = config.text_config.num_hidden_layers
+    if variant == "llava-video" and layers <= 18:
+        overrides["fastv_layer"] = None
+        print(f"note: {layers}-layer language model: the intra-LLM FastV stage (layer 18) is off")
+    return tp.TangoConfig.preset(variant, retention=args.retention, **overrides)
+
+
 class _FirstToken:
     """Logits processor that records when the first token's logits exist (end of prefill)."""
 
@@ -172,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         n_visual = int((inputs["input_ids"] == config.video_token_id).sum())
         inputs.pop("video_timestamps")
     else:
-        cfg = tp.make_config(args.method, retention=args.retention)
+        cfg = _method_config(tp, args, config, family, model)
         tp.apply(model, cfg, variant=args.variant)
     first = _FirstToken(device)
     start = time.perf_counter()

@@ -139,6 +139,8 @@ class FastV:
                 counts = torch.ones(k, device=dev).index_add_(0, assign, torch.ones(rest.numel(), device=dev))
                 merged = 0.6 * h[top] + 0.4 * sums / counts[:, None]
                 out[row, start + top] = merged.to(hidden.dtype)
+        spans = run["fastv_plan"]["spans"]
+        self.state.stats["visual_tokens_after_fastv"] = sum(max(1, round(n * self.keep)) for _, _, n in spans)
         counts = keep.sum(1)
         Lp = int(counts.max())
         left = bool((~self._valid(B, L, dev))[:, 0].any())

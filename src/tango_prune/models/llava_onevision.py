@@ -83,8 +83,7 @@ class LlavaOnevisionAdapter:
 
     def __init__(self, model: torch.nn.Module, variant: str | None = None) -> None:
         if variant is None:
-            name = str(getattr(model.config, "_name_or_path", "") or "").lower()
-            variant = "llava-video" if "llava-video" in name or "llava_video" in name else "llava-onevision"
+            variant = self.detect_variant(model)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS} for {self.model_class}, got {variant!r}")
         self.variant = variant
@@ -93,7 +92,16 @@ class LlavaOnevisionAdapter:
         if not self.has_head:
             warnings.warn("tango-prune: this LLaVA checkpoint has no SigLIP attention-pooling head; saliency falls "
                           "back to the mean attention each patch receives in the last used vision layer",
-                          stacklevel=3)
+                          stacklevel=4)
+
+    @staticmethod
+    def detect_variant(model: torch.nn.Module) -> str:
+        """``"llava-video"`` when the checkpoint name names LLaVA-Video (as the published code decides), else
+        ``"llava-onevision"``."""
+        # Only the last path component: a parent directory's name says nothing about the checkpoint.
+        name = str(getattr(model.config, "_name_or_path", "") or "").rstrip("/\\").lower()
+        name = name.replace("\\", "/").rsplit("/", 1)[-1]
+        return "llava-video" if "llava-video" in name or "llava_video" in name else "llava-onevision"
 
     # -- vision side ---------------------------------------------------------------------------------
     def _layer_index(self, model: torch.nn.Module, vfl: Any) -> int:

@@ -41,23 +41,30 @@ def qwen_frame_saliency(block: torch.nn.Module, hidden: torch.Tensor, cos: torch
 
     attn = block.attn
     unit = merge * merge
-    x = block.norm1(hidden).float()
-    seq = x.shape[0]
+    seq, C = hidden.shape
     nh = attn.num_heads
-    hd = x.shape[-1] // nh
-    qkv = F.linear(x, attn.qkv.weight.float(), None if attn.qkv.bias is None else attn.qkv.bias.float())
-    q, k, _ = qkv.reshape(seq, 3, nh, hd).permute(1, 0, 2, 3).unbind(0)
-    q, k = apply_rotary_pos_emb_vision(q, k, cos.float(), sin.float())
+    hd = C // nh
     # Back to raster order of merge units; each unit's `unit` rows are one 2x2 block of patches.
-    q = q.reshape(seq // unit, unit, nh, hd)[reverse]
-    k = k.reshape(seq // unit, unit, nh, hd)[reverse].mean(dim=1)          # (units, nh, hd)
+    h_r = hidden.reshape(seq // unit, unit, C)[reverse]
+    cos_r = cos.reshape(seq // unit, unit, -1)[reverse]
+    sin_r = sin.reshape(seq // unit, unit, -1)[reverse]
+    w = attn.qkv.weight.float()
+    b = None if attn.qkv.bias is None else attn.qkv.bias.float()
     out, pos = [], 0
-    for t, h, w in grid_thw.tolist():
-        u = (h // merge) * (w // merge)
-        qv = q[pos:pos + t * u].reshape(t, u * unit, nh, hd).mean(dim=1)  # (t, nh, hd) mean query per step
-        kv = k[pos:pos + t * u].reshape(t, u, nh, hd)
-        logits = torch.einsum("thd,tuhd->thu", qv, kv) / math.sqrt(hd)
-        out.append(torch.softmax(logits, dim=-1).mean(dim=1).reshape(t, h // merge, w // merge))
+    for t, h, w_ in grid_thw.tolist():
+        u = (h // merge) * (w_ // merge)
+        sal = torch.empty(t, u, dtype=torch.float32, device=hidden.device)
+        for step in range(t):  # one temporal step at a time: memory stays at one frame's q/k
+            sl = slice(pos + step * u, pos + (step + 1) * u)
+            x = block.norm1(h_r[sl].reshape(u * unit, C)).float()
+            q, k, _ = F.linear(x, w, b).reshape(u * unit, 3, nh, hd).unbind(1)
+            q, k = apply_rotary_pos_emb_vision(q, k, cos_r[sl].reshape(u * unit, -1).float(),
+                                               sin_r[sl].reshape(u * unit, -1).float())
+            q_mean = q.mean(dim=0)                                   # (nh, hd): the step's mean query
+            k_unit = k.reshape(u, unit, nh, hd).mean(dim=1)          # (u, nh, hd): key of each merged token
+            logits = torch.einsum("hd,uhd->hu", q_mean, k_unit) / math.sqrt(hd)
+            sal[step] = torch.softmax(logits, dim=-1).mean(dim=0)
+        out.append(sal.reshape(t, h // merge, w_ // merge))
         pos += t * u
     return out
 
