@@ -191,3 +191,42 @@ def test_other_registered_methods_work_through_the_adapter(model):
             assert out.shape[1] == ids.shape[1] - (T * 16 + 1) + stats(model)["visual_tokens_after"]
         finally:
             tp.remove(model)
+
+
+def test_pruned_logits_equal_a_hand_built_reference(model):
+    """Pruned forward == the unpatched LLM fed [text, kept features, newline, text] with compact positions."""
+    ids = torch.tensor([llava_video_ids(T)])
+    px = _video(11)
+    tp.apply(model, tp.TangoConfig(retention=0.3))
+    try:
+        out = _logits(model, input_ids=ids, pixel_values_videos=px)
+        res = model._tango_prune_state.extra["last_results"][0]
+    finally:
+        tp.remove(model)
+    emb = model.get_input_embeddings()
+    text_a, text_b = ids[0, :3], ids[0, 3 + T * 16 + 1:]
+    seq = torch.cat([emb(text_a), res.features, model.model.image_newline[None], emb(text_b)])
+    with torch.no_grad():
+        ref = model(inputs_embeds=seq[None]).logits
+    assert torch.allclose(out, ref, atol=1e-5, rtol=0)
+
+
+def test_remove_restores_a_preexisting_instance_forward(model):
+    """accelerate-style dispatch puts ``forward`` on the instance; remove must put it back, not delete it."""
+    sentinel_calls = []
+    original = model.forward
+
+    def dispatched(*a, **k):
+        sentinel_calls.append(1)
+        return original(*a, **k)
+
+    model.forward = dispatched
+    try:
+        tp.apply(model, tp.TangoConfig(retention=0.5))
+        with torch.no_grad():
+            model(input_ids=torch.tensor([llava_video_ids(T)]), pixel_values_videos=_video())
+        assert sentinel_calls  # the patch wraps the dispatched forward
+        tp.remove(model)
+        assert model.__dict__["forward"] is dispatched
+    finally:
+        model.__dict__.pop("forward", None)

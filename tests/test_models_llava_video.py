@@ -125,3 +125,23 @@ def test_fastv_scores_are_the_causal_attention_of_the_last_prompt_token(root):
     assert torch.allclose(scores[0], ref[0, :, L - 1].float().mean(0), atol=1e-6)
     (row, start, n), = plan["spans"]
     assert seen["len"] == L - n + round(n * 0.5)
+
+
+def test_fastv_batch_of_two_equals_each_alone_with_and_without_cache(root):
+    m = tiny_llava(root, layers=3)
+    rows = [llava_video_ids(T, prefix=(1, 2, 3, 7, 8)), llava_video_ids(T, prefix=(9,))]
+    ids, am = left_pad(rows)
+    px = _video(4, n=2)
+    tp.apply(m, tp.TangoConfig(retention=0.5, fastv_layer=2, fastv_keep=0.5), variant="llava-video")
+    try:
+        kw = dict(input_ids=ids, attention_mask=am, pixel_values_videos=px, max_new_tokens=5, do_sample=False)
+        batch = m.generate(**kw)
+        nocache = m.generate(**kw, use_cache=False)
+        assert stats(m)["visual_tokens_after_fastv"] < stats(m)["visual_tokens_after"]
+        for i, r in enumerate(rows):
+            one = m.generate(input_ids=torch.tensor([r]), pixel_values_videos=px[i:i + 1], max_new_tokens=5,
+                             do_sample=False)
+            assert torch.equal(batch[i, ids.shape[1]:], one[0, len(r):])
+            assert torch.equal(nocache[i, ids.shape[1]:], one[0, len(r):])
+    finally:
+        tp.remove(m)

@@ -118,7 +118,9 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
         out = orig_generate(**kwargs)
         return _restore_prompt(out, original_ids, kwargs["input_ids"].shape[1])
 
-    state.originals = {"forward": orig_forward, "generate": orig_generate}
+    # Instance attributes that already existed (e.g. accelerate's dispatch hook replaces ``forward`` on the
+    # instance) are remembered so that ``remove`` puts them back instead of deleting them.
+    state.originals = {attr: model.__dict__[attr] for attr in ("forward", "generate") if attr in model.__dict__}
     if hasattr(adapter, "install"):
         adapter.install(model, state)  # may raise ValueError: nothing is patched yet
     setattr(model, STATE_ATTR, state)
@@ -161,7 +163,10 @@ def remove(model: Any) -> Any:
     for h in state.hooks:
         h.remove()
     for attr in ("forward", "generate"):
-        model.__dict__.pop(attr, None)
+        if attr in state.originals:
+            model.__dict__[attr] = state.originals[attr]
+        else:
+            model.__dict__.pop(attr, None)
     delattr(model, STATE_ATTR)
     return model
 
