@@ -134,7 +134,7 @@ def _fastv_mode(state: PatchState, kwargs: dict[str, Any], rewritten: bool) -> s
     video = (kwargs.get("mm_encoder_outputs") or {}).get("video")
     if rewritten or (video is not None and video is state.extra.get("fastv_video")):
         return "prefill"
-    cache = kwargs.get("cache")
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the deprecated name is still accepted upstream
     if cache is not None and cache is state.extra.get("fastv_cache"):
         return "decode"
     return None
