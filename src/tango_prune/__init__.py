@@ -4,6 +4,10 @@ Public API::
 
     from tango_prune import VideoTokens, TangoConfig, prune
     result = prune(VideoTokens(features=F, saliency=S, timestamps=ts), TangoConfig(retention=0.1))
+
+    model = apply(model, TangoConfig.preset("llava-onevision", retention=0.1))   # upstream HF model
+    model.generate(...)
+    remove(model)
 """
 
 from .api import make_config, prune
@@ -21,4 +25,4 @@ def methods() -> list[str]:
 
 
 __all__ = ["VideoTokens", "PruneResult", "TokenKind", "PruneConfig", "TangoConfig", "prune", "make_config",
-           "methods", "__version__"]
+           "methods", "apply", "remove", "__version__"]
