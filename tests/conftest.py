@@ -24,3 +24,15 @@ def make_tokens(T=4, H=6, W=6, D=24, seed=0, static=0, dtype=torch.float32, fps=
 @pytest.fixture
 def tokens_factory():
     return make_tokens
+
+
+# CI runs must be reproducible: hypothesis explores the same examples on every CI run; locally it keeps
+# exploring new ones. HYPOTHESIS_PROFILE=thorough runs many more examples.
+from hypothesis import settings as _hsettings  # noqa: E402
+
+_hsettings.register_profile("ci", derandomize=True, deadline=None)
+_hsettings.register_profile("thorough", max_examples=400, deadline=None)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    _hsettings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+elif os.environ.get("CI"):
+    _hsettings.load_profile("ci")
