@@ -165,14 +165,51 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the benchmark described by ``spec``; returns a JSON-serialisable report (see module docstring).
+def _encode_once(model: Any, spec: BenchSpec, pv: torch.Tensor, device: torch.device) -> dict[str, Any]:
+    """One encoder pass that serves every run: the adapter's encode (vision + saliency) with the upstream
+    ``get_video_features`` inside it timed separately.
 
-    ``model`` may be passed in already built (tests); otherwise it is loaded from ``spec.model``.
+    Returns ``vision_s`` (upstream encoder), ``vision_saliency_s`` (the adapter's whole encode), ``video``
+    (the upstream encoder output, for the unpruned run) and ``encoded`` (the adapter's output, for the
+    pruned runs).
     """
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+    cfg = model.config
+    vfl, vfss = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
+    base = model.model
+    inner: dict[str, Any] = {}
+    upstream = base.get_video_features                       # bound class method
+
+    def timed_upstream(*args: Any, **kwargs: Any) -> Any:
+        out, inner["s"] = _timed(lambda: upstream(*args, **kwargs), device)
+        inner["video"] = BaseModelOutputWithPooling(pooler_output=out.pooler_output)  # not the hidden states
+        return out
+
+    _models.apply(model, name=spec.methods[0], retention=spec.retentions[0])
+    try:
+        adapter = getattr(model, "_tango_prune_state").adapter
+        with torch.no_grad():
+            # why: one-frame warm-up so the single timed pass does not pay first-call costs.
+            adapter.encode(model, pv[:, :1], vfl, vfss)
+            base.get_video_features = timed_upstream          # instance attribute, deleted below
+            try:
+                encoded, total = _timed(lambda: adapter.encode(model, pv, vfl, vfss), device)
+            finally:
+                del base.get_video_features
+    finally:
+        _models.remove(model)
+    return {"vision_s": inner["s"], "vision_saliency_s": total, "video": inner["video"], "encoded": encoded}
+
+
+def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
+              log: Callable[[str], None] | None = None,
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark described by ``spec``; returns a JSON-serialisable report (see module docstring).
+
+    ``model`` may be passed in already built (tests); otherwise it is loaded from ``spec.model``. ``on_row``
+    is called with every finished row (for partial reports on long runs).
+    """
     log = log or (lambda s: None)
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -189,63 +226,47 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
     pv = pv.to(dtype)
     attn = torch.ones_like(ids)
     n_runs = spec.warmup + spec.repeats
-    bar = Progress(2 + n_runs * (1 + len(spec.methods) * len(spec.retentions)), enabled=progress)
-    cfg = model.config
-    vfl, vfss = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
+    bar = Progress(1 + n_runs * (1 + len(spec.methods) * len(spec.retentions)), enabled=progress)
 
-    # -- vision, once per video ------------------------------------------------------------------------------
-    with torch.no_grad():
-        # why: one-frame warm-up so the single timed pass does not pay first-call costs (allocator, kernels).
-        model.model.get_video_features(pv[:, :1], vision_feature_layer=vfl, vision_feature_select_strategy=vfss,
-                                       return_dict=True)
-        out, vision_base = _timed(lambda: model.model.get_video_features(
-            pv, vision_feature_layer=vfl, vision_feature_select_strategy=vfss, return_dict=True), device)
-    cached_video = BaseModelOutputWithPooling(pooler_output=out.pooler_output)
-    del out                                                     # drop the per-layer hidden states
-    bar.step("vision (upstream)")
+    enc = _encode_once(model, spec, pv, device)
+    bar.step("vision (+ saliency)")
+    log(f"vision {enc['vision_s']:.2f}s, with saliency {enc['vision_saliency_s']:.2f}s")
 
-    # -- unpruned baseline: upstream generate with the encoder output passed in -------------------------------
+    # -- unpruned baseline: the upstream generate with the encoder output passed in ---------------------------
     base_runs = []
     for i in range(n_runs):
-        r = timed_generate(model, dict(input_ids=ids, attention_mask=attn,
-                                       mm_encoder_outputs={"video": cached_video}), spec.new_tokens, device)
+        r = timed_generate(model, dict(input_ids=ids, attention_mask=attn, mm_encoder_outputs={"video": enc["video"]}),
+                           spec.new_tokens, device)
         if i >= spec.warmup:
             base_runs.append(r)
         bar.step("unpruned")
-    base = {"method": "none", "retention": 1.0, "visual_tokens": vinfo["video_tokens"],
-            "vision_s": vision_base, "prune_s": 0.0, "prefill_s": _median(base_runs, "ttft_s"),
+    base = {"method": "none", "retention": 1.0, "visual_tokens": vinfo["video_tokens"], "kept": None,
+            "vision_s": enc["vision_s"], "prune_s": 0.0, "prefill_s": _median(base_runs, "ttft_s"),
             "decode_tok_s": _median(base_runs, "decode_tok_s"), "peak_mib": max(r["peak_mib"] for r in base_runs),
             "repeats": [r["ttft_s"] for r in base_runs]}
     base["ttft_s"] = base["vision_s"] + base["prefill_s"]
-    del cached_video
-
-    # -- the adapter's encoder pass (vision + saliency), once, then served from a cache -----------------------
-    encode_cache: dict[str, Any] = {}
-    vision_pruned = None
     rows = [base]
+    _finish(base, base)
+    if on_row:
+        on_row(base)
+
+    # -- every method and retention through tango_prune.apply, the encoder pass served from the cache -------
+    first = True
     for method in spec.methods:
         for r_keep in spec.retentions:
             _models.apply(model, name=method, retention=r_keep)
-            adapter = getattr(model, "_tango_prune_state").adapter
-            real_encode = adapter.encode
-            first = "out" not in encode_cache
-            if first:
-                with torch.no_grad():
-                    real_encode(model, pv[:, :1], vfl, vfss)            # warm-up, as for the upstream pass
-                    encode_cache["out"], vision_pruned = _timed(lambda: real_encode(model, pv, vfl, vfss), device)
-                bar.step("vision + saliency")
-            # why: an instance attribute on this adapter object only; it dies with the adapter at remove().
-            adapter.encode = lambda *a, **k: encode_cache["out"]
+            # why: an instance attribute of this adapter object only; it goes with the adapter at remove().
+            getattr(model, "_tango_prune_state").adapter.encode = lambda *a, **k: enc["encoded"]
             runs = []
+            # With no per-configuration warm-up, the first pruned configuration still gets one untimed run.
+            extra = 1 if first and spec.warmup == 0 else 0
+            first = False
             try:
-                # With no per-configuration warm-up, the first pruned configuration still gets one untimed run.
-                extra = 1 if first and spec.warmup == 0 else 0
                 for i in range(n_runs + extra):
                     r = timed_generate(model, dict(input_ids=ids, attention_mask=attn, pixel_values_videos=pv),
                                        spec.new_tokens, device)
                     st = _models.stats(model)
-                    r.update(prune_s=st["prune_s"], cache_s=st["vision_s"],
-                             prefill_s=r["ttft_s"] - st["vision_s"] - st["prune_s"],
+                    r.update(prune_s=st["prune_s"], prefill_s=r["ttft_s"] - st["vision_s"] - st["prune_s"],
                              visual_tokens=st["visual_tokens_after"], kept=sum(st.get("kept_per_video", [0])))
                     if i >= spec.warmup + extra:
                         runs.append(r)
@@ -254,20 +275,27 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
             finally:
                 _models.remove(model)
             row = {"method": method, "retention": r_keep, "visual_tokens": runs[0]["visual_tokens"],
-                   "kept": runs[0]["kept"], "vision_s": vision_pruned, "prune_s": _median(runs, "prune_s"),
+                   "kept": runs[0]["kept"], "vision_s": enc["vision_saliency_s"], "prune_s": _median(runs, "prune_s"),
                    "prefill_s": _median(runs, "prefill_s"), "decode_tok_s": _median(runs, "decode_tok_s"),
                    "peak_mib": max(r["peak_mib"] for r in runs), "repeats": [r["ttft_s"] for r in runs]}
             row["ttft_s"] = row["vision_s"] + row["prune_s"] + row["prefill_s"]
+            _finish(row, base)
             rows.append(row)
-    for row in rows:
-        row["ttft_speedup"] = base["ttft_s"] / row["ttft_s"]
-        row["prefill_speedup"] = base["prefill_s"] / row["prefill_s"] if row["prefill_s"] > 0 else math.inf
-        saved = base["prefill_s"] - row["prefill_s"]
-        row["overhead_of_saved"] = row["prune_s"] / saved if row["method"] != "none" and saved > 0 else None
+            if on_row:
+                on_row(row)
     return {"spec": dataclasses.asdict(spec), "model": desc, "video": vinfo, "environment": _environment(device),
-            "vision_note": "vision is measured once per video (it does not depend on the method): upstream "
-                           "encoder for 'none', encoder + saliency for the pruning methods",
+            "vision_note": "vision is measured once per video (it does not depend on the method) in one encoder "
+                           "pass: the upstream encoder alone for 'none', the encoder plus the saliency map for "
+                           "the pruning methods",
             "rows": rows}
+
+
+def _finish(row: dict[str, Any], base: dict[str, Any]) -> None:
+    """Add the ratios to the unpruned run."""
+    row["ttft_speedup"] = base["ttft_s"] / row["ttft_s"]
+    row["prefill_speedup"] = base["prefill_s"] / row["prefill_s"] if row["prefill_s"] > 0 else math.inf
+    saved = base["prefill_s"] - row["prefill_s"]
+    row["overhead_of_saved"] = row["prune_s"] / saved if row["method"] != "none" and saved > 0 else None
 
 
 def _environment(device: torch.device) -> dict[str, Any]:

@@ -49,10 +49,19 @@ def run(args: argparse.Namespace) -> int:
     spec = BenchSpec(model=args.model, methods=args.methods, retentions=args.retentions, video=args.video,
                      frames=args.frames, warmup=args.warmup, repeats=args.repeats, new_tokens=args.new_tokens,
                      dtype=args.dtype, device=args.device, threads=args.threads)
-    report = run_bench(spec, progress=not args.no_progress,
-                       log=lambda s: print(s, file=sys.stderr, flush=True))
-    report["command"] = "tango-prune bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None
     os.makedirs(args.out, exist_ok=True)
+    partial: list[dict] = []
+
+    def on_row(row: dict) -> None:
+        # why: a long CPU run that is stopped early still leaves every finished row on disk.
+        partial.append(row)
+        with open(os.path.join(args.out, "bench.partial.json"), "w", encoding="utf-8") as fh:
+            json.dump(partial, fh, indent=2)
+
+    report = run_bench(spec, progress=not args.no_progress,
+                       log=lambda s: print(s, file=sys.stderr, flush=True), on_row=on_row)
+    report["command"] = "tango-prune bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None
+    os.remove(os.path.join(args.out, "bench.partial.json"))
     with open(os.path.join(args.out, "bench.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     table = markdown_table(report)
