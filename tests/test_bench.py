@@ -44,13 +44,16 @@ def test_run_bench_rows_and_accounting(tiny):
 
 def test_cli_writes_json_and_markdown(tmp_path, capsys):
     rc = main(["bench", "--model", "tiny-llava-ov", "--methods", "random", "--retentions", "0.25,1.0",
+               "--set", "random.seed=3",
                "--frames", "2", "--warmup", "0", "--repeats", "1", "--new-tokens", "2", "--no-progress",
                "--out", str(tmp_path)])
     assert rc == 0
     rep = json.loads((tmp_path / "bench.json").read_text())
     assert [(r["method"], r["retention"]) for r in rep["rows"]] == [("none", 1.0), ("random", 0.25), ("random", 1.0)]
     assert rep["rows"][2]["visual_tokens"] == rep["rows"][0]["visual_tokens"]
+    assert rep["spec"]["overrides"] == {"random": {"seed": 3}} and rep["rows"][1]["overrides"] == {"seed": 3}
     assert (tmp_path / "bench.md").read_text().startswith("| method |")
+    assert not (tmp_path / "bench.partial.json").exists()
 
 
 @pytest.mark.parametrize("kwargs,field", [({"methods": ("nope",)}, "method"), ({"retentions": (0.0,)}, "retention"),
@@ -59,6 +62,18 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
 def test_spec_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         BenchSpec(model="tiny-llava-ov", **kwargs)
+
+
+def test_overrides_are_validated_and_applied(tiny):
+    with pytest.raises(ValueError, match="nope"):
+        BenchSpec(model="tiny-llava-ov", methods=("tango",), overrides={"tango": {"nope": 1}})
+    with pytest.raises(ValueError, match="overrides"):
+        BenchSpec(model="tiny-llava-ov", methods=("tango",), overrides={"topk": {}})
+    spec = BenchSpec(model="tiny-llava-ov", methods=("tango",), retentions=(0.5,), frames=2, warmup=0, repeats=1,
+                     new_tokens=1, overrides={"tango": {"tau_static": 1.0}})
+    row = run_bench(spec, progress=False, model=tiny)["rows"][1]
+    assert row["overrides"] == {"tango": {"tau_static": 1.0}}["tango"]
+    assert row["kept"] == 2 * 8                            # no static merging: the exact budget
 
 
 def test_cli_bad_input_is_one_line_error(capsys):

@@ -55,12 +55,18 @@ class BenchSpec:
     device: str = "cpu"
     seed: int = 0
     threads: int | None = None
+    #: per-method config overrides, e.g. ``{"tango": {"tau_static": 1.0}}``
+    overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.methods:
             raise ValueError("methods must name at least one pruning method")
         for m in self.methods:
             make_config(m)  # raises ValueError listing the known methods
+        for m, fields in self.overrides.items():
+            if m not in self.methods:
+                raise ValueError(f"overrides name method {m!r}, which is not in methods {list(self.methods)}")
+            make_config(m, **fields)  # raises ValueError naming an unknown or invalid field
         for r in self.retentions:
             make_config("topk", retention=r)  # the shared retention check
         for name, minimum in (("frames", 1), ("repeats", 1), ("warmup", 0), ("new_tokens", 1),
@@ -186,7 +192,7 @@ def _encode_once(model: Any, spec: BenchSpec, pv: torch.Tensor, device: torch.de
         inner["video"] = BaseModelOutputWithPooling(pooler_output=out.pooler_output)  # not the hidden states
         return out
 
-    _models.apply(model, name=spec.methods[0], retention=spec.retentions[0])
+    _models.apply(model, name=spec.methods[0], retention=spec.retentions[0], **spec.overrides.get(spec.methods[0], {}))
     try:
         adapter = getattr(model, "_tango_prune_state").adapter
         with torch.no_grad():
@@ -254,7 +260,7 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
     first = True
     for method in spec.methods:
         for r_keep in spec.retentions:
-            _models.apply(model, name=method, retention=r_keep)
+            _models.apply(model, name=method, retention=r_keep, **spec.overrides.get(method, {}))
             # why: an instance attribute of this adapter object only; it goes with the adapter at remove().
             getattr(model, "_tango_prune_state").adapter.encode = lambda *a, **k: enc["encoded"]
             runs = []
@@ -274,7 +280,8 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
                         bar.step(f"{method} r={r_keep}")
             finally:
                 _models.remove(model)
-            row = {"method": method, "retention": r_keep, "visual_tokens": runs[0]["visual_tokens"],
+            row = {"method": method, "retention": r_keep, "overrides": spec.overrides.get(method, {}),
+                   "visual_tokens": runs[0]["visual_tokens"],
                    "kept": runs[0]["kept"], "vision_s": enc["vision_saliency_s"], "prune_s": _median(runs, "prune_s"),
                    "prefill_s": _median(runs, "prefill_s"), "decode_tok_s": _median(runs, "decode_tok_s"),
                    "peak_mib": max(r["peak_mib"] for r in runs), "repeats": [r["ttft_s"] for r in runs]}
@@ -329,4 +336,6 @@ def markdown_table(report: dict[str, Any]) -> str:
                  f"{report['environment'].get('gpu', report['environment']['device'])}, "
                  f"{report['environment']['threads']} threads. {report['vision_note']}. Medians of "
                  f"{report['spec']['repeats']} repeats after {report['spec']['warmup']} warm-up(s).")
+    if report["spec"].get("overrides"):
+        lines.append(f"Config overrides: {json.dumps(report['spec']['overrides'], sort_keys=True)}.")
     return "\n".join(lines) + "\n"

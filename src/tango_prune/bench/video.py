@@ -36,27 +36,43 @@ def load_video(path: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([decoded[i] for i in pick]), np.asarray([times[i] for i in pick], dtype=np.float64)
 
 
-def synthetic_video(frames: int, size: int, seed: int = 0, fps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """A deterministic clip: a textured background with a few moving discs and one scene cut at mid-length.
+def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A multi-scale random RGB texture (float32, 0..255), like natural image statistics at a glance."""
+    from PIL import Image
 
-    Returns (uint8 RGB (frames, size, size, 3), timestamps (frames,) = arange / fps).
+    out = np.zeros((h, w, 3), dtype=np.float32)
+    for cells, weight in ((4, 0.45), (16, 0.3), (64, 0.25)):
+        g = rng.uniform(0, 255, (max(2, h * cells // max(h, w)), max(2, w * cells // max(h, w)), 3))
+        img = Image.fromarray(g.astype(np.uint8)).resize((w, h), Image.BICUBIC)
+        out += weight * np.asarray(img, dtype=np.float32)
+    return out
+
+
+def synthetic_video(frames: int, size: int, seed: int = 0, fps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic clip with camera motion: a textured scene panned at ~1.5 patches per frame, moving
+    discs, sensor noise, and one scene cut at mid-length.
+
+    Camera motion matters: a perfectly static background would let temporal methods (Tango, HoliTom) collapse
+    almost every position and keep far fewer tokens than their retention, which is not what real footage
+    does. Returns (uint8 RGB (frames, size, size, 3), timestamps (frames,) = arange / fps).
     """
     if frames < 1 or size < 8:
         raise ValueError(f"frames must be >= 1 and size >= 8, got frames={frames}, size={size}")
     rng = np.random.default_rng(seed)
+    step = max(1, round(0.06 * size))                                   # pan per frame, pixels
+    scenes = [_texture(size, size + step * frames, rng) for _ in range(2)]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    out = np.empty((frames, size, size, 3), dtype=np.uint8)
-    scenes = [rng.uniform(0, 255, 3) for _ in range(2)]
     discs = rng.uniform(0.1, 0.9, (4, 4))                               # x, y, vx, vy
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
     for t in range(frames):
         scene = 0 if t < max(1, frames // 2) else 1
-        base = scenes[scene][None, None, :] * (0.6 + 0.4 * np.sin(6 * (xx + scene * yy)))[..., None]
-        img = base.copy()
+        img = scenes[scene][:, t * step: t * step + size].copy()
         for i, (x, y, vx, vy) in enumerate(discs):
             cx = (x + 0.05 * (vx - 0.5) * t) % 1.0
             cy = (y + 0.05 * (vy - 0.5) * t) % 1.0
             mask = (xx - cx) ** 2 + (yy - cy) ** 2 < (0.06 + 0.02 * i) ** 2
             img[mask] = 255.0 * np.array([i % 2, (i // 2) % 2, 1.0])
+        img += rng.normal(0, 6, img.shape)
         out[t] = np.clip(img, 0, 255).astype(np.uint8)
     return out, np.arange(frames, dtype=np.float64) / fps
 

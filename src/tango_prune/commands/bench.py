@@ -23,6 +23,20 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _override(text: str) -> tuple[str, str, object]:
+    """Parse ``method.field=value``; the value is read as JSON when it parses (numbers, true/false, null)."""
+    try:
+        key, raw = text.split("=", 1)
+        method, field = key.split(".", 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected method.field=value, got {text!r}") from None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return method.strip(), field.strip(), value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tango-prune bench``."""
     parser.add_argument("--model", default="llava-ov-0.5b",
@@ -38,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
+                        metavar="METHOD.FIELD=VALUE", help="override a method's config field (repeatable)")
     parser.add_argument("--out", default="bench_out", help="output directory for bench.json and bench.md")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -46,9 +62,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write ``bench.json`` and ``bench.md`` into ``--out``."""
     from ..bench import BenchSpec, markdown_table, run_bench
 
+    overrides: dict[str, dict[str, object]] = {}
+    for method, field, value in args.overrides:
+        overrides.setdefault(method, {})[field] = value
     spec = BenchSpec(model=args.model, methods=args.methods, retentions=args.retentions, video=args.video,
                      frames=args.frames, warmup=args.warmup, repeats=args.repeats, new_tokens=args.new_tokens,
-                     dtype=args.dtype, device=args.device, threads=args.threads)
+                     dtype=args.dtype, device=args.device, threads=args.threads, overrides=overrides)
     os.makedirs(args.out, exist_ok=True)
     partial: list[dict] = []
 
