@@ -54,6 +54,10 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     assert rep["spec"]["overrides"] == {"random": {"seed": 3}} and rep["rows"][1]["overrides"] == {"seed": 3}
     assert (tmp_path / "bench.md").read_text().startswith("| method |")
     assert not (tmp_path / "bench.partial.json").exists()
+    assert "| random | " in (tmp_path / "bench.md").read_text()          # the method x retention summary
+    again = tmp_path / "again"
+    assert main(["bench", "--render", str(tmp_path / "bench.json"), "--out", str(again)]) == 0
+    assert (again / "bench.md").read_text() == (tmp_path / "bench.md").read_text()
 
 
 @pytest.mark.parametrize("kwargs,field", [({"methods": ("nope",)}, "method"), ({"retentions": (0.0,)}, "retention"),

@@ -3,6 +3,6 @@
 Entry points: :func:`run_bench` with a :class:`BenchSpec`, or the ``tango-prune bench`` command.
 """
 
-from .runner import BenchSpec, markdown_table, run_bench
+from .runner import BenchSpec, markdown_summary, markdown_table, run_bench
 
-__all__ = ["BenchSpec", "run_bench", "markdown_table"]
+__all__ = ["BenchSpec", "run_bench", "markdown_table", "markdown_summary"]

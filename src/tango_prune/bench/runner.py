@@ -35,7 +35,7 @@ from ..api import make_config
 from .profiler import sync, timed_generate
 from .video import load_video, synthetic_video, to_pixels, tokens_per_frame
 
-__all__ = ["BenchSpec", "run_bench", "load_model", "markdown_table", "Progress"]
+__all__ = ["BenchSpec", "run_bench", "load_model", "markdown_table", "markdown_summary", "Progress"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,4 +338,26 @@ def markdown_table(report: dict[str, Any]) -> str:
                  f"{report['spec']['repeats']} repeats after {report['spec']['warmup']} warm-up(s).")
     if report["spec"].get("overrides"):
         lines.append(f"Config overrides: {json.dumps(report['spec']['overrides'], sort_keys=True)}.")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_summary(report: dict[str, Any]) -> str:
+    """Method x retention pivot: TTFT speedup (prefill speedup), and each method's pruning time as a share of
+    the prefill time it saves."""
+    rows = [r for r in report["rows"] if r["method"] != "none"]
+    rets = sorted({r["retention"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {(r["method"], r["retention"]): r for r in rows}
+    head = "| method | " + " | ".join(f"r = {x:g}: TTFT (prefill) speedup | prune / saved" for x in rets) + " |"
+    lines = [head, "|---|" + "---|---|" * len(rets)]
+    for m in methods:
+        cells = []
+        for x in rets:
+            r = by.get((m, x))
+            if r is None:
+                cells += ["-", "-"]
+                continue
+            ov = "-" if r["overhead_of_saved"] is None else f"{100 * r['overhead_of_saved']:.1f}%"
+            cells += [f"{r['ttft_speedup']:.2f}x ({r['prefill_speedup']:.1f}x)", ov]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -55,13 +55,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
                         metavar="METHOD.FIELD=VALUE", help="override a method's config field (repeatable)")
     parser.add_argument("--out", default="bench_out", help="output directory for bench.json and bench.md")
+    parser.add_argument("--render", metavar="BENCH_JSON", default=None,
+                        help="do not measure: re-render the markdown of an existing bench.json into --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write ``bench.json`` and ``bench.md`` into ``--out``."""
-    from ..bench import BenchSpec, markdown_table, run_bench
+    from ..bench import BenchSpec, run_bench
 
+    if args.render:
+        with open(args.render, encoding="utf-8") as fh:
+            report = json.load(fh)
+        os.makedirs(args.out, exist_ok=True)
+        _write_markdown(report, args.out)
+        return 0
     overrides: dict[str, dict[str, object]] = {}
     for method, field, value in args.overrides:
         overrides.setdefault(method, {})[field] = value
@@ -83,8 +91,17 @@ def run(args: argparse.Namespace) -> int:
     os.remove(os.path.join(args.out, "bench.partial.json"))
     with open(os.path.join(args.out, "bench.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
-    table = markdown_table(report)
-    with open(os.path.join(args.out, "bench.md"), "w", encoding="utf-8") as fh:
-        fh.write(table)
-    print(table)
+    _write_markdown(report, args.out)
     return 0
+
+
+def _write_markdown(report: dict, out: str) -> None:
+    """Write ``bench.md`` (full table, then the method x retention summary) into ``out`` and print it."""
+    from ..bench import markdown_summary, markdown_table
+
+    text = markdown_table(report) + "\n" + markdown_summary(report)
+    if report.get("command"):
+        text += f"\nCommand: `{report['command']}`\n"
+    with open(os.path.join(out, "bench.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(text)
