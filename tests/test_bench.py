@@ -36,6 +36,10 @@ def test_run_bench_rows_and_accounting(tiny):
         assert r["ttft_s"] == pytest.approx(r["vision_s"] + r["prune_s"] + r["prefill_s"])
         assert r["ttft_speedup"] == pytest.approx(rows[0]["ttft_s"] / r["ttft_s"])
     assert rows[2]["kept"] == 16
+    assert set(rows[1]["prune_info"]) == {"segments", "static_positions", "by_kind"}
+    assert sum(rows[1]["prune_info"]["segments"]) == 2 and rows[2]["prune_info"] == {}
+    fs = rep["feature_similarity"]
+    assert -1.0 <= fs["p10"] <= fs["p50"] <= fs["p90"] <= 1.0 + 1e-6
     json.dumps(rep)                                        # the report is plain JSON
     md = markdown_table(rep)
     assert md.startswith("| method |") and md.count("\n| ") >= 3 and "measured once per video" in md

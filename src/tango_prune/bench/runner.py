@@ -274,6 +274,9 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
                     st = _models.stats(model)
                     r.update(prune_s=st["prune_s"], prefill_s=r["ttft_s"] - st["vision_s"] - st["prune_s"],
                              visual_tokens=st["visual_tokens_after"], kept=sum(st.get("kept_per_video", [0])))
+                    last = getattr(model, "_tango_prune_state").extra.get("last_results") or []
+                    r["prune_info"] = {k: v for k, v in (last[0].info if last else {}).items()
+                                       if k in ("segments", "static_positions", "by_kind")}
                     if i >= spec.warmup + extra:
                         runs.append(r)
                     if i >= extra:
@@ -282,7 +285,7 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
                 _models.remove(model)
             row = {"method": method, "retention": r_keep, "overrides": spec.overrides.get(method, {}),
                    "visual_tokens": runs[0]["visual_tokens"],
-                   "kept": runs[0]["kept"], "vision_s": enc["vision_saliency_s"], "prune_s": _median(runs, "prune_s"),
+                   "kept": runs[0]["kept"], "prune_info": runs[0]["prune_info"], "vision_s": enc["vision_saliency_s"], "prune_s": _median(runs, "prune_s"),
                    "prefill_s": _median(runs, "prefill_s"), "decode_tok_s": _median(runs, "decode_tok_s"),
                    "peak_mib": max(r["peak_mib"] for r in runs), "repeats": [r["ttft_s"] for r in runs]}
             row["ttft_s"] = row["vision_s"] + row["prune_s"] + row["prefill_s"]
@@ -294,7 +297,25 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
             "vision_note": "vision is measured once per video (it does not depend on the method) in one encoder "
                            "pass: the upstream encoder alone for 'none', the encoder plus the saliency map for "
                            "the pruning methods",
+            "feature_similarity": _feature_similarity(enc["encoded"][0]),
             "rows": rows}
+
+
+def _feature_similarity(feats: torch.Tensor) -> dict[str, float]:
+    """Quantiles of the cosine similarity between consecutive frames at the same grid position.
+
+    ``feats`` (V, T, H, W, D) from the adapter's encode (first video). Values near 1 mean temporal methods
+    will find almost every position static (typical of random weights).
+    """
+    from ..core.segment import frame_similarity
+
+    x = feats[0]
+    T = x.shape[0]
+    if T < 2:
+        return {}
+    sim = frame_similarity(x.reshape(T, -1, x.shape[-1])).reshape(-1)
+    q = torch.quantile(sim, torch.tensor([0.1, 0.5, 0.9], dtype=sim.dtype))
+    return {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
 
 
 def _finish(row: dict[str, Any], base: dict[str, Any]) -> None:
@@ -336,6 +357,10 @@ def markdown_table(report: dict[str, Any]) -> str:
                  f"{report['environment'].get('gpu', report['environment']['device'])}, "
                  f"{report['environment']['threads']} threads. {report['vision_note']}. Medians of "
                  f"{report['spec']['repeats']} repeats after {report['spec']['warmup']} warm-up(s).")
+    fs = report.get("feature_similarity")
+    if fs:
+        lines.append(f"Consecutive-frame cosine similarity of the video features at the same position: p10 "
+                     f"{fs['p10']:.2f}, median {fs['p50']:.2f}, p90 {fs['p90']:.2f}.")
     if report["spec"].get("overrides"):
         lines.append(f"Config overrides: {json.dumps(report['spec']['overrides'], sort_keys=True)}.")
     return "\n".join(lines) + "\n"
