@@ -25,21 +25,30 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) 
 
 def merge_into_anchors(src: torch.Tensor, src_rot: torch.Tensor, anchors: torch.Tensor, beta: float,
                        block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
-    """Merge every source token into its nearest anchor.
+    """Merge every source token into its nearest anchor, for one set or a batch of equal-size sets.
 
-    - ``src`` (n, D): un-rotated features (any float dtype); ``src_rot`` (n, D') the geometry used for
-      distances (ST-RoPE'd unit vectors); ``anchors`` (m,) indices into ``src`` (the anchors are sources
-      too, so each lands in its own cluster).
+    - ``src`` (n, D) or (B, n, D): un-rotated features (any float dtype); ``src_rot`` (n, D') / (B, n, D')
+      the geometry used for distances (ST-RoPE'd unit vectors); ``anchors`` (m,) / (B, m) indices into
+      each set (the anchors are sources too, so each lands in its own cluster).
     - Each source goes to the nearest anchor by Euclidean distance on ``src_rot`` (first anchor in the
       given order on ties).
     - Anchor a becomes ``w a + (1 - w) mean_a`` with ``mean_a`` the mean of its cluster (anchor included)
       and ``w = max(1 / count_a, beta)``: singletons are unchanged, larger clusters get ``beta a + ...``.
 
-    Returns (m, D) fp32, row i for ``anchors[i]``.
+    Returns (m, D) / (B, m, D) fp32, row i for ``anchors[..., i]``.
     """
-    assign = nearest(src_rot, src_rot[anchors], block_elems)
-    sums, counts = segment_sum(src, assign, anchors.numel())
-    safe = counts.clamp_min(1.0)
-    mean = sums / safe[:, None]
-    w = torch.clamp(1.0 / safe, min=beta)[:, None]
-    return w * src[anchors].float() + (1.0 - w) * mean
+    single = src.dim() == 2
+    if single:
+        src, src_rot, anchors = src[None], src_rot[None], anchors[None]
+    B, n, D = src.shape
+    m = anchors.shape[1]
+    anchor_rot = torch.gather(src_rot, 1, anchors.unsqueeze(-1).expand(B, m, src_rot.shape[-1]))
+    assign = nearest(src_rot, anchor_rot, block_elems)                                  # (B, n)
+    # One segment per (set, anchor): a single deterministic reduction serves the whole batch.
+    seg = (assign + m * torch.arange(B, device=assign.device)[:, None]).reshape(-1)
+    sums, counts = segment_sum(src.reshape(B * n, D), seg, B * m)
+    safe = counts.clamp_min(1.0).reshape(B, m, 1)
+    mean = sums.reshape(B, m, D) / safe
+    w = torch.clamp(1.0 / safe, min=beta)
+    out = w * torch.gather(src, 1, anchors.unsqueeze(-1).expand(B, m, D)).float() + (1.0 - w) * mean
+    return out[0] if single else out

@@ -80,45 +80,56 @@ def _select_salient(score: torch.Tensor, target: int, cfg: TangoConfig, rot_of: 
 
 
 def _merge_context(feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: TangoConfig,
-                   block_elems: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Spend ``budget`` context anchors on a pool of n tokens.
+                   block_elems: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spend ``budget`` context anchors on each of B pools of n tokens.
 
-    Returns (local indices ascending, their fp32 features, merged?). If the pool fits in the budget it is
-    kept as is; otherwise DPC-KNN picks the anchors on ``rot`` and every pool token is merged into its
-    nearest anchor.
+    ``feats`` (B, n, D), ``rot`` (B, n, D'). Returns (local indices (B, m), their fp32 features
+    (B, m, D)). A pool that fits in the budget is kept as is; otherwise DPC-KNN picks the anchors on
+    ``rot`` and every pool token is merged into its nearest anchor.
     """
-    n = feats.shape[0]
+    B, n, D = feats.shape
+    dev = feats.device
     if budget <= 0 or n == 0:
-        return torch.zeros(0, dtype=torch.long, device=feats.device), feats.new_zeros((0, feats.shape[1]), dtype=torch.float32), False
+        return torch.zeros(B, 0, dtype=torch.long, device=dev), feats.new_zeros((B, 0, D), dtype=torch.float32)
     if n <= budget:
-        return torch.arange(n, device=feats.device), feats.float(), False
-    by_score = dpc_knn(rot, budget, cfg.k_neighbors, block_elems)   # descending gamma
-    asc = torch.sort(by_score).values
-    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems)      # row i for asc[i]
+        return torch.arange(n, device=dev).expand(B, n), feats.float()
+    by_score = dpc_knn(rot, budget, cfg.k_neighbors, block_elems)             # (B, m), descending gamma
+    asc = torch.sort(by_score, dim=1).values
+    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems)       # row i for asc[:, i]
     if cfg.compat == "published":
         # The published code writes row i (ascending order) to the i-th anchor in gamma order.
-        order = torch.argsort(by_score)
-        return by_score[order], merged[order], True
-    return asc, merged, True
+        order = torch.argsort(by_score, dim=1)
+        return torch.gather(by_score, 1, order), torch.gather(merged, 1, order.unsqueeze(-1).expand(B, budget, D))
+    return asc, merged
 
 
 def _compress(feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: float, cfg: TangoConfig,
-              block_elems: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``tango_compressor`` for one token set of n tokens (tango-spec 2.4).
+              block_elems: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``tango_compressor`` (tango-spec 2.4) for B token sets of n tokens each, batched.
 
-    ``feats`` (n, D), ``rot`` (n, D') distance geometry, ``score`` (n,) fp32. Returns (local indices,
-    fp32 features, kinds), unsorted.
+    ``feats`` (B, n, D), ``rot`` (B, n, D') distance geometry, ``score`` (B, n) fp32. Returns, per set,
+    (local indices, fp32 features, kinds), unsorted.
     """
-    n = feats.shape[0]
+    B, n, D = feats.shape
     K_s, K_c = compressor_budget(n, r, cfg.effective_context_ratio)
-    chosen = _select_salient(score[None], K_s, cfg, lambda cand: rot[cand], block_elems)[0]
-    sal = torch.nonzero(chosen).squeeze(1)
-    pool = torch.nonzero(~chosen).squeeze(1)
-    ctx_local, ctx_feats, _ = _merge_context(feats[pool], rot[pool], min(K_c, pool.numel()), cfg, block_elems)
-    idx = torch.cat([sal, pool[ctx_local]])
-    out = torch.cat([feats[sal].float(), ctx_feats])
-    kinds = torch.cat([torch.full_like(sal, TokenKind.SALIENT), torch.full_like(ctx_local, TokenKind.CONTEXT)])
-    return idx, out, kinds
+    gather = lambda t, i: torch.gather(t, 1, i.unsqueeze(-1).expand(*i.shape, t.shape[-1]))  # noqa: E731
+    chosen = _select_salient(score, K_s, cfg, lambda cand: gather(rot, cand), block_elems)
+    n_sal = chosen.sum(1)
+    if B > 1 and bool((n_sal != n_sal[0]).any()):
+        # Exact duplicates made some set choose fewer tokens: pools differ in size, so go one by one.
+        return [_compress(feats[b:b + 1], rot[b:b + 1], score[b:b + 1], r, cfg, block_elems)[0] for b in range(B)]
+    k = int(n_sal[0]) if B else 0
+    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)      # chosen first, then the pool
+    sal, pool = order[:, :k], order[:, k:]
+    ctx_local, ctx_feats = _merge_context(gather(feats, pool), gather(rot, pool), min(K_c, n - k), cfg, block_elems)
+    ctx = torch.gather(pool, 1, ctx_local)
+    out = []
+    for b in range(B):
+        idx = torch.cat([sal[b], ctx[b]])
+        f = torch.cat([feats[b, sal[b]].float(), ctx_feats[b]])
+        kinds = torch.cat([torch.full_like(sal[b], TokenKind.SALIENT), torch.full_like(ctx[b], TokenKind.CONTEXT)])
+        out.append((idx, f, kinds))
+    return out
 
 
 def _context_windows(pool_per_frame: list[int], cap: int) -> list[tuple[int, int]]:
@@ -154,6 +165,24 @@ class _Geometry:
         return x.reshape(*shape, x.shape[-1])
 
 
+def _singletons(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset: int, cfg: TangoConfig,
+                block_elems: int, stats: dict, chunk: int = 64) -> _Kept:
+    """Consecutive single-frame segments X (n, L, D): each frame is compressed on its own (tango-spec
+    2.3), batched over frames in chunks so that the work is a few large tensor operations."""
+    n, L, _ = X.shape
+    geo = _Geometry(X, ts, W, cfg)
+    allpos = torch.arange(L, device=X.device)
+    pieces = []
+    for a in range(0, n, chunk):
+        fr = torch.arange(a, min(n, a + chunk), device=X.device)
+        grid_f, grid_p = fr[:, None].expand(-1, L), allpos.expand(fr.numel(), L)
+        for f, (idx, out, kinds) in zip(fr.tolist(), _compress(X[fr], geo(grid_f, grid_p), s[fr], cfg.retention,
+                                                               cfg, block_elems)):
+            pieces.append(_Kept(idx + offset + f * L, out, kinds))
+    stats["static"].extend([0] * n)
+    return _cat(pieces, X.device)
+
+
 def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset: int,
              cfg: TangoConfig, block_elems: int, stats: dict, sim: torch.Tensor | None = None) -> _Kept:
     """``tango_token_merger`` for one segment X (n_f, L, D) whose first frame has flat index ``offset``.
@@ -167,10 +196,7 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
     r = cfg.retention
     c = cfg.effective_context_ratio
     if n_f == 1:
-        allpos = torch.arange(L, device=dev)
-        idx, out, kinds = _compress(X[0], geo(torch.zeros_like(allpos), allpos), s[0], r, cfg, block_elems)
-        stats["static"].append(0)
-        return _Kept(idx + offset, out, kinds)
+        return _singletons(X, s, ts, W, offset, cfg, block_elems, stats)
 
     # Static positions: similar (un-rotated cosine > tau_static) at every step of the segment.
     if sim is None:
@@ -184,7 +210,8 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
         sp = torch.nonzero(static).squeeze(1)
         s_feat = X[:, sp].float().mean(0)
         # Distances of a static token use its first frame, where the token is placed.
-        idx, out, _ = _compress(s_feat, geo(torch.zeros_like(sp), sp), s[:, sp].mean(0), r_adj, cfg, block_elems)
+        (idx, out, _), = _compress(s_feat[None], geo(torch.zeros_like(sp), sp)[None], s[:, sp].mean(0)[None], r_adj,
+                                   cfg, block_elems)
         pieces.append(_Kept(sp[idx] + offset, out, torch.full_like(idx, TokenKind.STATIC)))
 
     dp = torch.nonzero(~static).squeeze(1)
@@ -207,7 +234,8 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
         for a, b in windows:
             fr, j = torch.nonzero(free[a:b], as_tuple=True)                 # frame-major pool
             fr = fr + a
-            local, feats, _ = _merge_context(X[fr, dp[j]], geo(fr, dp[j]), K_c * (b - a), cfg, block_elems)
+            local, feats = _merge_context(X[fr, dp[j]][None], geo(fr, dp[j])[None], K_c * (b - a), cfg, block_elems)
+            local, feats = local[0], feats[0]
             pieces.append(_Kept(offset + fr[local] * L + dp[j[local]], feats,
                                 torch.full_like(local, TokenKind.CONTEXT)))
     return _cat(pieces, dev)
@@ -261,10 +289,22 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
     stats: dict = {"static": [], "windows": 0}
     pieces = []
     start = 0
-    for n_f in sizes:
-        sl = slice(start, start + n_f)
-        seg_sim = None if sim is None else sim[start:start + n_f - 1]
-        pieces.append(_segment(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats, seg_sim))
+    i = 0
+    while i < len(sizes):
+        n_f = sizes[i]
+        if n_f == 1:  # a run of single-frame segments is compressed frame by frame, batched
+            j = i
+            while j < len(sizes) and sizes[j] == 1:
+                j += 1
+            n_f, i = j - i, j
+            sl = slice(start, start + n_f)
+            pieces.append(_singletons(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats))
+        else:
+            sl = slice(start, start + n_f)
+            seg_sim = None if sim is None else sim[start:start + n_f - 1]
+            pieces.append(_segment(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats,
+                                   seg_sim))
+            i += 1
         start += n_f
     kept = _cat(pieces, X.device)
     # Exact duplicate features can make two clusters choose the same token: keep it once.
