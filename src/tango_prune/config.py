@@ -13,10 +13,10 @@ import math
 import os
 from typing import Any, ClassVar
 
-__all__ = ["PruneConfig", "TangoConfig", "PRESETS"]
+__all__ = ["PruneConfig", "TangoConfig", "PRESETS", "check_unit_interval"]
 
 
-def _check_unit_interval(name: str, value: float, *, low_open: bool, high_open: bool) -> None:
+def check_unit_interval(name: str, value: float, *, low_open: bool, high_open: bool) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite real number in the requested interval."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -38,7 +38,7 @@ class PruneConfig:
     retention: float = 0.1
 
     def __post_init__(self) -> None:
-        _check_unit_interval("retention", self.retention, low_open=True, high_open=False)
+        check_unit_interval("retention", self.retention, low_open=True, high_open=False)
         self._validate()
 
     def _validate(self) -> None:
@@ -172,9 +172,9 @@ class TangoConfig(PruneConfig):
     fastv_keep: float = 0.5
 
     def _validate(self) -> None:
-        _check_unit_interval("context_ratio", self.context_ratio, low_open=False, high_open=False)
-        _check_unit_interval("beta", self.beta, low_open=False, high_open=False)
-        _check_unit_interval("tau_static", self.tau_static, low_open=False, high_open=False)
+        check_unit_interval("context_ratio", self.context_ratio, low_open=False, high_open=False)
+        check_unit_interval("beta", self.beta, low_open=False, high_open=False)
+        check_unit_interval("tau_static", self.tau_static, low_open=False, high_open=False)
         for name in ("tau_segment",):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1 <= v <= 1:
@@ -203,7 +203,7 @@ class TangoConfig(PruneConfig):
             isinstance(self.fastv_layer, bool) or not isinstance(self.fastv_layer, int) or self.fastv_layer < 1
         ):
             raise ValueError(f"fastv_layer must be None or a 1-based layer number >= 1, got {self.fastv_layer!r}")
-        _check_unit_interval("fastv_keep", self.fastv_keep, low_open=True, high_open=False)
+        check_unit_interval("fastv_keep", self.fastv_keep, low_open=True, high_open=False)
         # Normalise sinks to a tuple of (int, int) so configs hash, compare and serialise identically.
         try:
             sinks = tuple((int(r), int(c)) for r, c in self.sinks)
@@ -230,7 +230,7 @@ class TangoConfig(PruneConfig):
         """
         if model not in PRESETS:
             raise ValueError(f"model must be one of {sorted(PRESETS)}, got {model!r}")
-        _check_unit_interval("retention", retention, low_open=True, high_open=False)
+        check_unit_interval("retention", retention, low_open=True, high_open=False)
         fields: dict[str, Any] = dict(PRESETS[model])
         fields.update(segmentation="holitom", context_ratio=0.4, alpha=1.5, beta=0.6, k_neighbors=7,
                       tau_static=0.8, tau_segment=0.65 if math.isclose(retention, 0.1) else 0.8)

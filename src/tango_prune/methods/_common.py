@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ..config import _check_unit_interval  # shared validation of (0, 1] style fields
+from ..config import check_unit_interval
 from ..core.dpc import stable_argsort_desc
 from ..tokens import VideoTokens
 
@@ -40,7 +40,7 @@ def check_int(name: str, value: object, minimum: int) -> None:
 
 def check_fraction(name: str, value: object, *, low_open: bool = False, high_open: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number in [0, 1] (ends open as requested)."""
-    _check_unit_interval(name, value, low_open=low_open, high_open=high_open)  # type: ignore[arg-type]
+    check_unit_interval(name, value, low_open=low_open, high_open=high_open)  # type: ignore[arg-type]
 
 
 def check_cosine(name: str, value: object) -> None:
