@@ -3,7 +3,8 @@
 Timing does not depend on weight values, so the benchmark builds the real upstream ``transformers`` model
 classes from configs that copy the architecture fields of the published checkpoints' ``config.json``
 (``llava-hf/llava-onevision-qwen2-{0.5b,7b}-ov-hf``, ``Qwen/Qwen2.5-VL-{3B,7B}-Instruct``) and fills the
-weights with small random values. ``tiny-llava-ov`` is a few-kilobyte model of the same class for tests.
+weights with small random values. ``tiny-llava-ov`` and ``tiny-qwen2.5-vl`` are few-megabyte models of the same
+classes for tests.
 """
 
 from __future__ import annotations
@@ -44,14 +45,16 @@ def _llava_ov(text: dict[str, Any], vision: dict[str, Any] | None = None) -> Cal
     return make
 
 
-def _qwen25_vl(text: dict[str, Any], out_hidden: int) -> Callable[[], Any]:
+def _qwen25_vl(text: dict[str, Any], out_hidden: int, vision: dict[str, Any] | None = None) -> Callable[[], Any]:
     def make() -> Any:
         from transformers import Qwen2_5_VLConfig
 
-        vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
-                      spatial_merge_size=2, temporal_patch_size=2, window_size=112, out_hidden_size=out_hidden,
-                      fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu", in_chans=3)
-        return Qwen2_5_VLConfig(text_config=dict(model_type="qwen2_5_vl_text", **text), vision_config=vision,
+        v = vision or dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu", in_chans=3)
+        # tokens_per_second: 2 in the published checkpoints (the config class defaults to 4).
+        vision_cfg = dict(v, out_hidden_size=out_hidden, tokens_per_second=2)
+        return Qwen2_5_VLConfig(text_config=dict(model_type="qwen2_5_vl_text", **text), vision_config=vision_cfg,
                                 image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
                                 vision_end_token_id=151653)
     return make
@@ -90,6 +93,15 @@ PRESETS: dict[str, Preset] = {
                                            num_hidden_layers=2, num_attention_heads=4, image_size=56,
                                            patch_size=8)), 56,
                             "a tiny LLaVA-OneVision for tests (7x7 patches -> 4x4 tokens per frame)"),
+    "tiny-qwen2.5-vl": Preset("tiny-qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration",
+                              _qwen25_vl(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=4, num_key_value_heads=2, vocab_size=151680,
+                                              max_position_embeddings=4096,
+                                              rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]}), 32,
+                                         dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4,
+                                              patch_size=4, spatial_merge_size=2, temporal_patch_size=2,
+                                              window_size=16, fullatt_block_indexes=[1], in_chans=3)), 32,
+                              "a tiny Qwen2.5-VL for tests (8x8 patches -> 4x4 tokens per 2-frame step)"),
 }
 
 

@@ -1,6 +1,7 @@
 """The efficiency benchmark: TTFT split into vision / pruning / prefill, decode speed and peak memory.
 
-For one model and one video, :func:`run_bench` measures:
+For one model and one video, :func:`run_bench` measures (for every model class in :mod:`.families`:
+LLaVA-OneVision and Qwen2.5-VL, driven the same way):
 
 - **vision**, once per video (it does not depend on the method): the upstream ``get_video_features`` for the
   unpruned model, and the adapter's encoder pass (the same plus the saliency map) for the pruned runs;
@@ -18,7 +19,6 @@ pruning time divided by the prefill time it saves (target for Tango: below 10%).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -32,8 +32,8 @@ import torch
 
 from .. import models as _models
 from ..api import make_config
+from .families import BenchInputs, family_for
 from .profiler import sync, timed_generate
-from .video import load_video, synthetic_video, to_pixels, tokens_per_frame
 
 __all__ = ["BenchSpec", "run_bench", "load_model", "markdown_table", "markdown_summary", "Progress"]
 
@@ -47,6 +47,8 @@ class BenchSpec:
     retentions: tuple[float, ...] = (0.1,)
     video: str | None = None
     frames: int = 32
+    #: frame size in pixels; None: the preset's (LLaVA-OneVision accepts only its vision tower's size)
+    frame_size: int | None = None
     warmup: int = 1
     repeats: int = 3
     new_tokens: int = 8
@@ -74,6 +76,9 @@ class BenchSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+        fs = self.frame_size
+        if fs is not None and (isinstance(fs, bool) or not isinstance(fs, int) or fs < 1):
+            raise ValueError(f"frame_size must be None or a positive integer, got {fs!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
 
@@ -128,35 +133,16 @@ def load_model(name_or_dir: str, dtype: torch.dtype, device: str) -> tuple[Any, 
 
 
 def _check_supported(model: Any) -> None:
-    cls = type(model).__name__
-    if cls != "LlavaOnevisionForConditionalGeneration":
-        have = importlib.util.find_spec("tango_prune.models.qwen2_5_vl") is not None
-        raise ValueError(f"model: the benchmark drives LlavaOnevisionForConditionalGeneration only in this build, "
-                         f"got {cls}" + ("" if have else " (its tango_prune adapter is not available yet)"))
+    family_for(model)  # raises ValueError naming the supported classes
 
 
-def _inputs(model: Any, spec: BenchSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """(pixel_values_videos, input_ids, video info) for the spec's video in the model's layout."""
-    vc = model.config.vision_config
-    size = vc.image_size
-    if spec.video:
-        frames, ts = load_video(spec.video, spec.frames)
-        source = os.path.basename(spec.video)
-    else:
-        frames, ts = synthetic_video(spec.frames, size, seed=spec.seed)
-        source = "synthetic"
-    pv = to_pixels(frames, size).to(device)
-    per_frame = tokens_per_frame(size, vc.patch_size)
-    n_video = spec.frames * per_frame + 1                      # upstream OV layout: one newline per video
-    gen = torch.Generator().manual_seed(spec.seed)
-    # Prompt text ids from the low vocabulary (any ids below the special tokens behave alike for timing).
-    pre = torch.randint(10, 1000, (spec.prompt_tokens,), generator=gen)
-    post = torch.randint(10, 1000, (max(1, spec.prompt_tokens // 2),), generator=gen)
-    vid = torch.full((n_video,), model.config.video_token_id, dtype=torch.long)
-    ids = torch.cat([pre, vid, post])[None].to(device)
-    info = {"source": source, "frames": spec.frames, "frame_size": size, "tokens_per_frame": per_frame,
-            "video_tokens": n_video, "prompt_tokens": int(ids.shape[1] - n_video), "timestamps": ts.tolist()}
-    return pv, ids.to(dtype=torch.long), info
+def _inputs(model: Any, spec: BenchSpec, device: torch.device) -> BenchInputs:
+    """The spec's video and prompt in the model's layout (frame size: the spec's, else the preset's)."""
+    from .presets import PRESETS
+
+    family = family_for(model)
+    default = PRESETS[spec.model].image_size if spec.model in PRESETS else None
+    return family.inputs(model, spec, family.frame_size(model, spec.frame_size, default), device)
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
@@ -171,7 +157,7 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def _encode_once(model: Any, spec: BenchSpec, pv: torch.Tensor, device: torch.device) -> dict[str, Any]:
+def _encode_once(model: Any, spec: BenchSpec, inp: BenchInputs, device: torch.device) -> dict[str, Any]:
     """One encoder pass that serves every run: the adapter's encode (vision + saliency) with the upstream
     ``get_video_features`` inside it timed separately.
 
@@ -181,8 +167,7 @@ def _encode_once(model: Any, spec: BenchSpec, pv: torch.Tensor, device: torch.de
     """
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    cfg = model.config
-    vfl, vfss = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
+    family = family_for(model)
     base = model.model
     inner: dict[str, Any] = {}
     upstream = base.get_video_features                       # bound class method
@@ -196,11 +181,11 @@ def _encode_once(model: Any, spec: BenchSpec, pv: torch.Tensor, device: torch.de
     try:
         adapter = getattr(model, "_tango_prune_state").adapter
         with torch.no_grad():
-            # why: one-frame warm-up so the single timed pass does not pay first-call costs.
-            adapter.encode(model, pv[:, :1], vfl, vfss)
+            # why: a one-frame (one-step) warm-up so the single timed pass does not pay first-call costs.
+            family.encode_warmup(adapter, model, inp)
             base.get_video_features = timed_upstream          # instance attribute, deleted below
             try:
-                encoded, total = _timed(lambda: adapter.encode(model, pv, vfl, vfss), device)
+                encoded, total = _timed(lambda: family.encode(adapter, model, inp), device)
             finally:
                 del base.get_video_features
     finally:
@@ -226,23 +211,23 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
         model, desc = load_model(spec.model, dtype, spec.device)
     else:
         desc = type(model).__name__
-    _check_supported(model)
+    family = family_for(model)
     log(f"model ready in {time.perf_counter() - t0:.0f}s: {desc}")
-    pv, ids, vinfo = _inputs(model, spec, device)
-    pv = pv.to(dtype)
-    attn = torch.ones_like(ids)
+    inp = _inputs(model, spec, device)
+    inp = dataclasses.replace(inp, pixels=inp.pixels.to(dtype))
+    vinfo = inp.info
+    attn = torch.ones_like(inp.input_ids)
     n_runs = spec.warmup + spec.repeats
     bar = Progress(1 + n_runs * (1 + len(spec.methods) * len(spec.retentions)), enabled=progress)
 
-    enc = _encode_once(model, spec, pv, device)
+    enc = _encode_once(model, spec, inp, device)
     bar.step("vision (+ saliency)")
     log(f"vision {enc['vision_s']:.2f}s, with saliency {enc['vision_saliency_s']:.2f}s")
 
     # -- unpruned baseline: the upstream generate with the encoder output passed in ---------------------------
     base_runs = []
     for i in range(n_runs):
-        r = timed_generate(model, dict(input_ids=ids, attention_mask=attn, mm_encoder_outputs={"video": enc["video"]}),
-                           spec.new_tokens, device)
+        r = timed_generate(model, family.unpruned_kwargs(inp, attn, enc["video"]), spec.new_tokens, device)
         if i >= spec.warmup:
             base_runs.append(r)
         bar.step("unpruned")
@@ -269,8 +254,7 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
             first = False
             try:
                 for i in range(n_runs + extra):
-                    r = timed_generate(model, dict(input_ids=ids, attention_mask=attn, pixel_values_videos=pv),
-                                       spec.new_tokens, device)
+                    r = timed_generate(model, family.pruned_kwargs(inp, attn), spec.new_tokens, device)
                     st = _models.stats(model)
                     r.update(prune_s=st["prune_s"], prefill_s=r["ttft_s"] - st["vision_s"] - st["prune_s"],
                              visual_tokens=st["visual_tokens_after"], kept=sum(st.get("kept_per_video", [0])))
@@ -297,19 +281,19 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
             "vision_note": "vision is measured once per video (it does not depend on the method) in one encoder "
                            "pass: the upstream encoder alone for 'none', the encoder plus the saliency map for "
                            "the pruning methods",
-            "feature_similarity": _feature_similarity(enc["encoded"][0]),
+            "feature_similarity": _feature_similarity(family.first_video_features(enc["encoded"], inp)),
             "rows": rows}
 
 
 def _feature_similarity(feats: torch.Tensor) -> dict[str, float]:
     """Quantiles of the cosine similarity between consecutive frames at the same grid position.
 
-    ``feats`` (V, T, H, W, D) from the adapter's encode (first video). Values near 1 mean temporal methods
-    will find almost every position static (typical of random weights).
+    ``feats`` (T, H, W, D): the first video's features from the adapter's encode. Values near 1 mean temporal
+    methods will find almost every position static (typical of random weights).
     """
     from ..core.segment import frame_similarity
 
-    x = feats[0]
+    x = feats
     T = x.shape[0]
     if T < 2:
         return {}
@@ -352,8 +336,10 @@ def markdown_table(report: dict[str, Any]) -> str:
                      f"| {r['peak_mib']:.0f} |")
     v = report["video"]
     lines.append("")
+    steps = (f" ({v['temporal_steps']} temporal steps of {v['tokens_per_step']} tokens)"
+             if "temporal_steps" in v else "")
     lines.append(f"Model: {report['model']}. Video: {v['source']}, {v['frames']} frames at {v['frame_size']} px, "
-                 f"{v['video_tokens']} video tokens + {v['prompt_tokens']} prompt tokens. Device: "
+                 f"{v['video_tokens']} video tokens{steps} + {v['prompt_tokens']} prompt tokens. Device: "
                  f"{report['environment'].get('gpu', report['environment']['device'])}, "
                  f"{report['environment']['threads']} threads. {report['vision_note']}. Medians of "
                  f"{report['spec']['repeats']} repeats after {report['spec']['warmup']} warm-up(s).")

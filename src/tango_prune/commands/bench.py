@@ -40,12 +40,15 @@ def _override(text: str) -> tuple[str, str, object]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tango-prune bench``."""
     parser.add_argument("--model", default="llava-ov-0.5b",
-                        help="preset (llava-ov-0.5b, llava-ov-7b, qwen2.5-vl-3b, qwen2.5-vl-7b, tiny-llava-ov) "
-                             "or a save_pretrained directory (default: llava-ov-0.5b)")
+                        help="preset (llava-ov-0.5b, llava-ov-7b, qwen2.5-vl-3b, qwen2.5-vl-7b, tiny-llava-ov, "
+                             "tiny-qwen2.5-vl) or a save_pretrained directory (default: llava-ov-0.5b)")
     parser.add_argument("--methods", type=_names, default=("tango",), help="comma-separated method names")
     parser.add_argument("--retentions", type=_floats, default=(0.1,), help="comma-separated retentions in (0, 1]")
     parser.add_argument("--video", default=None, help="video file (default: a synthetic clip)")
     parser.add_argument("--frames", type=int, default=32, help="frames sampled from the video (default 32)")
+    parser.add_argument("--frame-size", type=int, default=None,
+                        help="frame size in pixels (Qwen2.5-VL: a multiple of 28; default: the preset's, 448 for "
+                             "Qwen2.5-VL, 384 for LLaVA-OneVision, which accepts no other)")
     parser.add_argument("--warmup", type=int, default=1, help="discarded runs per configuration (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (default 3)")
     parser.add_argument("--new-tokens", type=int, default=8, help="generated tokens per run (default 8)")
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     for method, field, value in args.overrides:
         overrides.setdefault(method, {})[field] = value
     spec = BenchSpec(model=args.model, methods=args.methods, retentions=args.retentions, video=args.video,
-                     frames=args.frames, warmup=args.warmup, repeats=args.repeats, new_tokens=args.new_tokens,
+                     frames=args.frames, frame_size=args.frame_size, warmup=args.warmup, repeats=args.repeats, new_tokens=args.new_tokens,
                      dtype=args.dtype, device=args.device, threads=args.threads, overrides=overrides)
     os.makedirs(args.out, exist_ok=True)
     partial: list[dict] = []
