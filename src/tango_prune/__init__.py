@@ -9,6 +9,7 @@ Public API::
 from .api import make_config, prune
 from .config import PruneConfig, TangoConfig
 from .methods import names as _method_names
+from .models import apply, remove
 from .tokens import PruneResult, TokenKind, VideoTokens
 
 __version__ = "0.1.0"

@@ -1,0 +1,175 @@
+"""Pruning inside unmodified upstream ``transformers`` Video LLMs: :func:`apply`, :func:`remove`, :func:`stats`.
+
+``apply`` patches one model *instance* (never its class): its ``forward`` and ``generate`` attributes are
+replaced by thin wrappers that, when a call carries ``pixel_values_videos``, encode the videos with the
+upstream code, prune each video with the configured method (any registered one) and hand the shorter
+sequence back to the upstream ``forward`` through its ``mm_encoder_outputs`` argument. Calls without videos
+go straight through. ``remove`` deletes the instance attributes, so the class methods are visible again and
+behaviour is bit-identical to before.
+
+Per-call metadata: pass ``video_timestamps=`` (one sequence of frame times in seconds per video) to
+``forward``/``generate``; it is consumed by the wrapper. Without it LLaVA uses 0, 1, ..., T-1 seconds and
+Qwen2.5-VL uses the processor's ``second_per_grid_ts``.
+
+``generate`` returns the original ``input_ids`` followed by the new tokens, as without pruning, so the usual
+``out[:, inputs.input_ids.shape[1]:]`` slicing keeps working. ``forward`` returns logits for the pruned
+sequence.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import torch
+
+from ..api import make_config
+from ..config import PruneConfig
+from .common import STATE_ATTR, PatchState
+
+__all__ = ["apply", "remove", "stats", "is_applied", "SUPPORTED"]
+
+#: Upstream classes :func:`apply` accepts, by class name, with the adapter module that handles them.
+SUPPORTED: dict[str, str] = {
+    "LlavaOnevisionForConditionalGeneration": "llava_onevision",
+    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+}
+
+
+def _make_adapter(model: Any, variant: str | None) -> Any:
+    cls = type(model).__name__
+    if cls == "LlavaOnevisionForConditionalGeneration":
+        from .llava_onevision import LlavaOnevisionAdapter
+        return LlavaOnevisionAdapter(model, variant)
+    if cls == "Qwen2_5_VLForConditionalGeneration":
+        from .qwen2_5_vl import Qwen25VLAdapter
+        return Qwen25VLAdapter(model, variant)
+    raise ValueError(f"model must be one of {sorted(SUPPORTED)}, got {cls}")
+
+
+def is_applied(model: Any) -> bool:
+    """True when :func:`apply` has patched ``model`` and :func:`remove` has not undone it."""
+    return isinstance(getattr(model, STATE_ATTR, None), PatchState)
+
+
+def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | None = None,
+          retention: float | None = None, variant: str | None = None, **fields: Any) -> Any:
+    """Enable visual token pruning on an upstream Hugging Face Video LLM instance; returns the same model.
+
+    ``config`` is a method config (e.g. ``TangoConfig.preset("llava-onevision", retention=0.1)``) or a
+    method name; alternatively ``name="topk", retention=0.1``. Extra keyword ``fields`` override config
+    fields. ``variant`` selects the LLaVA token layout, ``"llava-onevision"`` or ``"llava-video"`` (default:
+    ``"llava-video"`` when the checkpoint path names LLaVA-Video, else OneVision). Applying twice raises
+    ``ValueError``; call :func:`remove` first.
+    """
+    if is_applied(model):
+        raise ValueError("model is already patched by tango_prune.apply; call tango_prune.remove(model) first")
+    if config is not None and name is not None:
+        raise ValueError("pass either config or name, not both")
+    if retention is not None:
+        fields["retention"] = retention
+    cfg = make_config(config if config is not None else name, **fields)
+    adapter = _make_adapter(model, variant)
+    if getattr(cfg, "fastv_layer", None) is not None and not getattr(adapter, "supports_fastv", False):
+        raise ValueError(f"fastv_layer is only supported for LLaVA models, got {type(model).__name__}; "
+                         "set fastv_layer=None")
+    state = PatchState(adapter=adapter, config=cfg, originals={})
+    orig_forward = model.forward  # bound class method
+    orig_generate = model.generate
+    sig = inspect.signature(orig_forward)
+    params = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    @functools.wraps(orig_forward)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        for p, a in zip(params, args):
+            kwargs[p.name] = a
+        rewritten = kwargs.get("pixel_values_videos") is not None
+        if rewritten:
+            kwargs = adapter.rewrite(model, state, kwargs)
+        else:
+            kwargs.pop("video_timestamps", None)
+        fastv = state.extra.get("fastv")
+        if fastv is None:
+            return orig_forward(**kwargs)
+        state.extra["fastv_mode"] = _fastv_mode(state, kwargs, rewritten)
+        try:
+            out = orig_forward(**kwargs)
+        finally:
+            mode, state.extra["fastv_mode"] = state.extra["fastv_mode"], None
+        if mode == "prefill":
+            state.extra["fastv_cache"] = getattr(out, "cache", None)
+        return out
+
+    @functools.wraps(orig_generate)
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        if args:
+            kwargs["inputs"] = args[0]
+            if len(args) > 1:
+                raise ValueError("generate: pass arguments after inputs by keyword")
+        if kwargs.get("inputs") is not None:
+            kwargs["input_ids"] = kwargs.pop("inputs")
+        kwargs.pop("inputs", None)
+        if kwargs.get("pixel_values_videos") is None:
+            kwargs.pop("video_timestamps", None)
+            return orig_generate(**kwargs)
+        original_ids = kwargs["input_ids"] if kwargs.get("input_ids") is not None else None
+        kwargs = adapter.rewrite(model, state, kwargs)
+        out = orig_generate(**kwargs)
+        return _restore_prompt(out, original_ids, kwargs["input_ids"].shape[1])
+
+    state.originals = {"forward": orig_forward, "generate": orig_generate}
+    if hasattr(adapter, "install"):
+        adapter.install(model, state)  # may raise ValueError: nothing is patched yet
+    setattr(model, STATE_ATTR, state)
+    model.forward = forward
+    model.generate = generate
+    return model
+
+
+def _fastv_mode(state: PatchState, kwargs: dict[str, Any], rewritten: bool) -> str | None:
+    """Whether this forward is the prefill of a pruned call, one of its decoding steps, or unrelated."""
+    video = (kwargs.get("mm_encoder_outputs") or {}).get("video")
+    if rewritten or (video is not None and video is state.extra.get("fastv_video")):
+        return "prefill"
+    cache = kwargs.get("cache")
+    if cache is not None and cache is state.extra.get("fastv_cache"):
+        return "decode"
+    return None
+
+
+def _restore_prompt(out: Any, original_ids: torch.Tensor | None, pruned_len: int) -> Any:
+    """Put the caller's unpruned prompt back in front of the generated tokens."""
+    if original_ids is None:
+        return out
+    seq = out if isinstance(out, torch.Tensor) else out.sequences
+    reps = seq.shape[0] // original_ids.shape[0]  # num_return_sequences / beams expand rows
+    full = torch.cat([original_ids.repeat_interleave(reps, dim=0).to(seq.device), seq[:, pruned_len:]], dim=1)
+    if isinstance(out, torch.Tensor):
+        return full
+    out.sequences = full
+    return out
+
+
+def remove(model: Any) -> Any:
+    """Undo :func:`apply`: drop the instance patches and hooks; the model behaves exactly as before."""
+    state = getattr(model, STATE_ATTR, None)
+    if not isinstance(state, PatchState):
+        raise ValueError("model is not patched by tango_prune.apply")
+    if hasattr(state.adapter, "uninstall"):
+        state.adapter.uninstall(model, state)
+    for h in state.hooks:
+        h.remove()
+    for attr in ("forward", "generate"):
+        model.__dict__.pop(attr, None)
+    delattr(model, STATE_ATTR)
+    return model
+
+
+def stats(model: Any) -> dict[str, Any]:
+    """Figures of the last prefill with videos: ``vision_s``, ``prune_s``, ``visual_tokens_before``,
+    ``visual_tokens_after`` (tokens reaching the LLM, newlines included), plus adapter extras."""
+    state = getattr(model, STATE_ATTR, None)
+    if not isinstance(state, PatchState):
+        raise ValueError("model is not patched by tango_prune.apply")
+    return dict(state.stats)

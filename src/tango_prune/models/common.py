@@ -1,0 +1,172 @@
+"""Model-independent pieces of the adapters: per-model state, sequence compaction, timing.
+
+An adapter turns the video inputs of one call into *visual sequences*: for every video, the embeddings that
+reach the language model and the offsets (inside that video's placeholder span) of the placeholders they
+occupy. :func:`compact_inputs` then drops the other placeholders from ``input_ids`` / ``attention_mask`` /
+any other per-token tensor, row by row, and re-pads the batch on the side it was padded before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+
+from ..config import PruneConfig
+
+__all__ = ["PatchState", "VideoSpan", "find_video_spans", "compact_inputs", "compact_kwargs", "parse_timestamps",
+           "pad_id", "Timer", "STATE_ATTR"]
+
+#: Name of the attribute holding the :class:`PatchState` on a patched model instance.
+STATE_ATTR = "_tango_prune_state"
+
+
+@dataclasses.dataclass
+class PatchState:
+    """Everything one patched model instance carries; lives on the instance, never in a module global."""
+
+    adapter: Any
+    config: PruneConfig
+    originals: dict[str, Any]
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    hooks: list[Any] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSpan:
+    """One run of video placeholder tokens: batch row, first column, length."""
+
+    row: int
+    start: int
+    length: int
+
+
+def find_video_spans(input_ids: torch.Tensor, token_id: int, lengths: list[int]) -> list[VideoSpan]:
+    """Locate one placeholder span per video, in the order the model scatters video features.
+
+    Upstream models fill placeholders with ``masked_scatter``, i.e. in row-major order over (batch, seq);
+    video ``v`` therefore owns the next ``lengths[v]`` placeholders in that order. Each span must be
+    contiguous and inside a single row, otherwise ``ValueError``.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}")
+    rows, cols = (input_ids == token_id).nonzero(as_tuple=True)
+    total = sum(lengths)
+    if rows.numel() != total:
+        raise ValueError(f"input_ids must contain {total} video placeholder tokens (id {token_id}) for the "
+                         f"given videos, found {rows.numel()}")
+    spans, pos = [], 0
+    rows_l, cols_l = rows.tolist(), cols.tolist()
+    for n in lengths:
+        r0, c0 = rows_l[pos], cols_l[pos]
+        r1, c1 = rows_l[pos + n - 1], cols_l[pos + n - 1]
+        if r0 != r1 or c1 - c0 + 1 != n:
+            raise ValueError("input_ids: every video's placeholder tokens must be one contiguous run in one row")
+        spans.append(VideoSpan(r0, c0, n))
+        pos += n
+    return spans
+
+
+def compact_inputs(keep: torch.Tensor, attention_mask: torch.Tensor | None,
+                   tensors: dict[str, tuple[torch.Tensor, int, Any]]) -> tuple[dict[str, torch.Tensor], torch.Tensor,
+                                                                                 torch.Tensor]:
+    """Drop the columns where ``keep`` (B, L) is False and re-pad each row to the longest kept row.
+
+    ``tensors`` maps a name to ``(tensor, seq_dim, pad_value)``; each tensor has the batch dimension right
+    before ``seq_dim`` (``seq_dim`` is the last dim; e.g. (B, L) or (4, B, L)). Padding goes on the left when
+    the input was left padded (some row starts with a masked position), else on the right.
+    Returns ``(new_tensors, new_attention_mask, index)`` where ``index`` (B, L') holds, for every new
+    column, the old column it came from (-1 for padding). Inputs are never modified.
+    """
+    B, L = keep.shape
+    counts = keep.sum(dim=1)
+    Lp = int(counts.max()) if B else 0
+    left = attention_mask is not None and bool((attention_mask[:, 0] == 0).any())
+    index = torch.full((B, Lp), -1, dtype=torch.long, device=keep.device)
+    cols = torch.arange(L, device=keep.device)
+    for b in range(B):
+        kept = cols[keep[b]]
+        n = kept.numel()
+        if left:
+            index[b, Lp - n:] = kept
+        else:
+            index[b, :n] = kept
+    valid = index >= 0
+    safe = index.clamp(min=0)
+    out: dict[str, torch.Tensor] = {}
+    for name, (t, _dim, pad) in tensors.items():
+        lead = t.shape[:-2]
+        idx = safe.expand(*lead, B, Lp) if lead else safe
+        g = torch.gather(t, -1, idx.to(t.device))
+        out[name] = torch.where(valid.to(t.device).expand_as(g), g, torch.full_like(g, pad))
+    if attention_mask is not None:
+        am = torch.gather(attention_mask, 1, safe.to(attention_mask.device))
+        am = torch.where(valid.to(am.device), am, torch.zeros_like(am))
+    else:
+        am = valid.to(torch.long)
+    return out, am, index
+
+
+class Timer:
+    """Wall-clock seconds with ``time.perf_counter``; synchronises CUDA only when ``device`` is CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self.t0 = 0.0
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def start(self) -> "Timer":
+        """Start (or restart) the clock."""
+        self._sync()
+        self.t0 = time.perf_counter()
+        return self
+
+    def stop(self) -> float:
+        """Seconds since :meth:`start`."""
+        self._sync()
+        return time.perf_counter() - self.t0
+
+
+def parse_timestamps(raw: Any, V: int, T: int, device: torch.device) -> list[torch.Tensor | None]:
+    """Per-video (T,) float64 timestamps from the ``video_timestamps`` call argument; ``None`` entries mean
+    "use the adapter default"."""
+    if raw is None:
+        return [None] * V
+    if isinstance(raw, torch.Tensor) and raw.dim() == 1:
+        raw = raw[None]
+    try:
+        ts = [torch.as_tensor(r, dtype=torch.float64).reshape(-1) for r in raw]
+    except (TypeError, ValueError):
+        ts = []
+    if len(ts) != V or any(t.shape != (T,) for t in ts):
+        raise ValueError(f"video_timestamps must hold {V} sequence(s) of {T} frame times in seconds, got {raw!r}")
+    return [t.to(device) for t in ts]
+
+
+def pad_id(cfg: Any) -> int:
+    """The padding token id of a (multimodal) config, 0 when none is set."""
+    pid = getattr(cfg, "pad_token_id", None)
+    if pid is None:
+        pid = getattr(getattr(cfg, "text_config", None), "pad_token_id", None)
+    return 0 if pid is None else int(pid)
+
+
+def compact_kwargs(kwargs: dict[str, Any], keep: torch.Tensor, pad: int,
+                    extra: dict[str, int] | None = None) -> dict[str, Any]:
+    """Apply :func:`compact_inputs` to ``input_ids`` / ``attention_mask`` / ``labels`` / ``position_ids``."""
+    names = {"input_ids": pad, "labels": -100, "position_ids": 0, **(extra or {})}
+    tensors = {n: (kwargs[n], -1, p) for n, p in names.items()
+               if isinstance(kwargs.get(n), torch.Tensor) and kwargs[n].shape[-1] == keep.shape[1]}
+    am = kwargs.get("attention_mask")
+    new, new_am, _ = compact_inputs(keep, am, tensors)
+    kwargs = dict(kwargs)
+    kwargs.update(new)
+    if am is not None or not bool(new_am.all()):
+        kwargs["attention_mask"] = new_am
+    return kwargs

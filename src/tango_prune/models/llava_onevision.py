@@ -1,0 +1,262 @@
+"""Adapter for ``LlavaOnevisionForConditionalGeneration`` (LLaVA-OneVision and LLaVA-Video checkpoints).
+
+Hook: the upstream ``get_video_features`` is called unchanged to encode the video; two temporary forward
+hooks (removed before the call returns) on the SigLIP encoder layer whose output the LLM receives capture
+that layer's input and output for the saliency, and, for the LLaVA-Video layout, one on the projector
+captures the un-pooled projected features. The pruned visual sequences go back into the unmodified upstream
+``forward`` through its documented ``mm_encoder_outputs`` argument, together with ``input_ids`` /
+``attention_mask`` from which the dropped placeholders were removed (tango-spec 3.1: LLaVA positions are
+compact).
+
+Two layouts (``variant``):
+
+- ``"llava-onevision"``: features exactly as upstream (bilinear 27 -> 14 pooling); kept tokens then one
+  ``image_newline``.
+- ``"llava-video"``: the LLaVA-Video recipe (2x2 average pooling 27 -> 13, last row/column dropped); after
+  pruning, a row's newline is kept iff the row kept a token. Upstream HF has no LLaVA-Video layout, so in
+  this variant even retention 1.0 differs from the unpatched model (by design).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..api import prune
+from ..tokens import PruneResult, VideoTokens
+from .common import Timer, compact_kwargs, find_video_spans, pad_id, parse_timestamps
+
+__all__ = ["LlavaOnevisionAdapter", "siglip_head_saliency", "siglip_received_attention"]
+
+VARIANTS = ("llava-onevision", "llava-video")
+
+
+def siglip_head_saliency(vision_tower: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Head-averaged attention of SigLIP's attention-pooling probe over the patch tokens, fp32 (N, P).
+
+    ``hidden`` (N, P, Dv) are the patch features the LLM receives; as in the published code they are
+    post-layernormed before the probe attends to them.
+    """
+    head = vision_tower.head
+    mha = head.attention
+    x = vision_tower.post_layernorm(hidden).float()
+    D = x.shape[-1]
+    nh = mha.num_heads
+    hd = D // nh
+    w = mha.in_proj_weight.float()
+    b = mha.in_proj_bias.float() if mha.in_proj_bias is not None else torch.zeros(3 * D, device=w.device)
+    q = F.linear(head.probe.float().reshape(1, D), w[:D], b[:D]).reshape(nh, hd)
+    k = F.linear(x, w[D:2 * D], b[D:2 * D]).reshape(x.shape[0], x.shape[1], nh, hd)
+    logits = torch.einsum("hd,nphd->nhp", q, k) / math.sqrt(hd)
+    return torch.softmax(logits, dim=-1).mean(dim=1)
+
+
+def siglip_received_attention(layer: torch.nn.Module, layer_input: torch.Tensor) -> torch.Tensor:
+    """Fallback saliency: mean attention each patch receives in one SigLIP encoder layer, fp32 (N, P).
+
+    Computed frame by frame from the layer's own q/k projections, so at most one (heads, P, P) matrix
+    exists at a time and the model's attention implementation is left alone.
+    """
+    attn = layer.self_attn
+    x = layer.layer_norm1(layer_input)
+    N, P, D = x.shape
+    nh = attn.num_heads
+    hd = D // nh
+    out = torch.empty(N, P, dtype=torch.float32, device=x.device)
+    for n in range(N):
+        q = attn.q_proj(x[n]).float().reshape(P, nh, hd).transpose(0, 1)
+        k = attn.k_proj(x[n]).float().reshape(P, nh, hd).transpose(0, 1)
+        a = torch.softmax(q @ k.transpose(1, 2) * (hd ** -0.5), dim=-1)  # (nh, P, P)
+        out[n] = a.mean(dim=(0, 1))
+    return out
+
+
+class LlavaOnevisionAdapter:
+    """Saliency, pruning and re-insertion for one LLaVA-OneVision model instance (no state of its own)."""
+
+    model_class = "LlavaOnevisionForConditionalGeneration"
+    supports_fastv = True
+
+    def __init__(self, model: torch.nn.Module, variant: str | None = None) -> None:
+        if variant is None:
+            variant = self.detect_variant(model)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS} for {self.model_class}, got {variant!r}")
+        self.variant = variant
+        vt = model.model.vision_tower
+        self.has_head = getattr(vt, "use_head", False) and hasattr(vt, "head")
+        if not self.has_head:
+            warnings.warn("tango-prune: this LLaVA checkpoint has no SigLIP attention-pooling head; saliency falls "
+                          "back to the mean attention each patch receives in the last used vision layer",
+                          stacklevel=4)
+
+    @staticmethod
+    def detect_variant(model: torch.nn.Module) -> str:
+        """``"llava-video"`` when the checkpoint name names LLaVA-Video (as the published code decides), else
+        ``"llava-onevision"``."""
+        # Only the last path component: a parent directory's name says nothing about the checkpoint.
+        name = str(getattr(model.config, "_name_or_path", "") or "").rstrip("/\\").lower()
+        name = name.replace("\\", "/").rsplit("/", 1)[-1]
+        return "llava-video" if "llava-video" in name or "llava_video" in name else "llava-onevision"
+
+    # -- vision side ---------------------------------------------------------------------------------
+    def _layer_index(self, model: torch.nn.Module, vfl: Any) -> int:
+        n = len(model.model.vision_tower.encoder.layers)
+        last = vfl[-1] if isinstance(vfl, (list, tuple)) else vfl
+        pos = int(last) % (n + 1)  # hidden_states = (embeddings, layer 0 out, ..., layer n-1 out)
+        if pos == 0:
+            raise ValueError("vision_feature_layer must select an encoder layer output, not the embeddings")
+        return pos - 1
+
+    def encode(self, model: torch.nn.Module, pixel_values_videos: torch.Tensor, vfl: Any, vfss: str
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (V, T, H, W, D) on the LLM grid and saliency (V, T, H, W) fp32 for ``pixel_values_videos``."""
+        base = model.model
+        vt = base.vision_tower
+        V, T = pixel_values_videos.shape[:2]
+        layer = vt.encoder.layers[self._layer_index(model, vfl)]
+        cap: dict[str, torch.Tensor] = {}
+
+        def layer_hook(_m, args, output):  # why: the layer the LLM receives, before any projection
+            cap["in"] = args[0]
+            cap["out"] = output[0] if isinstance(output, tuple) else output
+
+        hooks = [layer.register_forward_hook(layer_hook)]
+        if self.variant == "llava-video":
+            hooks.append(base.multi_modal_projector.register_forward_hook(
+                lambda _m, _a, out: cap.__setitem__("proj", out)))
+        try:
+            out = base.get_video_features(pixel_values_videos, vision_feature_layer=vfl,
+                                          vision_feature_select_strategy=vfss, return_dict=True)
+            with torch.no_grad():
+                hidden = cap["out"][:, 1:] if vfss == "default" else cap["out"]
+                if self.has_head:
+                    sal = siglip_head_saliency(vt, hidden)
+                else:
+                    sal = siglip_received_attention(layer, cap["in"])
+                    sal = sal[:, 1:] if vfss == "default" else sal
+        finally:
+            for h in hooks:
+                h.remove()
+        g = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        sal = sal.reshape(V * T, 1, g, g)
+        if self.variant == "llava-onevision":
+            # Upstream apply_pooling: bilinear resampling to ceil(g/2); the saliency map is resampled alike.
+            feats = out.pooler_output[:, :-1]
+            hs = math.ceil(g / 2)
+            sal = F.interpolate(sal, size=[hs, hs], mode="bilinear")
+            feats = feats.reshape(V, T, hs, hs, -1)
+        else:
+            # LLaVA-Video: 2x2 average pooling (floor: the last odd row/column is dropped), scores alike.
+            proj = cap["proj"]
+            D = proj.shape[-1]
+            x = proj.reshape(V * T, g, g, D).permute(0, 3, 1, 2)
+            x = F.avg_pool2d(x, 2)
+            hs = x.shape[-1]
+            feats = x.permute(0, 2, 3, 1).reshape(V, T, hs, hs, D)
+            sal = F.avg_pool2d(sal, 2)
+        return feats, sal.reshape(V, T, hs, hs)
+
+    # -- re-insertion ----------------------------------------------------------------------------------
+    def visual_sequence(self, model: torch.nn.Module, result: PruneResult) -> torch.Tensor:
+        """The embeddings that replace one video's placeholders: kept tokens plus newline(s)."""
+        nl = model.model.image_newline.to(result.features.device, result.features.dtype)
+        if self.variant == "llava-onevision":
+            return torch.cat([result.features, nl[None]], dim=0)
+        T, H, W = result.grid
+        pos = result.positions
+        tok_key = pos[:, 0] * H * (W + 1) + pos[:, 1] * (W + 1) + pos[:, 2]
+        rows = torch.unique(pos[:, 0] * H + pos[:, 1])  # active rows (t*H + h), sorted
+        nl_key = torch.div(rows, H, rounding_mode="floor") * H * (W + 1) + (rows % H) * (W + 1) + W
+        keys = torch.cat([tok_key, nl_key])
+        seq = torch.cat([result.features, nl[None].expand(rows.numel(), -1)], dim=0)
+        return seq[torch.argsort(keys)]
+
+    def upstream_tokens_per_video(self, model: torch.nn.Module, T: int) -> int:
+        """Placeholders the upstream processor puts in ``input_ids`` per video (OV layout + one newline)."""
+        g = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        return T * math.ceil(g / 2) ** 2 + 1
+
+    # -- the call rewrite ------------------------------------------------------------------------------
+    def rewrite(self, model: torch.nn.Module, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Encode and prune the videos of one call and return the kwargs for the upstream forward/generate."""
+        pv = kwargs.pop("pixel_values_videos")
+        kwargs.pop("image_sizes_videos", None)
+        raw_ts = kwargs.pop("video_timestamps", None)
+        input_ids = kwargs.get("input_ids")
+        if input_ids is None:
+            raise ValueError("input_ids must be given when pruning video tokens (inputs_embeds alone is unsupported)")
+        if pv.dim() != 5:
+            raise ValueError(f"pixel_values_videos must have shape (videos, frames, 3, H, W), got {tuple(pv.shape)}")
+        cfg = model.config
+        vfl = kwargs.get("vision_feature_layer")
+        vfl = cfg.vision_feature_layer if vfl is None else vfl
+        vfss = kwargs.get("vision_feature_select_strategy") or cfg.vision_feature_select_strategy
+        V, T = pv.shape[:2]
+        device = input_ids.device
+        timer = Timer(pv.device).start()
+        mm = dict(kwargs.get("mm_encoder_outputs") or {})
+        with torch.no_grad():
+            feats, sal = self.encode(model, pv, vfl, vfss)
+            if kwargs.get("pixel_values") is not None:
+                # why: upstream refuses pixel inputs next to mm_encoder_outputs, so images are encoded here,
+                # by the unchanged upstream method, and passed the same way (untouched).
+                mm["image"] = model.model.get_image_features(
+                    kwargs.pop("pixel_values"), kwargs.get("image_sizes"), vision_feature_layer=vfl,
+                    vision_feature_select_strategy=vfss, vision_aspect_ratio=kwargs.get("vision_aspect_ratio"),
+                    batch_num_images=kwargs.get("batch_num_images"), return_dict=True)
+        vision_s = timer.stop()
+        timer.start()
+        ts = parse_timestamps(raw_ts, V, T, feats.device)
+        span_len = self.upstream_tokens_per_video(model, T)
+        spans = find_video_spans(input_ids, cfg.video_token_id, [span_len] * V)
+        keep = torch.ones_like(input_ids, dtype=torch.bool)
+        seqs, results = [], []
+        for v in range(V):
+            tokens = VideoTokens(features=feats[v], saliency=sal[v].float(), timestamps=ts[v])
+            res = prune(tokens, state.config)
+            seq = self.visual_sequence(model, res)
+            if seq.shape[0] > span_len:
+                raise ValueError(f"video {v}: {seq.shape[0]} visual tokens do not fit its {span_len} placeholders")
+            sp = spans[v]
+            keep[sp.row, sp.start + seq.shape[0]: sp.start + sp.length] = False
+            seqs.append(seq)
+            results.append(res)
+        kwargs = compact_kwargs(kwargs, keep, pad=pad_id(cfg))
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        mm["video"] = BaseModelOutputWithPooling(pooler_output=torch.cat(seqs, dim=0)[None])
+        kwargs["mm_encoder_outputs"] = mm
+        prune_s = timer.stop()
+        state.stats.update(vision_s=vision_s, prune_s=prune_s, visual_tokens_before=V * span_len,
+                           visual_tokens_after=sum(int(s.shape[0]) for s in seqs),
+                           kept_per_video=[r.num_kept for r in results])
+        state.extra["last_results"] = results
+        if state.extra.get("fastv") is not None:
+            am = kwargs.get("attention_mask")
+            state.extra["fastv_video"] = mm["video"]
+            state.extra["fastv_plan"] = {
+                "spans": _new_spans(kwargs["input_ids"], cfg.video_token_id, [s.shape[0] for s in seqs]),
+                "prompt_len": kwargs["input_ids"].shape[1], "prompt_mask": am}
+        return kwargs
+
+    def install(self, model: torch.nn.Module, state: Any) -> None:
+        """Install the intra-LLM FastV hooks when the config asks for them (``fastv_layer``)."""
+        layer = getattr(state.config, "fastv_layer", None)
+        if layer is not None:
+            from .fastv import FastV
+            state.extra["fastv"] = FastV(model, state, layer, state.config.fastv_keep)
+
+    def uninstall(self, model: torch.nn.Module, state: Any) -> None:
+        """Remove the FastV hooks, if any."""
+        fastv = state.extra.pop("fastv", None)
+        if fastv is not None:
+            fastv.remove()
+
+
+def _new_spans(input_ids: torch.Tensor, token_id: int, lengths: list[int]) -> list[tuple[int, int, int]]:
+    """(row, start, length) of each video's visual sequence after compaction (used by the FastV stage)."""
+    return [(s.row, s.start, s.length) for s in find_video_spans(input_ids, token_id, lengths)]

@@ -1,0 +1,195 @@
+"""Adapter for ``Qwen2_5_VLForConditionalGeneration``.
+
+Hook: the upstream ``get_video_features`` encodes the videos unchanged; one temporary forward pre-hook on
+the last vision block (removed before the call returns) captures that block's input and rotary tables for
+the saliency, which is then computed for that one block only, in fp32, from the block's own weights: the
+model's attention implementation is never switched to eager. The unmodified upstream ``forward`` receives
+the pruned features through ``mm_encoder_outputs`` plus ``input_ids`` / masks without the dropped
+placeholders and explicit ``position_ids`` in which every kept token has its ORIGINAL 3-D M-RoPE position
+(tango-spec 3.2). ``generate`` extends explicit position ids by last + 1, exactly as it does for the
+unpruned model, so decoding positions continue as without pruning.
+
+Saliency (tango-spec 1.4): per temporal step, the mean query of the step's patches attends over the
+2x2-averaged keys of its merged tokens; softmax over the step's merged tokens, averaged over heads.
+Timestamps: ``video_timestamps=`` if given, else ``i * second_per_grid_ts`` (the start of each temporal
+pair), else ``i`` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..api import prune
+from ..tokens import VideoTokens
+from .common import Timer, compact_kwargs, find_video_spans, pad_id, parse_timestamps
+
+__all__ = ["Qwen25VLAdapter", "qwen_frame_saliency"]
+
+
+def qwen_frame_saliency(block: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        grid_thw: torch.Tensor, reverse: torch.Tensor, merge: int) -> list[torch.Tensor]:
+    """Per-video saliency (t, h/merge, w/merge) fp32 from the last vision block's input.
+
+    ``hidden`` (seq, C), ``cos``/``sin`` (seq, hd) are in the window-permuted layout the block sees;
+    ``reverse`` maps merge units back to raster order (``argsort(window_index)``).
+    """
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
+
+    attn = block.attn
+    unit = merge * merge
+    seq, C = hidden.shape
+    nh = attn.num_heads
+    hd = C // nh
+    # Back to raster order of merge units; each unit's `unit` rows are one 2x2 block of patches.
+    h_r = hidden.reshape(seq // unit, unit, C)[reverse]
+    cos_r = cos.reshape(seq // unit, unit, -1)[reverse]
+    sin_r = sin.reshape(seq // unit, unit, -1)[reverse]
+    w = attn.qkv.weight.float()
+    b = None if attn.qkv.bias is None else attn.qkv.bias.float()
+    out, pos = [], 0
+    for t, h, w_ in grid_thw.tolist():
+        u = (h // merge) * (w_ // merge)
+        sal = torch.empty(t, u, dtype=torch.float32, device=hidden.device)
+        for step in range(t):  # one temporal step at a time: memory stays at one frame's q/k
+            sl = slice(pos + step * u, pos + (step + 1) * u)
+            x = block.norm1(h_r[sl].reshape(u * unit, C)).float()
+            q, k, _ = F.linear(x, w, b).reshape(u * unit, 3, nh, hd).unbind(1)
+            q, k = apply_rotary_pos_emb_vision(q, k, cos_r[sl].reshape(u * unit, -1).float(),
+                                               sin_r[sl].reshape(u * unit, -1).float())
+            q_mean = q.mean(dim=0)                                   # (nh, hd): the step's mean query
+            k_unit = k.reshape(u, unit, nh, hd).mean(dim=1)          # (u, nh, hd): key of each merged token
+            logits = torch.einsum("hd,uhd->hu", q_mean, k_unit) / math.sqrt(hd)
+            sal[step] = torch.softmax(logits, dim=-1).mean(dim=0)
+        out.append(sal.reshape(t, h // merge, w_ // merge))
+        pos += t * u
+    return out
+
+
+class Qwen25VLAdapter:
+    """Saliency, pruning and position-preserving re-insertion for one Qwen2.5-VL model instance."""
+
+    model_class = "Qwen2_5_VLForConditionalGeneration"
+    supports_fastv = False
+
+    def __init__(self, model: torch.nn.Module, variant: str | None = None) -> None:
+        if variant not in (None, "qwen2.5-vl"):
+            raise ValueError(f"variant must be None or 'qwen2.5-vl' for {self.model_class}, got {variant!r}")
+
+    def encode(self, model: torch.nn.Module, pv: torch.Tensor, grid: torch.Tensor
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-video merged features (n_v, D) in raster order and saliency (t, h', w') fp32."""
+        from transformers.vision_utils import get_vision_window_index
+
+        base = model.model
+        visual = base.visual
+        cap: dict[str, Any] = {}
+
+        def pre_hook(_m, args, kwargs):  # why: q/k of the last block without touching its attention kernel
+            cap["h"] = args[0] if args else kwargs["hidden_states"]
+            cap["pe"] = kwargs.get("position_embeddings")
+            return None
+
+        handle = visual.blocks[-1].register_forward_pre_hook(pre_hook, with_kwargs=True)
+        try:
+            out = base.get_video_features(pv, grid, return_dict=True)
+        finally:
+            handle.remove()
+        vc = model.config.vision_config
+        window_index, _ = get_vision_window_index(grid, spatial_merge_size=vc.spatial_merge_size,
+                                                  window_size=vc.window_size, patch_size=vc.patch_size)
+        reverse = torch.argsort(window_index.to(cap["h"].device))
+        cos, sin = cap["pe"]
+        with torch.no_grad():
+            sal = qwen_frame_saliency(visual.blocks[-1], cap["h"], cos, sin, grid, reverse, vc.spatial_merge_size)
+        return list(out.pooler_output), sal
+
+    def rewrite(self, model: torch.nn.Module, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Encode and prune the videos of one call and return the kwargs for the upstream forward/generate."""
+        base = model.model
+        cfg = model.config
+        pv = kwargs.pop("pixel_values_videos")
+        raw_ts = kwargs.pop("video_timestamps", None)
+        input_ids = kwargs.get("input_ids")
+        grid = kwargs.get("video_grid_thw")
+        if input_ids is None:
+            raise ValueError("input_ids must be given when pruning video tokens (inputs_embeds alone is unsupported)")
+        if grid is None:
+            raise ValueError("video_grid_thw must be given with pixel_values_videos")
+        if kwargs.get("mm_token_type_ids") is None:
+            # why: get_rope_index needs the modality of every token; derive it from the placeholders.
+            tt = torch.zeros_like(input_ids, dtype=torch.int)
+            tt[input_ids == cfg.image_token_id] = 1
+            tt[input_ids == cfg.video_token_id] = 2
+            kwargs["mm_token_type_ids"] = tt
+        V = grid.shape[0]
+        merge = cfg.vision_config.spatial_merge_size
+        timer = Timer(pv.device).start()
+        mm = dict(kwargs.get("mm_encoder_outputs") or {})
+        with torch.no_grad():
+            feats, sal = self.encode(model, pv, grid)
+            if kwargs.get("pixel_values") is not None:
+                # why: upstream refuses pixel inputs next to mm_encoder_outputs; images pass through untouched.
+                mm["image"] = base.get_image_features(kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"),
+                                                      return_dict=True)
+        vision_s = timer.stop()
+        timer.start()
+        position_ids = kwargs.get("position_ids")
+        if position_ids is None:
+            position_ids, _ = base.get_rope_index(
+                input_ids, kwargs["mm_token_type_ids"], image_grid_thw=kwargs.get("image_grid_thw"),
+                video_grid_thw=grid, second_per_grid_ts=kwargs.get("second_per_grid_ts"),
+                attention_mask=kwargs.get("attention_mask"))
+        elif position_ids.dim() == 3 and position_ids.shape[0] == 4:
+            position_ids = position_ids[1:]
+        elif position_ids.dim() != 3 or position_ids.shape[0] != 3:
+            raise ValueError(f"position_ids must have shape (3, B, L) or (4, B, L), got {tuple(position_ids.shape)}")
+        lengths = [int(f.shape[0]) for f in feats]
+        spans = find_video_spans(input_ids, cfg.video_token_id, lengths)
+        T_list = [int(t) for t in grid[:, 0].tolist()]
+        spg = kwargs.get("second_per_grid_ts")
+        keep = torch.ones_like(input_ids, dtype=torch.bool)
+        seqs, results = [], []
+        for v in range(V):
+            t, h, w = (int(x) for x in grid[v].tolist())
+            hs, ws = h // merge, w // merge
+            ts = parse_timestamps(None if raw_ts is None else [raw_ts[v]], 1, t, feats[v].device)[0]
+            if ts is None:
+                step = float(spg[v]) if spg is not None else 1.0
+                ts = torch.arange(t, dtype=torch.float64, device=feats[v].device) * step
+            tokens = VideoTokens(features=feats[v].reshape(t, hs, ws, -1), saliency=sal[v], timestamps=ts)
+            res = prune(tokens, state.config)
+            sp = spans[v]
+            drop = torch.ones(sp.length, dtype=torch.bool, device=keep.device)
+            drop[res.indices.to(keep.device)] = False
+            keep[sp.row, sp.start:sp.start + sp.length] = ~drop
+            seqs.append(res.features)
+            results.append(res)
+        kwargs["position_ids"] = position_ids
+        kwargs = compact_kwargs(kwargs, keep, pad=pad_id(cfg), extra={"mm_token_type_ids": 0})
+        am = kwargs.get("attention_mask")
+        pos3 = kwargs["position_ids"]
+        valid = am.bool() if am is not None else torch.ones(pos3.shape[1:], dtype=torch.bool, device=pos3.device)
+        # Row 0 = text positions, used upstream only to build the mask (packed-sequence detection): compact.
+        text = (valid.long().cumsum(-1) - 1).masked_fill(~valid, 0).to(pos3.device)
+        kwargs["position_ids"] = torch.cat([text[None], pos3], dim=0)
+        # For callers that decode by hand with forward(): continue after the largest original position.
+        n_valid = valid.sum(-1)
+        max_pos = pos3.masked_fill(~valid[None].to(pos3.device), -1).amax(dim=(0, 2))
+        base.rope_deltas = (max_pos + 1 - n_valid.to(max_pos.device))[:, None]
+        mm["video"] = _output(tuple(seqs))
+        kwargs["mm_encoder_outputs"] = mm
+        prune_s = timer.stop()
+        state.stats.update(vision_s=vision_s, prune_s=prune_s, visual_tokens_before=sum(lengths),
+                           visual_tokens_after=sum(r.num_kept for r in results),
+                           kept_per_video=[r.num_kept for r in results])
+        state.extra["last_results"] = results
+        return kwargs
+
+
+def _output(pooler: Any) -> Any:
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+    return BaseModelOutputWithPooling(pooler_output=pooler)

@@ -1,0 +1,93 @@
+"""Tiny random-weight upstream models for the adapter tests, saved and loaded back through the real path."""
+
+from __future__ import annotations
+
+import torch
+
+VIDEO_ID = 121
+IMAGE_ID = 120
+
+
+def _save_load(model, cls, tmp_path, attn):
+    model.save_pretrained(tmp_path)
+    return cls.from_pretrained(tmp_path, attn_implementation=attn).eval()
+
+
+def tiny_llava(tmp_path, *, head: bool = False, attn: str = "sdpa", layers: int = 2, name: str | None = None):
+    """LlavaOnevisionForConditionalGeneration: SigLIP 28 px / patch 4 (7x7 -> 4x4 tokens), Qwen2 LLM of 32 dims."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    cfg = LlavaOnevisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=28, patch_size=4, vision_use_head=head),
+        text_config=dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=128, max_position_embeddings=1024,
+                         pad_token_id=0),
+        image_token_index=IMAGE_ID, video_token_index=VIDEO_ID, vision_feature_layer=-1,
+        image_grid_pinpoints=[[28, 28]])
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(cfg)
+    # why: random init of the projector is tiny; larger weights make the logits depend visibly on the video
+    with torch.no_grad():
+        for p in model.model.multi_modal_projector.parameters():
+            p.mul_(4.0)
+    path = tmp_path / (name or f"llava_{'head' if head else 'nohead'}_{layers}")
+    return _save_load(model, LlavaOnevisionForConditionalGeneration, path, attn)
+
+
+def llava_video_ids(T: int, prefix=(1, 2, 3), suffix=(4, 5), tokens_per_frame: int = 16) -> list[int]:
+    """A prompt with one video placeholder span in the upstream OV layout (frames x 16 + 1 newline)."""
+    return list(prefix) + [VIDEO_ID] * (T * tokens_per_frame + 1) + list(suffix)
+
+
+def left_pad(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into (input_ids, attention_mask)."""
+    L = max(len(r) for r in rows)
+    ids = torch.full((len(rows), L), pad, dtype=torch.long)
+    am = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, L - len(r):] = torch.tensor(r)
+        am[i, L - len(r):] = 1
+    return ids, am
+
+
+Q_IMAGE, Q_VIDEO, Q_START, Q_END = 150, 151, 152, 153
+
+
+def tiny_qwen(tmp_path, *, attn: str = "sdpa"):
+    """Qwen2_5_VLForConditionalGeneration: ViT 32 dims / patch 4 / merge 2 / window 16 px, LLM of 32 dims."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    cfg = Qwen2_5_VLConfig(
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
+                           patch_size=4, temporal_patch_size=2, spatial_merge_size=2, window_size=16,
+                           fullatt_block_indexes=[1], tokens_per_second=2, in_channels=3),
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=160, max_position_embeddings=4096, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2,
+                         rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4}),
+        image_token_id=Q_IMAGE, video_token_id=Q_VIDEO, vision_start_token_id=Q_START, vision_end_token_id=Q_END)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    path = tmp_path / f"qwen_{attn}"
+    return _save_load(model, Qwen2_5_VLForConditionalGeneration, path, attn)
+
+
+def qwen_video(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """pixel_values_videos rows for one video of grid (t, h, w) patches (3 channels x 2 frames x 4 x 4)."""
+    return torch.randn(t * h * w, 3 * 2 * 4 * 4, generator=torch.Generator().manual_seed(seed))
+
+
+def qwen_ids(grids, prefix=(1, 3), suffix=(4, 5), images=()) -> list[int]:
+    """Prompt tokens: prefix, each image then each video wrapped in vision start/end, suffix."""
+    ids = list(prefix)
+    for (t, h, w) in images:
+        ids += [Q_START] + [Q_IMAGE] * (t * h * w // 4) + [Q_END, 6]
+    for (t, h, w) in grids:
+        ids += [Q_START] + [Q_VIDEO] * (t * h * w // 4) + [Q_END, 7]
+    return ids + list(suffix)
+
+
+def qwen_types(ids: torch.Tensor) -> torch.Tensor:
+    """mm_token_type_ids as the processor builds them: 0 text, 1 image, 2 video."""
+    return ((ids == Q_IMAGE).int() + 2 * (ids == Q_VIDEO).int())
