@@ -41,8 +41,16 @@ def _collate(proc, samples: Sequence[D.Sample]) -> dict:
 
 @torch.no_grad()
 def answer_batch(model, proc, samples: Sequence[D.Sample]) -> list[str]:
-    """Greedy one-word answers of ``model`` to ``samples`` (one forward pass)."""
-    logits = model(**_collate(proc, samples)).logits[:, -1]
+    """Greedy one-word answers of ``model`` to ``samples`` (one forward pass). A model patched by
+    :func:`tango_prune.apply` also gets the frames' real times (``t / FPS`` seconds), as a decoded mp4
+    would give them, for ST-RoPE."""
+    from tango_prune.models import is_applied
+
+    inputs = _collate(proc, samples)
+    if is_applied(model):
+        T = inputs["pixel_values_videos"].shape[1]
+        inputs["video_timestamps"] = [[t / D.FPS for t in range(T)] for _ in samples]
+    logits = model(**inputs).logits[:, -1]
     return proc.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
 
 

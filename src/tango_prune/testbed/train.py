@@ -48,16 +48,16 @@ class TrainConfig:
 
     out_dir: str
     seed: int = 0
-    steps: int = 1500
+    steps: int = 1200
     batch_size: int = 12           #: clips per step
-    questions_per_clip: int = 4
+    questions_per_clip: int = 8
     lr: float = 2e-3
     warmup: int = 100
     weight_decay: float = 0.01
     drop_prob: float = 0.3
     aux_weight: float = 0.5
-    eval_every: int = 250
-    eval_size: int = 200           #: test questions scored at each evaluation (the first ones of the split)
+    eval_every: int = 200
+    eval_size: int = 128           #: test questions scored at each evaluation (the first ones of the split)
     threads: int = 1              #: 1 is fastest on a shared 2-core CPU (no OpenMP spin-waiting)
     vision_hidden: int = 96
     vision_layers: int = 3
