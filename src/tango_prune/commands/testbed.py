@@ -20,8 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig(out_dir="")
     t.add_argument("--out", required=True, help="output directory (weights, tokenizer, training.json)")
     t.add_argument("--seed", type=int, default=defaults.seed)
-    t.add_argument("--steps", type=int, default=defaults.steps)
-    t.add_argument("--batch-size", type=int, default=defaults.batch_size, help="clips per step")
+    t.add_argument("--vision-steps", type=int, default=defaults.vision_steps)
+    t.add_argument("--cache-clips", type=int, default=defaults.cache_clips)
+    t.add_argument("--lm-steps", type=int, default=defaults.lm_steps)
+    t.add_argument("--lm-batch", type=int, default=defaults.lm_batch, help="clips per language step")
     t.add_argument("--lr", type=float, default=defaults.lr)
     t.add_argument("--threads", type=int, default=defaults.threads)
     t.add_argument("--eval-every", type=int, default=defaults.eval_every)
@@ -33,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the requested action; returns the exit code."""
     from ..testbed.train import TrainConfig, train
 
-    cfg = TrainConfig(out_dir=str(args.out), seed=args.seed, steps=args.steps, batch_size=args.batch_size,
-                      lr=args.lr, threads=args.threads, eval_every=args.eval_every, eval_size=args.eval_size)
+    cfg = TrainConfig(out_dir=str(args.out), seed=args.seed, vision_steps=args.vision_steps,
+                      cache_clips=args.cache_clips, lm_steps=args.lm_steps, lm_batch=args.lm_batch, lr=args.lr, threads=args.threads, eval_every=args.eval_every, eval_size=args.eval_size)
     log_path = Path(args.log) if args.log else None
 
     def log(line: str) -> None:

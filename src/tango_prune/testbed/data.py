@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 __all__ = ["IMAGE_SIZE", "NUM_FRAMES", "FPS", "SHAPES", "COLORS", "DIRECTIONS", "QUADRANTS", "NUMBERS",
            "QTYPES", "TRAIN", "TEST", "TEST_SIZE", "ObjectTrack", "Clip", "Question", "Sample", "make_clip",
-           "questions_for", "make_sample", "heldout_indices", "write_mp4", "read_video", "vocabulary_words"]
+           "questions_for", "questions_about", "make_sample", "heldout_indices", "write_mp4", "read_video", "vocabulary_words"]
 
 IMAGE_SIZE = 64          #: frame side in pixels (the vision tower's image size)
 NUM_FRAMES = 16          #: frames per clip
@@ -259,10 +260,18 @@ def _options(rng: np.random.Generator, answer: str, pool: tuple[str, ...]) -> tu
     return tuple(pick[i] for i in rng.permutation(len(pick)))
 
 
-def questions_for(clip: Clip, rng: np.random.Generator) -> list[Question]:
-    """Every question the clip answers unambiguously (options drawn from ``rng``)."""
-    T, size = clip.frames.shape[0], clip.frames.shape[1]
-    objs = clip.objects
+def questions_for(clip: Clip, rng: np.random.Generator, retrieval: bool = False) -> list[Question]:
+    """Every question the clip answers unambiguously (options drawn from ``rng``).
+
+    ``retrieval=True`` adds two single-object look-up types used only in training (``color``: what color is
+    the {shape}?; ``shape``: which shape is {color}?), an easy task from which the small LLM learns to find
+    an object's tokens before it learns the temporal questions."""
+    return questions_about(clip.objects, clip.frames.shape[0], clip.frames.shape[1], rng, retrieval)
+
+
+def questions_about(objs: Sequence[ObjectTrack], T: int, size: int, rng: np.random.Generator,
+                    retrieval: bool = False) -> list[Question]:
+    """:func:`questions_for` from a clip's objects, frame count and frame size alone (no pixels needed)."""
     qs: list[Question] = []
 
     def q(qtype, text, answer, pool):
@@ -272,6 +281,11 @@ def questions_for(clip: Clip, rng: np.random.Generator) -> list[Question]:
         if o.direction != "none" and o.color_after is None:
             q("direction", f"what color is the shape that moves {o.direction} ?", o.color, _COLOR_NAMES)
     q("count", "how many shapes appear in the video ?", NUMBERS[len(objs) - 1], NUMBERS)
+    if retrieval:
+        for o in objs:
+            if o.color_after is None:
+                q("color", f"what color is the {o.shape} ?", o.color, _COLOR_NAMES)
+                q("shape", f"which shape is {o.color} ?", o.shape, SHAPES)
     for o in objs:
         if o.appear > 0:
             q("late", "which shape appears only near the end ?", o.shape, SHAPES)
@@ -316,7 +330,7 @@ def vocabulary_words() -> list[str]:
     for t in ("what color is the shape that moves", "how many shapes appear in the video",
               "which shape appears only near the end", "what color is the shape that disappears",
               "which shape changes color", "what color does the turn into", "which shape does not move",
-              "where is the at the end", "options : ? answer"):
+              "where is the at the end", "which shape is", "options : ? answer"):
         words.update(t.split())
     words.update(SHAPES, COLORS, DIRECTIONS, QUADRANTS, NUMBERS)
     return sorted(words)
