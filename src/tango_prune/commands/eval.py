@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model directory (default: the shipped testbed weights)")
     parser.add_argument("--json", default="eval_testbed.json", help="where to write the JSON report")
     parser.add_argument("--markdown", default="eval_testbed.md", help="where to write the markdown table")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="instead of evaluating, merge reports of runs over disjoint methods into --json/--markdown")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -46,6 +48,19 @@ def run(args: argparse.Namespace) -> int:
     from ..testbed.evaluate import evaluate, markdown_table, save_report
     from ..testbed.model import load
 
+    if args.merge:
+        import json
+
+        from ..testbed.evaluate import markdown_table, merge_reports, save_report
+
+        try:
+            reports = [json.loads(open(f).read()) for f in args.merge]
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--merge files must be readable eval JSON reports: {exc}") from None
+        report = merge_reports(reports)
+        save_report(report, args.json, args.markdown)
+        print(markdown_table(report), end="")
+        return 0
     retentions = _floats(args.retentions, "--retentions")
     methods = tp.methods() if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     if methods and not hasattr(tp, "apply"):

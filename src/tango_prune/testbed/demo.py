@@ -18,7 +18,7 @@ from .visualize import render_kept
 
 __all__ = ["answer", "compare", "run_demo", "DEMO_INDEX"]
 
-#: held-out item used by :func:`run_demo` (a "which shape appears only near the end" question)
+#: held-out item used by :func:`run_demo` (a "which shape changes color ?" question)
 DEMO_INDEX = 2
 
 

@@ -20,7 +20,8 @@ import torch
 
 from . import data as D
 
-__all__ = ["RETENTIONS", "FULL", "answer_batch", "accuracy", "evaluate", "markdown_table"]
+__all__ = ["RETENTIONS", "FULL", "answer_batch", "accuracy", "evaluate", "merge_reports", "markdown_table",
+           "save_report"]
 
 RETENTIONS = (1.0, 0.25, 0.2, 0.15, 0.1, 0.05)
 FULL = "full (no pruning)"
@@ -134,6 +135,26 @@ def evaluate(model, proc, methods: Sequence[str], retentions: Sequence[float] = 
     return {"benchmark": "testbed", "n": len(indices), "retentions": [float(r) for r in retentions],
             "methods": list(methods), "full": full, "results": results, "seconds": round(time.time() - t0, 1),
             "torch_threads": torch.get_num_threads()}
+
+
+def merge_reports(reports: Sequence[dict]) -> dict:
+    """One report from several runs over disjoint method sets (e.g. run in parallel processes); they must
+    share the question subset, the retentions and the unpruned result."""
+    if not reports:
+        raise ValueError("reports must hold at least one report")
+    first = reports[0]
+    out = {**first, "methods": [], "results": {}, "seconds": 0.0}
+    for r in reports:
+        if (r["n"], r["retentions"], r["full"]["correct"]) != (first["n"], first["retentions"],
+                                                                 first["full"]["correct"]):
+            raise ValueError("reports must share n, retentions and the full-token result to be merged")
+        for m in r["methods"]:
+            if m in out["results"]:
+                raise ValueError(f"reports must cover disjoint methods, {m!r} appears twice")
+            out["methods"].append(m)
+            out["results"][m] = r["results"][m]
+        out["seconds"] = max(out["seconds"], r["seconds"])
+    return out
 
 
 def markdown_table(report: dict) -> str:

@@ -8,6 +8,10 @@ through the standard path (``pixel_values_videos`` -> ``get_video_features``).
 Prompt format (word-level, lower case; ``<video>`` repeated once per visual token)::
 
     <video> x (T * h * w + 1) question : {question} options : {o1} {o2} {o3} {o4} answer : {answer} <eos>
+
+The word ``question`` itself is not in the vocabulary (an oversight found after the shipped weights were
+trained), so the prompt starts with ``<unk> :``; it is a fixed marker, the same in training and inference,
+and is kept so the shipped tokenizer and weights stay consistent.
 """
 
 from __future__ import annotations
