@@ -1,0 +1,62 @@
+import json
+
+import pytest
+import torch
+
+from tango_prune.testbed import data as D
+from tango_prune.testbed.evaluate import accuracy
+from tango_prune.testbed.model import WEIGHTS_DIR, TestbedProcessor, build_config, build_tokenizer, load
+from tango_prune.testbed.train import video_features
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    torch.set_num_threads(1)
+    return load()
+
+
+def test_shipped_model_is_upstream_llava_ov_with_siglip_head(shipped):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    model, proc = shipped
+    assert type(model) is LlavaOnevisionForConditionalGeneration
+    assert model.config.vision_config.vision_use_head
+    assert hasattr(model.model.vision_tower, "head")
+    size = sum(p.stat().st_size for p in WEIGHTS_DIR.glob("*.safetensors"))
+    assert size <= 30 * 2 ** 20
+
+
+def test_shipped_model_reaches_recorded_accuracy(shipped):
+    model, proc = shipped
+    ref = json.loads((WEIGHTS_DIR / "reference.json").read_text())
+    res = accuracy(model, proc, range(ref["subset"]), batch_size=ref["batch_size"])
+    assert res["correct"] == ref["correct"]
+
+
+def test_training_features_are_the_standard_video_path(shipped):
+    model, proc = shipped
+    s = D.make_sample(D.TEST, 0)
+    pv = proc(s.clip.frames, s.question.text)["pixel_values_videos"]
+    with torch.no_grad():
+        ref = model.model.get_video_features(pv, return_dict=True).pooler_output
+        feats, newline, _, _ = video_features(model, pv)
+    assert torch.allclose(torch.cat([feats, newline[None, None]], 1), ref, atol=1e-5)
+    assert ref.shape[1] == proc.num_video_tokens(D.NUM_FRAMES)
+
+
+def test_tokenizer_and_processor_round_trip(tmp_path):
+    tok = build_tokenizer()
+    proc = TestbedProcessor(tok)
+    proc.save_pretrained(tmp_path)
+    again = TestbedProcessor.from_pretrained(tmp_path)
+    text = proc.prompt("Where is the square at the end?", ["top-left", "bottom-right"])
+    assert again.tokenizer(text)["input_ids"] == tok(text)["input_ids"]
+    # every question word is in the vocabulary; only the leading "question" marker maps to <unk> (see model.py)
+    assert tok.convert_ids_to_tokens(tok(text)["input_ids"]).count("<unk>") == 1
+    assert "<unk>" not in tok.convert_ids_to_tokens(tok(text.split(" ", 1)[1])["input_ids"])
+    cfg = build_config(tok)
+    assert cfg.video_token_index == tok.convert_tokens_to_ids("<video>")
+    with pytest.raises(ValueError, match="question"):
+        proc.prompt("  ")
+    with pytest.raises(ValueError, match="frames"):
+        proc.pixels(torch.zeros(2, 3).numpy())
