@@ -97,7 +97,7 @@ def main() -> None:
 
     rows = []
     print(f"tango prune speed, retention {args.retention}, 196 tokens/frame, device {args.device}, "
-          f"{args.repeats} repeats (best shown), torch threads {os.cpu_count()} cores")
+          f"{args.repeats} repeats (best shown), {os.cpu_count()} CPU cores")
     print("| mode | T | D | tokens | kept | segments | best time (ms) | ms / frame | peak extra memory (MiB) | input (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mode in args.modes:
