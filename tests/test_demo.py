@@ -9,6 +9,10 @@ def test_demo_writes_png_and_summary(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--frames", "8", "--dim", "32"]) == 0
     out = capsys.readouterr().out
     assert "kept:" in out and "segments:" in out
+    # part 2: the shipped model answered a decoded mp4 with and without pruning
+    assert "all tokens: answer" in out and "tango @ 0.1: answer" in out
+    assert (tmp_path / "testbed" / "demo.mp4").stat().st_size > 0
+    assert (tmp_path / "testbed" / "kept_tokens.png").stat().st_size > 0
     img = Image.open(tmp_path / "kept_tokens.png")
     assert img.size[0] > 100 and img.size[1] > 50
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -1,4 +1,9 @@
-"""``tango-prune demo``: prune a generated video at 10% and draw what was kept (no downloads)."""
+"""``tango-prune demo``: the main job on embedded defaults (no downloads).
+
+Part 1, model-free: tokens of a generated shapes video are pruned at 10% and the kept tokens drawn.
+Part 2, with the shipped testbed Video LLM (an upstream ``LlavaOnevisionForConditionalGeneration``): a
+generated mp4 is decoded with PyAV and answered with all tokens and with the method at the retention.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", type=int, default=14, help="token grid side (default: 14, as LLaVA-OneVision)")
     p.add_argument("--dim", type=int, default=256, help="feature dimension (default: 256)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-model", action="store_true", help="skip part 2 (the shipped testbed model)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,4 +63,9 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"config": cfg.to_dict(), "kept": result.num_kept, "total": T * H * W, "by_kind": by_kind,
                    "info": result.info, "prune_ms": 1000 * dt}, fh, indent=2, default=str)
     print(f"wrote {png}")
+    if not args.no_model:
+        from ..testbed.demo import run_demo  # needs transformers and PyAV
+
+        print("\n-- the shipped testbed Video LLM on a generated mp4 --")
+        run_demo(os.path.join(args.out, "testbed"), method=cfg.method, retention=cfg.retention)
     return 0
