@@ -185,19 +185,17 @@ def _singletons(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offs
 
 def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset: int,
              cfg: TangoConfig, block_elems: int, stats: dict, sim: torch.Tensor | None = None) -> _Kept:
-    """``tango_token_merger`` for one segment X (n_f, L, D) whose first frame has flat index ``offset``.
+    """``tango_token_merger`` for one segment X (n_f, L, D), n_f >= 2, whose first frame has flat index
+    ``offset`` (single-frame segments go through :func:`_singletons`).
 
     ``sim`` (n_f - 1, L), if given, is the cosine similarity of consecutive frames of X (computed once
     for the whole video when segmentation already needed it).
     """
-    n_f, L, D = X.shape
+    n_f, L, _ = X.shape
     geo = _Geometry(X, ts, W, cfg)
     dev = X.device
     r = cfg.retention
     c = cfg.effective_context_ratio
-    if n_f == 1:
-        return _singletons(X, s, ts, W, offset, cfg, block_elems, stats)
-
     # Static positions: similar (un-rotated cosine > tau_static) at every step of the segment.
     if sim is None:
         sim = frame_similarity(X)
