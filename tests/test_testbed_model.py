@@ -51,9 +51,12 @@ def test_tokenizer_and_processor_round_trip(tmp_path):
     again = TestbedProcessor.from_pretrained(tmp_path)
     text = proc.prompt("Where is the square at the end?", ["top-left", "bottom-right"])
     assert again.tokenizer(text)["input_ids"] == tok(text)["input_ids"]
-    # every question word is in the vocabulary; only the leading "question" marker maps to <unk> (see model.py)
-    assert tok.convert_ids_to_tokens(tok(text)["input_ids"]).count("<unk>") == 1
-    assert "<unk>" not in tok.convert_ids_to_tokens(tok(text.split(" ", 1)[1])["input_ids"])
+    # every word of the prompt format and of every question type is in the vocabulary
+    assert "<unk>" not in tok.convert_ids_to_tokens(tok(text)["input_ids"])
+    for i in range(200):
+        q = D.make_sample(D.TRAIN, i).question
+        full = proc.prompt(q.text, q.options) + " " + q.answer
+        assert "<unk>" not in tok.convert_ids_to_tokens(tok(full)["input_ids"]), full
     cfg = build_config(tok)
     assert cfg.video_token_index == tok.convert_tokens_to_ids("<video>")
     with pytest.raises(ValueError, match="question"):

@@ -24,7 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--cache-clips", type=int, default=defaults.cache_clips)
     t.add_argument("--lm-steps", type=int, default=defaults.lm_steps)
     t.add_argument("--lm-batch", type=int, default=defaults.lm_batch, help="clips per language step")
-    t.add_argument("--lr", type=float, default=defaults.lr)
+    t.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of the vision stage")
+    t.add_argument("--lm-lr", type=float, default=defaults.lm_lr, help="peak learning rate of the language stage")
+    t.add_argument("--easy-steps", type=int, default=defaults.easy_steps,
+                   help="curriculum: first language steps with look-up questions only")
+    t.add_argument("--aux-weight", type=float, default=defaults.aux_weight,
+                   help="weight of the per-visual-token auxiliary loss inside the LLM (0 = off)")
+    t.add_argument("--attn-weight", type=float, default=defaults.attn_weight,
+                   help="weight of the evidence-attention loss of the last LLM layer (0 = off)")
+    t.add_argument("--drop-prob", type=float, default=defaults.drop_prob,
+                   help="after the easy steps, chance that a sample keeps only part of its background tokens")
+    t.add_argument("--text-hidden", type=int, default=defaults.text_hidden)
+    t.add_argument("--text-layers", type=int, default=defaults.text_layers)
+    t.add_argument("--text-heads", type=int, default=defaults.text_heads)
+    t.add_argument("--save-stage", action="store_true",
+                   help="also write the frozen vision tower and feature cache to OUT/stage.pt")
+    t.add_argument("--stage-from", default=None,
+                   help="reuse a stage.pt written by --save-stage (skips the vision and cache stages)")
     t.add_argument("--threads", type=int, default=defaults.threads)
     t.add_argument("--eval-every", type=int, default=defaults.eval_every)
     t.add_argument("--eval-size", type=int, default=defaults.eval_size)
@@ -35,8 +51,20 @@ def run(args: argparse.Namespace) -> int:
     """Run the requested action; returns the exit code."""
     from ..testbed.train import TrainConfig, train
 
-    cfg = TrainConfig(out_dir=str(args.out), seed=args.seed, vision_steps=args.vision_steps,
-                      cache_clips=args.cache_clips, lm_steps=args.lm_steps, lm_batch=args.lm_batch, lr=args.lr, threads=args.threads, eval_every=args.eval_every, eval_size=args.eval_size)
+    try:
+        cfg = TrainConfig(out_dir=str(args.out), seed=args.seed, vision_steps=args.vision_steps,
+                          cache_clips=args.cache_clips, lm_steps=args.lm_steps, lm_batch=args.lm_batch, lr=args.lr, lm_lr=args.lm_lr,
+                          easy_steps=args.easy_steps, aux_weight=args.aux_weight,
+                          attn_weight=args.attn_weight, drop_prob=args.drop_prob, text_hidden=args.text_hidden,
+                          text_layers=args.text_layers, text_heads=args.text_heads, save_stage=args.save_stage,
+                          stage_from=args.stage_from, threads=args.threads, eval_every=args.eval_every,
+                          eval_size=args.eval_size)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if cfg.stage_from is not None and not Path(cfg.stage_from).is_file():
+        print(f"error: --stage-from must be an existing stage.pt file, got {cfg.stage_from!r}", file=sys.stderr)
+        return 2
     log_path = Path(args.log) if args.log else None
 
     def log(line: str) -> None:

@@ -32,9 +32,9 @@ import numpy as np
 
 __all__ = ["IMAGE_SIZE", "NUM_FRAMES", "FPS", "SHAPES", "COLORS", "DIRECTIONS", "QUADRANTS", "NUMBERS",
            "QTYPES", "TRAIN", "TEST", "TEST_SIZE", "ObjectTrack", "Clip", "Question", "Sample", "make_clip",
-           "questions_for", "questions_about", "make_sample", "heldout_indices", "write_mp4", "read_video", "vocabulary_words"]
+           "questions_for", "questions_about", "quadrant_of", "make_sample", "heldout_indices", "write_mp4", "read_video", "vocabulary_words"]
 
-IMAGE_SIZE = 64          #: frame side in pixels (the vision tower's image size)
+IMAGE_SIZE = 72          #: frame side in pixels (the vision tower's image size: 12x12 patches of 6 px)
 NUM_FRAMES = 16          #: frames per clip
 FPS = 4.0                #: frame rate of written mp4 files (16 frames = 4 s)
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -97,12 +97,14 @@ class Clip:
 
 @dataclasses.dataclass(frozen=True)
 class Question:
-    """A multiple-choice question: ``answer`` is one of ``options``."""
+    """A multiple-choice question: ``answer`` is one of ``options``; ``subject`` is the shape of the object
+    whose tokens hold the evidence (``None`` when every object matters, as for ``count``)."""
 
     qtype: str
     text: str
     options: tuple[str, ...]
     answer: str
+    subject: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -247,7 +249,9 @@ def make_clip(split: int, index: int, size: int = IMAGE_SIZE, num_frames: int = 
     return Clip(frames, cids, sids, tuple(tracks))
 
 
-def _quadrant(x: float, y: float, size: int) -> str | None:
+def quadrant_of(x: float, y: float, size: int = IMAGE_SIZE) -> str | None:
+    """The quadrant name of pixel centre ``(x, y)`` in a ``size`` frame, ``None`` within 4 px of a midline
+    (too close to call, so no question is asked about it)."""
     c = (size - 1) / 2
     if abs(x - c) < 4 or abs(y - c) < 4:
         return None
@@ -274,32 +278,32 @@ def questions_about(objs: Sequence[ObjectTrack], T: int, size: int, rng: np.rand
     """:func:`questions_for` from a clip's objects, frame count and frame size alone (no pixels needed)."""
     qs: list[Question] = []
 
-    def q(qtype, text, answer, pool):
-        qs.append(Question(qtype, text, _options(rng, answer, pool), answer))
+    def q(qtype, text, answer, pool, subject=None):
+        qs.append(Question(qtype, text, _options(rng, answer, pool), answer, subject))
 
     for o in objs:
         if o.direction != "none" and o.color_after is None:
-            q("direction", f"what color is the shape that moves {o.direction} ?", o.color, _COLOR_NAMES)
+            q("direction", f"what color is the shape that moves {o.direction} ?", o.color, _COLOR_NAMES, o.shape)
     q("count", "how many shapes appear in the video ?", NUMBERS[len(objs) - 1], NUMBERS)
     if retrieval:
         for o in objs:
             if o.color_after is None:
-                q("color", f"what color is the {o.shape} ?", o.color, _COLOR_NAMES)
-                q("shape", f"which shape is {o.color} ?", o.shape, SHAPES)
+                q("color", f"what color is the {o.shape} ?", o.color, _COLOR_NAMES, o.shape)
+                q("shape", f"which shape is {o.color} ?", o.shape, SHAPES, o.shape)
     for o in objs:
         if o.appear > 0:
-            q("late", "which shape appears only near the end ?", o.shape, SHAPES)
+            q("late", "which shape appears only near the end ?", o.shape, SHAPES, o.shape)
         if o.disappear < T:
-            q("gone", "what color is the shape that disappears ?", o.color, _COLOR_NAMES)
+            q("gone", "what color is the shape that disappears ?", o.color, _COLOR_NAMES, o.shape)
         if o.color_after is not None:
-            q("changer", "which shape changes color ?", o.shape, SHAPES)
-            q("change_to", f"what color does the {o.shape} turn into ?", o.color_after, _COLOR_NAMES)
+            q("changer", "which shape changes color ?", o.shape, SHAPES, o.shape)
+            q("change_to", f"what color does the {o.shape} turn into ?", o.color_after, _COLOR_NAMES, o.shape)
         if o.direction == "none":
-            q("static", "which shape does not move ?", o.shape, SHAPES)
+            q("static", "which shape does not move ?", o.shape, SHAPES, o.shape)
         if o.disappear == T:
-            quad = _quadrant(*o.positions[T - 1], size)
+            quad = quadrant_of(*o.positions[T - 1], size)
             if quad is not None:
-                q("end", f"where is the {o.shape} at the end ?", quad, QUADRANTS)
+                q("end", f"where is the {o.shape} at the end ?", quad, QUADRANTS, o.shape)
     return qs
 
 
@@ -330,7 +334,7 @@ def vocabulary_words() -> list[str]:
     for t in ("what color is the shape that moves", "how many shapes appear in the video",
               "which shape appears only near the end", "what color is the shape that disappears",
               "which shape changes color", "what color does the turn into", "which shape does not move",
-              "where is the at the end", "which shape is", "options : ? answer"):
+              "where is the at the end", "which shape is", "question : options : ? answer"):
         words.update(t.split())
     words.update(SHAPES, COLORS, DIRECTIONS, QUADRANTS, NUMBERS)
     return sorted(words)

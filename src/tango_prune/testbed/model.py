@@ -9,9 +9,8 @@ Prompt format (word-level, lower case; ``<video>`` repeated once per visual toke
 
     <video> x (T * h * w + 1) question : {question} options : {o1} {o2} {o3} {o4} answer : {answer} <eos>
 
-The word ``question`` itself is not in the vocabulary (an oversight found after the shipped weights were
-trained), so the prompt starts with ``<unk> :``; it is a fixed marker, the same in training and inference,
-and is kept so the shipped tokenizer and weights stay consistent.
+With the default 72 px frames and 6 px patches, a frame is 12 x 12 patches, pooled to 6 x 6 = 36 tokens, so
+a 16-frame clip is 577 visual tokens.
 """
 
 from __future__ import annotations
@@ -57,8 +56,9 @@ def build_tokenizer():
                                    additional_special_tokens=["<video>", "<image>"])
 
 
-def build_config(tokenizer, *, image_size: int = D.IMAGE_SIZE, patch_size: int = 8, vision_hidden: int = 96,
-                 vision_layers: int = 3, text_hidden: int = 128, text_layers: int = 3, heads: int = 4):
+def build_config(tokenizer, *, image_size: int = D.IMAGE_SIZE, patch_size: int = 6, vision_hidden: int = 128,
+                 vision_layers: int = 4, text_hidden: int = 128, text_layers: int = 4, heads: int = 4,
+                 text_heads: int = 4):
     """The ``LlavaOnevisionConfig`` of the testbed model (SigLIP with pooling head + Qwen2)."""
     from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
@@ -68,8 +68,9 @@ def build_config(tokenizer, *, image_size: int = D.IMAGE_SIZE, patch_size: int =
                                 num_hidden_layers=vision_layers, num_attention_heads=heads, image_size=image_size,
                                 patch_size=patch_size, vision_use_head=True)
     text = Qwen2Config(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
-                       num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
-                       max_position_embeddings=1024, rope_theta=10000.0, tie_word_embeddings=True,
+                       num_hidden_layers=text_layers, num_attention_heads=text_heads,
+                       num_key_value_heads=max(1, text_heads // 2),
+                       max_position_embeddings=2048, rope_theta=10000.0, tie_word_embeddings=True,
                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                        bos_token_id=tokenizer.eos_token_id)
     return LlavaOnevisionConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
@@ -88,7 +89,7 @@ class TestbedProcessor:
 
     __test__ = False  # not a pytest class despite the name
 
-    def __init__(self, tokenizer, image_size: int = D.IMAGE_SIZE, patch_size: int = 8):
+    def __init__(self, tokenizer, image_size: int = D.IMAGE_SIZE, patch_size: int = 6):
         if image_size % patch_size:
             raise ValueError(f"image_size must be a multiple of patch_size={patch_size}, got {image_size}")
         self.tokenizer = tokenizer

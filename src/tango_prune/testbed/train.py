@@ -52,37 +52,53 @@ class TrainConfig:
 
     out_dir: str
     seed: int = 0
-    vision_steps: int = 300
+    vision_steps: int = 600
     vision_batch: int = 8           #: clips per vision step
-    cache_clips: int = 3000
-    lm_steps: int = 2000
-    lm_batch: int = 16              #: clips per language step
+    cache_clips: int = 4000
+    lm_steps: int = 3000
+    lm_batch: int = 8               #: clips per language step
     questions_per_clip: int = 10
-    lr: float = 2e-3
+    lr: float = 2e-3                #: peak learning rate of the vision stage
+    lm_lr: float = 2e-3             #: peak learning rate of the language stage
     warmup: int = 100
     weight_decay: float = 0.01
-    drop_prob: float = 0.3
-    drop_start: float = 0.3         #: fraction of the language stage before token dropping starts
+    easy_steps: int = 400           #: curriculum: first language steps ask only look-up questions, few bg tokens
+    easy_keep: float = 0.15         #: fraction of background tokens kept during the easy steps
+    drop_prob: float = 0.5          #: after the easy steps, chance that a sample drops background tokens
+    aux_weight: float = 0.5         #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
+    attn_weight: float = 1.0        #: weight of the evidence-attention loss of the last LLM layer (0 = off)
     retrieval: bool = True          #: add the easy look-up questions to training (see data.questions_for)
-    eval_every: int = 500
+    eval_every: int = 250
     eval_size: int = 128            #: test questions scored at each evaluation (the first ones of the split)
     threads: int = 1                #: 1 is fastest on a shared 2-core CPU (no OpenMP spin-waiting)
-    vision_hidden: int = 96
-    vision_layers: int = 3
+    vision_hidden: int = 128
+    vision_layers: int = 4
     text_hidden: int = 128
-    text_layers: int = 3
-    patch_size: int = 8
+    text_layers: int = 4
+    text_heads: int = 4
+    patch_size: int = 6
+    save_stage: bool = False        #: write the frozen tower and feature cache to ``out_dir/stage.pt``
+    stage_from: str | None = None   #: reuse a ``stage.pt`` (skips the vision and cache stages)
 
     def __post_init__(self) -> None:
         for name in ("vision_steps", "vision_batch", "cache_clips", "lm_steps", "lm_batch", "questions_per_clip",
-                     "eval_every", "eval_size", "threads"):
+                     "eval_every", "eval_size", "threads", "text_layers", "text_heads"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not 0.0 <= self.drop_prob <= 1.0:
-            raise ValueError(f"drop_prob must be in [0, 1], got {self.drop_prob!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        for name in ("drop_prob", "easy_keep"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not isinstance(self.easy_steps, int) or not 0 <= self.easy_steps < self.lm_steps:
+            raise ValueError(f"easy_steps must be an int in [0, lm_steps), got {self.easy_steps!r}")
+        for name in ("aux_weight", "attn_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.text_hidden % self.text_heads:
+            raise ValueError(f"text_hidden must be a multiple of text_heads, got {self.text_hidden}/{self.text_heads}")
+        for name in ("lr", "lm_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
 
 def video_features(model, pixel_values_videos: torch.Tensor):
@@ -113,18 +129,51 @@ def _patch_labels(ids: np.ndarray, patch: int, classes: int, min_frac: float = 0
     return lab
 
 
-def _object_cells(color_ids: np.ndarray, cell: int) -> np.ndarray:
-    """(T, H, W) -> (T * g * g,) bool: pooled cells with >= 4 object pixels (tokens never dropped)."""
-    T, H, W = color_ids.shape
-    occ = (color_ids > 0).reshape(T, H // cell, cell, W // cell, cell).sum(axis=(2, 4))
-    return (occ >= 4).reshape(-1)
+def _cell_labels(ids: np.ndarray, cell: int, classes: int) -> np.ndarray:
+    """(T, H, W) ids (0 = background) -> (T * g * g,) int64: per pooled cell (one LLM token) the id covering
+    most of it, 0 where fewer than 4 object pixels fall in the cell."""
+    T, H, W = ids.shape
+    onehot = np.eye(classes, dtype=np.int32)[ids.astype(np.int64)]
+    cnt = onehot.reshape(T, H // cell, cell, W // cell, cell, classes).sum(axis=(2, 4))[..., 1:]
+    return np.where(cnt.max(-1) >= 4, cnt.argmax(-1) + 1, 0).reshape(-1)
 
 
-def _lr(step: int, total: int, cfg: TrainConfig) -> float:
+def _cell_objects(shape_ids: np.ndarray, cell: int) -> np.ndarray:
+    """(T, H, W) shape ids -> (T * g * g,) int8: per pooled cell the shape index (into ``SHAPES``) covering
+    most of it, -1 where fewer than 4 object pixels fall in the cell. Shapes are distinct within a clip, so
+    this identifies the object."""
+    return (_cell_labels(shape_ids, cell, len(D.SHAPES) + 1) - 1).astype(np.int8)
+
+
+def _aux_targets(objects, cell_obj: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-visual-token targets of the auxiliary LLM loss, from what is causally visible up to that frame:
+    ``(classes (N, 3) int64, -100 where unknown; flags (N, 2) float32, -1 where unknown)``. Classes = (its
+    object's motion direction, shape, current colour); flags = (its object entered after frame 0, its object
+    has changed colour by this frame)."""
+    by_shape = {D.SHAPES.index(o.shape): o for o in objects}
+    n = cell_obj.shape[0]
+    frame = np.arange(n) // (n // T)
+    classes = np.full((n, 3), -100, np.int64)
+    flags = np.full((n, 2), -1.0, np.float32)
+    for k in np.nonzero(cell_obj >= 0)[0]:
+        o, t = by_shape.get(int(cell_obj[k])), int(frame[k])
+        if o is None:
+            continue
+        classes[k, 1] = D.SHAPES.index(o.shape)
+        classes[k, 2] = tuple(D.COLORS).index(o.color_at(t))
+        if t >= o.appear + 2:          # motion is only visible once the object was seen in earlier frames
+            classes[k, 0] = D.DIRECTIONS.index(o.direction)
+        flags[k, 0] = float(o.appear > 0)
+        flags[k, 1] = float(o.color_after is not None and t >= o.change_frame)
+    return classes, flags
+
+
+def _lr(step: int, total: int, cfg: TrainConfig, peak: float | None = None) -> float:
+    peak = cfg.lr if peak is None else peak
     if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
+        return peak * (step + 1) / cfg.warmup
     p = (step - cfg.warmup) / max(1, total - cfg.warmup)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 def _adamw(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -147,6 +196,8 @@ def _vision_stage(model, aux, proc: TestbedProcessor, cfg: TrainConfig, log) -> 
         clips = [D.make_clip(D.TRAIN, 10_000_000 + step * cfg.vision_batch + j) for j in range(cfg.vision_batch)]
         pix = torch.cat([proc.pixels(c.frames) for c in clips]).flatten(0, 1)
         pres = torch.from_numpy(np.concatenate([c.presence() for c in clips]))
+        ccol = torch.from_numpy(np.concatenate([_cell_labels(c.color_ids, 2 * proc.patch_size, nc) for c in clips]))
+        csha = torch.from_numpy(np.concatenate([_cell_labels(c.shape_ids, 2 * proc.patch_size, ns) for c in clips]))
         pcol = torch.from_numpy(np.concatenate([_patch_labels(c.color_ids, proc.patch_size, nc) for c in clips]))
         psha = torch.from_numpy(np.concatenate([_patch_labels(c.shape_ids, proc.patch_size, ns) for c in clips]))
         vo = vt(pix, output_hidden_states=True, return_dict=True)
@@ -158,13 +209,19 @@ def _vision_stage(model, aux, proc: TestbedProcessor, cfg: TrainConfig, log) -> 
                  + F.cross_entropy(pc[..., nc:nc + ns].flatten(0, 1), psha.flatten(1).flatten())
                  + F.cross_entropy(pc[..., nc + ns:nc + ns + P].flatten(0, 1), rows.repeat(n))
                  + F.cross_entropy(pc[..., nc + ns + P:].flatten(0, 1), cols.repeat(n)))
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.vision_steps, cfg)
+        # the LLM reads pooled cells, so every cell an object covers must say which object it is: interior
+        # patches only see a flat colour, the tower has to carry the shape over from the object's outline
+        g = P // 2
+        pooled = F.interpolate(hidden.reshape(n, P, P, -1).permute(0, 3, 1, 2), size=(g, g), mode="bilinear")
+        cc = aux["cell"](pooled.permute(0, 2, 3, 1).reshape(n * g * g, -1))
+        cell = F.cross_entropy(cc[:, :nc], ccol) + 2.0 * F.cross_entropy(cc[:, nc:], csha)
+        for grp in opt.param_groups:
+            grp["lr"] = _lr(step, cfg.vision_steps, cfg)
         opt.zero_grad(set_to_none=True)
-        (head + patch).backward()
+        (head + patch + cell).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        parts = {"head": head.item(), "patch": patch.item()}
+        parts = {"head": head.item(), "patch": patch.item(), "cell": cell.item()}
         ema = parts if ema is None else {k: 0.9 * ema[k] + 0.1 * v for k, v in parts.items()}
         if step % 25 == 0 or step + 1 == cfg.vision_steps:
             log(f"vision step {step} {time.time() - t0:.0f}s " + " ".join(f"{k} {v:.3f}" for k, v in ema.items()))
@@ -175,7 +232,7 @@ def _vision_stage(model, aux, proc: TestbedProcessor, cfg: TrainConfig, log) -> 
 
 @torch.no_grad()
 def _cache_stage(model, proc: TestbedProcessor, cfg: TrainConfig, log) -> list[tuple]:
-    """(hidden fp16 (T, P*P, Dv), objects, object-cell mask) for ``cache_clips`` training clips."""
+    """(hidden fp16 (T, P*P, Dv), objects, per-token object index) for ``cache_clips`` training clips."""
     vt = model.model.vision_tower
     cache, t0 = [], time.time()
     for s in range(0, cfg.cache_clips, 8):
@@ -184,54 +241,145 @@ def _cache_stage(model, proc: TestbedProcessor, cfg: TrainConfig, log) -> list[t
         hidden = vt(pix, output_hidden_states=True, return_dict=True).hidden_states[model.config.vision_feature_layer]
         hidden = hidden.reshape(len(clips), -1, *hidden.shape[1:]).half()
         for c, h in zip(clips, hidden):
-            cache.append((h.clone(), c.objects, torch.from_numpy(_object_cells(c.color_ids, proc.patch_size * 2))))
+            cache.append((h.clone(), c.objects, _cell_objects(c.shape_ids, proc.patch_size * 2)))
         if s % 400 == 0:
             log(f"cache {s}/{cfg.cache_clips} clips {time.time() - t0:.0f}s")
     return cache
 
 
-def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int):
+def _evidence(q: D.Question, objects, cell_obj: np.ndarray, T: int) -> np.ndarray:
+    """(N,) bool: the visual tokens that hold the answer to ``q`` (its subject's tokens, in the frames that
+    matter for the question type; every object token for ``count``)."""
+    n = cell_obj.shape[0]
+    if q.subject is None:
+        return cell_obj >= 0
+    frame = np.arange(n) // (n // T)
+    ev = cell_obj == D.SHAPES.index(q.subject)
+    if q.qtype == "change_to":
+        o = next(o for o in objects if o.shape == q.subject)
+        ev &= frame >= o.change_frame
+    elif q.qtype == "end":
+        ev &= frame >= T - 3
+    return ev
+
+
+def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) -> list[dict]:
+    """One language batch: per clip the cached tower output, packed question/answer ids and labels, the kept
+    visual tokens, the auxiliary targets of those tokens and, per question, the position that predicts the
+    answer with the (kept) visual tokens holding its evidence."""
     tok = proc.tokenizer
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7, step]))
+    easy = step < cfg.easy_steps
     items = []
     for k in rng.choice(len(cache), size=cfg.lm_batch, replace=False):
-        hidden, objects, obj = cache[int(k)]
-        qs = D.questions_about(objects, hidden.shape[0], D.IMAGE_SIZE, rng, retrieval=cfg.retrieval)
-        ids, labels = [], []
+        hidden, objects, cell_obj = cache[int(k)]
+        T = hidden.shape[0]
+        qs = D.questions_about(objects, T, D.IMAGE_SIZE, rng, retrieval=cfg.retrieval or easy)
+        look = [q for q in qs if q.qtype in ("color", "shape")]
+        if easy:
+            qs = look or qs
+        else:   # at most two look-up questions, so the test types get most of the packed slots
+            qs = [q for q in qs if q.qtype not in ("color", "shape")] + [look[i] for i in rng.permutation(len(look))[:2]]
+        obj = cell_obj >= 0
+        keep = np.ones(obj.shape[0], dtype=bool)
+        if easy:
+            keep = obj | (rng.random(obj.shape[0]) < cfg.easy_keep)
+        elif rng.random() < cfg.drop_prob:
+            keep = obj | (rng.random(obj.shape[0]) < rng.uniform(0.0, 1.0))
+        ids, labels, queries = [], [], []
         for q in (qs[i] for i in rng.permutation(len(qs))[:cfg.questions_per_clip]):
             p = tok(proc.prompt(q.text, q.options), add_special_tokens=False)["input_ids"]
             a = tok(q.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            ev = np.nonzero(_evidence(q, objects, cell_obj, T)[keep])[0]
+            if ev.size:   # (answer-predicting position, visual evidence, the question's words) in text offsets
+                n_q = len(tok(q.text, add_special_tokens=False)["input_ids"])
+                queries.append((len(ids) + len(p) - 1, torch.from_numpy(ev), torch.arange(n_q) + len(ids) + 2))
             ids += p + a
             labels += [-100] * len(p) + a
-        keep = torch.ones(obj.shape[0], dtype=torch.bool)
-        if step >= cfg.drop_start * cfg.lm_steps and rng.random() < cfg.drop_prob:
-            keep = obj | torch.from_numpy(rng.random(obj.shape[0]) < rng.uniform(0.0, 1.0))
-        items.append((hidden, ids, labels, keep))
+        classes, flags = _aux_targets(objects, cell_obj, T)
+        items.append({"hidden": hidden, "ids": ids, "labels": labels, "keep": torch.from_numpy(keep),
+                      "classes": torch.from_numpy(classes[keep]), "flags": torch.from_numpy(flags[keep]),
+                      "queries": queries})
     return items
 
 
-def _lm_loss(model, items) -> torch.Tensor:
-    hidden = torch.stack([h for h, *_ in items]).float()
+def _attention_mass_loss(model, hidden_in: torch.Tensor, layer: int, targets: list[list]) -> torch.Tensor:
+    """Mean ``-log`` of the attention mass that head 0 of LLM ``layer`` puts on a set of positions, over
+    ``targets[b] = [(query position, key positions), ...]`` (absolute positions). Recomputed from the layer's
+    input (``hidden_in``), so the model keeps its fused attention kernel."""
+    from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+    lm = model.model.language_model
+    block = lm.layers[layer]
+    attn = block.self_attn
+    hd = attn.head_dim
+    x = block.input_layernorm(hidden_in)
+    q = attn.q_proj(x)[..., :hd]
+    k = attn.k_proj(x)[..., :hd]      # head 0 reads key/value head 0 under grouped-query attention
+    pos = torch.arange(x.shape[1])[None].expand(x.shape[0], -1)
+    cos, sin = lm.rotary_emb(x, pos)
+    q, k = apply_rotary_pos_emb(q[:, None], k[:, None], cos, sin)
+    losses = []
+    for b, tg in enumerate(targets):
+        if not tg:
+            continue
+        rows = torch.tensor([r for r, _ in tg])
+        scores = (q[b, 0, rows] @ k[b, 0].T) * hd ** -0.5                     # (nq, L)
+        causal = torch.arange(k.shape[2])[None] > rows[:, None]
+        logp = torch.log_softmax(scores.masked_fill(causal, float("-inf")), -1)
+        for i, (_, keys) in enumerate(tg):
+            losses.append(-torch.logsumexp(logp[i, keys], 0))
+    return torch.stack(losses).mean() if losses else torch.zeros(())
+
+
+def _lm_loss(model, aux, items, aux_layer: int, attn: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(answer cross-entropy, per-visual-token auxiliary loss, evidence-attention loss) of a batch."""
+    hidden = torch.stack([it["hidden"] for it in items]).float()
     B, T = hidden.shape[:2]
     feats = _project(model, hidden.flatten(0, 1)).reshape(B, -1, model.config.text_config.hidden_size)
     newline = model.model.image_newline
     embed = model.get_input_embeddings()
-    seqs, labs = [], []
-    for b, (_, ids, labels, keep) in enumerate(items):
-        vis = torch.cat([feats[b][keep], newline[None]], 0)
-        seqs.append(torch.cat([vis, embed(torch.tensor(ids))], 0))
-        labs.append(torch.tensor([-100] * vis.shape[0] + labels))
+    seqs, labs, starts = [], [], []
+    for b, it in enumerate(items):
+        vis = torch.cat([feats[b][it["keep"]], newline[None]], 0)
+        seqs.append(torch.cat([vis, embed(torch.tensor(it["ids"]))], 0))
+        labs.append(torch.tensor([-100] * vis.shape[0] + it["labels"]))
+        starts.append(vis.shape[0])
     L = -(-max(x.shape[0] for x in seqs) // 64) * 64   # few distinct shapes: CPU kernels are cached per shape
     x = torch.zeros(B, L, seqs[0].shape[1])
     y = torch.full((B, L), -100, dtype=torch.long)
+    yc = torch.full((B, L, 3), -100, dtype=torch.long)
+    yf = torch.full((B, L, 2), -1.0)
     mask = torch.zeros(B, L, dtype=torch.long)
-    for b, (sq, lb) in enumerate(zip(seqs, labs)):
+    for b, (sq, lb, it) in enumerate(zip(seqs, labs, items)):
         x[b, :sq.shape[0]] = sq
         y[b, :sq.shape[0]] = lb
+        yc[b, :it["classes"].shape[0]] = it["classes"]
+        yf[b, :it["flags"].shape[0]] = it["flags"]
         mask[b, :sq.shape[0]] = 1
-    out = model.model.language_model(inputs_embeds=x, attention_mask=mask)
+    want_hidden = aux is not None or attn
+    out = model.model.language_model(inputs_embeds=x, attention_mask=mask, output_hidden_states=want_hidden)
     logits = model.lm_head(out.last_hidden_state)
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100)
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100)
+    aux_loss = attn_loss = torch.zeros(())
+    if aux is not None:
+        a = aux(out.hidden_states[aux_layer])
+        start = 0
+        for i, k in enumerate((len(D.DIRECTIONS), len(D.SHAPES), len(D.COLORS))):
+            aux_loss = aux_loss + F.cross_entropy(a[..., start:start + k].flatten(0, 1), yc[..., i].flatten(),
+                                                  ignore_index=-100)
+            start += k
+        ok = yf >= 0
+        aux_loss = aux_loss + F.binary_cross_entropy_with_logits(a[..., start:][ok], yf[ok])
+    if attn:
+        # two supervised hops: the answer position first gathers its question's words (second-to-last layer),
+        # then looks at the visual tokens holding the evidence (last layer)
+        last = len(model.model.language_model.layers) - 1
+        words = [[(s0 + r, s0 + w) for r, _, w in it["queries"]] for s0, it in zip(starts, items)]
+        evid = [[(s0 + r, ev) for r, ev, _ in it["queries"]] for s0, it in zip(starts, items)]
+        attn_loss = (_attention_mass_loss(model, out.hidden_states[last - 1], last - 1, words)
+                     + _attention_mass_loss(model, out.hidden_states[last], last, evid))
+    return loss, aux_loss, attn_loss
 
 
 def write_reference(model, proc: TestbedProcessor, directory: str | Path, subset: int = 48,
@@ -245,6 +393,12 @@ def write_reference(model, proc: TestbedProcessor, directory: str | Path, subset
     return ref
 
 
+def _stage_key(cfg: TrainConfig) -> dict:
+    """The settings that determine the vision and cache stages (a saved stage is only reused if they match)."""
+    return {k: getattr(cfg, k) for k in ("seed", "vision_steps", "vision_batch", "cache_clips", "lr", "warmup",
+                                         "weight_decay", "vision_hidden", "vision_layers", "patch_size")}
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     """Train from scratch per ``cfg``; save ``save_pretrained`` weights, tokenizer, processor config,
     ``training.json`` and ``reference.json`` into ``cfg.out_dir``; returns the training record."""
@@ -255,40 +409,66 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     tok = build_tokenizer()
     proc = TestbedProcessor(tok, D.IMAGE_SIZE, cfg.patch_size)
     mcfg = build_config(tok, patch_size=cfg.patch_size, vision_hidden=cfg.vision_hidden,
-                        vision_layers=cfg.vision_layers, text_hidden=cfg.text_hidden, text_layers=cfg.text_layers)
+                        vision_layers=cfg.vision_layers, text_hidden=cfg.text_hidden, text_layers=cfg.text_layers,
+                        text_heads=cfg.text_heads)
     model = LlavaOnevisionForConditionalGeneration(mcfg)
     dv, P = mcfg.vision_config.hidden_size, D.IMAGE_SIZE // cfg.patch_size
     aux = torch.nn.ModuleDict({"frame": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES)),
-                               "patch": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES) + 2 + 2 * P)})
+                               "patch": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES) + 2 + 2 * P),
+                               "cell": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES) + 2)})
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    _vision_stage(model, aux, proc, cfg, log)
-    t_vision = time.time() - t0
-    cache = _cache_stage(model, proc, cfg, log)
-    t_cache = time.time() - t0 - t_vision
+    if cfg.stage_from is not None:
+        stage = torch.load(Path(cfg.stage_from), weights_only=False)
+        mine = _stage_key(cfg)
+        if stage.get("config") != mine:
+            raise ValueError(f"stage_from was made with {stage.get('config')}, this run needs {mine}")
+        model.model.vision_tower.load_state_dict(stage["vision_tower"])
+        model.model.vision_tower.eval().requires_grad_(False)
+        cache = stage["cache"]
+        t_vision = t_cache = 0.0
+        log(f"vision tower and {len(cache)} cached clips loaded from {cfg.stage_from}")
+    else:
+        _vision_stage(model, aux, proc, cfg, log)
+        t_vision = time.time() - t0
+        cache = _cache_stage(model, proc, cfg, log)
+        t_cache = time.time() - t0 - t_vision
+        if cfg.save_stage:
+            torch.save({"vision_tower": model.model.vision_tower.state_dict(), "cache": cache,
+                        "config": _stage_key(cfg)}, out / "stage.pt")
+    torch.manual_seed(cfg.seed + 1)   # the language stage starts from the same state whether or not it resumed
+    lm_aux = (torch.nn.Linear(cfg.text_hidden, len(D.DIRECTIONS) + len(D.SHAPES) + len(D.COLORS) + 2)
+              if cfg.aux_weight > 0 else None)
+    aux_layer = max(1, cfg.text_layers // 2)
     params = [p for n, p in model.named_parameters() if not n.startswith("model.vision_tower.")]
+    if lm_aux is not None:
+        params += list(lm_aux.parameters())
     opt = _adamw(params, cfg)
     history, ema = [], None
     model.train()
+    t_lm = time.time()
     for step in range(cfg.lm_steps):
         for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.lm_steps, cfg)
-        loss = _lm_loss(model, _lm_batch(cfg, proc, cache, step))
+            g["lr"] = _lr(step, cfg.lm_steps, cfg, cfg.lm_lr)
+        loss, aux_loss, attn_loss = _lm_loss(model, lm_aux, _lm_batch(cfg, proc, cache, step), aux_layer,
+                                             cfg.attn_weight > 0)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + cfg.aux_weight * aux_loss + cfg.attn_weight * attn_loss).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        parts = {"loss": loss.item(), "aux": aux_loss.item(), "attn": attn_loss.item()}
+        ema = parts if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in parts.items()}
         if step % 50 == 0:
-            log(f"lm step {step} {time.time() - t0:.0f}s lr {_lr(step, cfg.lm_steps, cfg):.2e} loss {ema:.3f}")
+            log(f"lm step {step} {time.time() - t_lm:.0f}s lr {_lr(step, cfg.lm_steps, cfg, cfg.lm_lr):.2e} " +
+                " ".join(f"{k} {v:.3f}" for k, v in ema.items()))
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.lm_steps:
             model.eval()
             res = accuracy(model, proc, range(cfg.eval_size))
             model.train()
             c, n = res["correct"], res["total"]
             history.append({"step": step + 1, "seconds": round(time.time() - t0, 1), "accuracy": c / n})
-            log(f"eval lm step {step + 1} {time.time() - t0:.0f}s accuracy {c}/{n} = {c / n:.3f} " +
+            log(f"eval lm step {step + 1} {time.time() - t_lm:.0f}s accuracy {c}/{n} = {c / n:.3f} " +
                 " ".join(f"{k} {v['correct']}/{v['total']}" for k, v in res["by_qtype"].items()))
             model.save_pretrained(out / "last")  # a usable checkpoint if the run is cut short
             proc.save_pretrained(out / "last")
@@ -298,7 +478,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     proc.save_pretrained(out)
     record = {"config": dataclasses.asdict(cfg), "wall_seconds": round(wall, 1),
               "stage_seconds": {"vision": round(t_vision, 1), "cache": round(t_cache, 1),
-                                "language": round(wall - t_vision - t_cache, 1)},
+                                "language": round(time.time() - t_lm, 1)},
               "history": history, "parameters": sum(p.numel() for p in model.parameters()),
               "torch": torch.__version__, "threads": cfg.threads}
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tango_prune.cli import main
+from tango_prune.testbed import data as D
+from tango_prune.testbed import train as TR
+
+
+def test_cell_objects_and_aux_targets_follow_the_objects():
+    clip = D.make_clip(D.TRAIN, 3)
+    cell = 2 * 6
+    cells = TR._cell_objects(clip.shape_ids, cell)
+    g = D.IMAGE_SIZE // cell
+    assert cells.shape == (D.NUM_FRAMES * g * g,)
+    by_shape = {D.SHAPES.index(o.shape): o for o in clip.objects}
+    for k in np.nonzero(cells >= 0)[0]:   # every labelled cell holds pixels of that object in that frame
+        t, r, c = k // (g * g), (k % (g * g)) // g, k % g
+        patch = clip.shape_ids[t, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
+        assert (patch == cells[k] + 1).sum() >= 4
+        assert by_shape[int(cells[k])].visible(int(t))
+    classes, flags = TR._aux_targets(clip.objects, cells, D.NUM_FRAMES)
+    assert ((classes[cells < 0] == -100).all() and (classes[cells >= 0, 1:] >= 0).all()
+            and (flags[cells < 0] == -1).all())
+    for k in np.nonzero(cells >= 0)[0]:
+        o, t = by_shape[int(cells[k])], int(k // (g * g))
+        assert D.SHAPES[classes[k, 1]] == o.shape and tuple(D.COLORS)[classes[k, 2]] == o.color_at(t)
+        assert (classes[k, 0] == -100) == (t < o.appear + 2)
+        if classes[k, 0] >= 0:
+            assert D.DIRECTIONS[classes[k, 0]] == o.direction
+        assert flags[k, 0] == float(o.appear > 0)
+        assert flags[k, 1] == float(o.color_after is not None and k // (g * g) >= o.change_frame)
+
+
+def test_bad_train_config_raises():
+    with pytest.raises(ValueError, match="easy_steps"):
+        TR.TrainConfig(out_dir="x", lm_steps=10, easy_steps=10)
+    with pytest.raises(ValueError, match="text_hidden"):
+        TR.TrainConfig(out_dir="x", text_hidden=100, text_heads=3)
+    with pytest.raises(ValueError, match="aux_weight"):
+        TR.TrainConfig(out_dir="x", aux_weight=-1.0)
+
+
+def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
+    common = ["testbed", "train", "--seed", "1", "--vision-steps", "2", "--cache-clips", "20", "--lm-steps", "3",
+              "--lm-batch", "2", "--easy-steps", "1", "--eval-every", "3", "--eval-size", "2", "--text-hidden", "32",
+              "--text-layers", "2", "--text-heads", "2"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(common + ["--out", str(a), "--save-stage"]) == 0
+    assert main(common + ["--out", str(b), "--stage-from", str(a / "stage.pt")]) == 0
+    from tango_prune.testbed.model import load
+
+    ma, proc = load(a)
+    mb, _ = load(b)
+    for (n, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values()):
+        assert torch.equal(pa, pb), n   # resuming from the saved stage is the same run
+    rec = json.loads((a / "training.json").read_text())
+    assert rec["config"]["text_layers"] == 2 and len(rec["history"]) == 1
+    assert json.loads((a / "reference.json").read_text())["total"] == 48
+    assert main(["testbed", "train", "--out", str(tmp_path / "c"), "--stage-from", str(tmp_path / "nope.pt")]) == 2
