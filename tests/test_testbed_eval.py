@@ -32,6 +32,13 @@ def test_eval_cli_writes_json_and_markdown(tmp_path, capsys):
     assert rep["results"]["tango"]["0.2"]["total"] == 2
     assert md.read_text().startswith("| method |")
     assert main(["eval", "--limit", "2", "--methods", "nope", "--no-progress"]) == 2
+    # config overrides reach every method and are recorded; a field the method lacks is a clear error
+    rc = main(["eval", "--limit", "2", "--methods", "tango", "--retentions", "1.0", "--set", "tau_static=1.0",
+               "--json", str(js), "--markdown", str(md), "--no-progress", "--threads", "1"])
+    assert rc == 0 and json.loads(js.read_text())["overrides"] == {"tau_static": 1.0}
+    assert "tau_static=1.0" in md.read_text()
+    assert main(["eval", "--limit", "2", "--methods", "topk", "--set", "tau_static=1.0", "--no-progress"]) == 2
+    assert main(["eval", "--limit", "2", "--methods", "tango", "--set", "oops", "--no-progress"]) == 2
 
 
 def test_demo_writes_video_and_picture(tmp_path):

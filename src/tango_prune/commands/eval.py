@@ -28,6 +28,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="instead of evaluating, merge reports of runs over disjoint methods into --json/--markdown")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config override for every evaluated method, e.g. --set tau_static=1.0 (repeatable)")
+
+
+def _overrides(items: list[str]) -> dict:
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set must look like FIELD=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -69,9 +86,12 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    overrides = _overrides(args.set)
+    for m in methods:   # fail before loading anything if a method lacks an overridden field
+        tp.make_config(m, **overrides)
     model, proc = load(args.model)
     report = evaluate(model, proc, methods, retentions, limit=args.limit, batch_size=args.batch_size,
-                      show_progress=not args.no_progress)
+                      show_progress=not args.no_progress, overrides=overrides)
     if args.model is not None:
         report["model"] = str(Path(args.model))
     save_report(report, args.json, args.markdown)

@@ -10,6 +10,7 @@ does to the visual sequence (RoPE is relative, so a constant shift of positions 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -55,6 +56,12 @@ def answer_batch(model, proc, samples: Sequence[D.Sample]) -> list[str]:
     return proc.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
 
 
+@functools.lru_cache(maxsize=D.TEST_SIZE)
+def _test_sample(index: int) -> D.Sample:
+    # every method x retention scores the same questions: render each clip once per process
+    return D.make_sample(D.TEST, index)
+
+
 def accuracy(model, proc, indices: Iterable[int], batch_size: int = 16,
              progress: Callable[[int], None] | None = None) -> dict:
     """Score ``model`` on test items ``indices``: ``{"correct", "total", "accuracy", "by_qtype"}``."""
@@ -63,7 +70,7 @@ def accuracy(model, proc, indices: Iterable[int], batch_size: int = 16,
     indices = list(indices)
     correct, by = 0, {}
     for s in range(0, len(indices), batch_size):
-        samples = [D.make_sample(D.TEST, i) for i in indices[s:s + batch_size]]
+        samples = [_test_sample(i) for i in indices[s:s + batch_size]]
         for x, a in zip(samples, answer_batch(model, proc, samples)):
             ok = int(a == x.question.answer)
             correct += ok
@@ -77,13 +84,13 @@ def accuracy(model, proc, indices: Iterable[int], batch_size: int = 16,
 
 
 @contextlib.contextmanager
-def _pruned(model, method: str, retention: float):
+def _pruned(model, method: str, retention: float, overrides: dict | None = None):
     import tango_prune as tp
 
     if not hasattr(tp, "apply"):
         raise ValueError("pruning needs the model adapter (tango_prune.apply), which this install lacks; "
                          "evaluate with retentions=(1.0,) only")
-    tp.apply(model, tp.make_config(method, retention=retention))
+    tp.apply(model, tp.make_config(method, retention=retention, **(overrides or {})))
     try:
         yield model
     finally:
@@ -91,8 +98,10 @@ def _pruned(model, method: str, retention: float):
 
 
 def evaluate(model, proc, methods: Sequence[str], retentions: Sequence[float] = RETENTIONS,
-             limit: int | None = None, batch_size: int = 16, show_progress: bool = True) -> dict:
+             limit: int | None = None, batch_size: int = 16, show_progress: bool = True,
+             overrides: dict | None = None) -> dict:
     """Accuracy of the unpruned model and of each method at each retention on the first ``limit`` test items.
+    ``overrides`` are config fields set for every method (e.g. ``{"tau_static": 1.0}``).
 
     Returns a JSON-ready dict: ``n``, ``full`` (the unpruned result), ``results[method][str(retention)]``
     (each with ``relative`` = accuracy / full accuracy) and ``seconds``.
@@ -125,14 +134,15 @@ def evaluate(model, proc, methods: Sequence[str], retentions: Sequence[float] = 
             for r in retentions:
                 if bar is not None:
                     bar.set_postfix_str(f"{m} r={r}")
-                with _pruned(model, m, float(r)):
+                with _pruned(model, m, float(r), overrides):
                     res = accuracy(model, proc, indices, batch_size, bar.update if bar is not None else None)
                 res["relative"] = res["accuracy"] / full["accuracy"] if full["accuracy"] else 0.0
                 results[m][str(float(r))] = res
     finally:
         if bar is not None:
             bar.close()
-    return {"benchmark": "testbed", "n": len(indices), "retentions": [float(r) for r in retentions],
+    return {"benchmark": "testbed", "n": len(indices), "overrides": dict(overrides or {}),
+            "retentions": [float(r) for r in retentions],
             "methods": list(methods), "full": full, "results": results, "seconds": round(time.time() - t0, 1),
             "torch_threads": torch.get_num_threads()}
 
@@ -145,9 +155,9 @@ def merge_reports(reports: Sequence[dict]) -> dict:
     first = reports[0]
     out = {**first, "methods": [], "results": {}, "seconds": 0.0}
     for r in reports:
-        if (r["n"], r["retentions"], r["full"]["correct"]) != (first["n"], first["retentions"],
-                                                                 first["full"]["correct"]):
-            raise ValueError("reports must share n, retentions and the full-token result to be merged")
+        if (r["n"], r["retentions"], r["full"]["correct"], r.get("overrides", {})) != (
+                first["n"], first["retentions"], first["full"]["correct"], first.get("overrides", {})):
+            raise ValueError("reports must share n, retentions, overrides and the full-token result to be merged")
         for m in r["methods"]:
             if m in out["results"]:
                 raise ValueError(f"reports must cover disjoint methods, {m!r} appears twice")
@@ -175,6 +185,9 @@ def markdown_table(report: dict) -> str:
     lines.append("")
     lines.append(f"Accuracy % (percentage of full-token accuracy) on the first {report['n']} questions of the "
                  f"held-out testbed split; full-token accuracy {full['correct']}/{full['total']}.")
+    if report.get("overrides"):
+        lines.append("Config overrides for every method: " +
+                     ", ".join(f"{k}={v}" for k, v in sorted(report["overrides"].items())) + ".")
     return "\n".join(lines) + "\n"
 
 
