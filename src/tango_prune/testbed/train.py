@@ -1,26 +1,37 @@
 """Training recipe of the testbed model (``tango-prune testbed train``), from scratch on a CPU, in three stages.
 
-1. **Vision stage** (``vision_steps``): only the SigLIP tower learns, from two auxiliary objectives.
+1. **Vision stage** (``vision_steps``): only the SigLIP tower learns, from three auxiliary objectives.
    - *Pooling-head loss* (the auxiliary objective of the issue): SigLIP's attention-pooling head output of
      every frame predicts, multi-label, which colours and shapes are visible in that frame. This is what makes
      the head's probe attention point at the objects, as SigLIP's head does after contrastive training; that
      attention is the saliency Tango reads.
    - *Patch loss*: each patch feature fed to the projector predicts the colour and shape covering it and the
      patch's row and column, a dense signal that makes the tower usable after minutes of CPU training.
+   - *Cell loss*: each pooled cell (exactly one LLM token) predicts the colour and shape of the object
+     covering it. Interior patches of an object only see a flat colour; without this loss the shape under a
+     token is not linearly decodable and every shape-keyed question is unanswerable.
 2. **Cache stage**: the tower is frozen (as LLaVA freezes its pretrained encoder) and the patch features of
-   ``cache_clips`` training clips are computed once (fp16), with each clip's objects.
+   ``cache_clips`` training clips are computed once (fp16), with each clip's objects and per-token object map.
+   ``save_stage`` / ``stage_from`` write and reuse both stages (only with identical settings).
 3. **Language stage** (``lm_steps``): projector, ``image_newline`` and the Qwen2 LLM learn the answers
    (cross-entropy on the answer word and ``<eos>``). Every step draws clips from the cache and fresh
    questions (new option orders) about them; several questions per clip are packed into one sequence
    (``<video>... question : ... answer : A <eos> question : ...``); evaluation always asks one question right
-   after the video. Besides the eight test question types, training adds two easy look-up types
-   (``retrieval``) so the small LLM first learns to find an object's tokens.
+   after the video. Three training-only aids:
+   - *Curriculum*: the first ``easy_steps`` ask only two easy look-up types (``color``, ``shape``) with few
+     background tokens; later at most two look-ups per clip are packed with the eight test types.
+   - *Per-token auxiliary loss* (``aux_weight``): each object token predicts, from the LLM's middle layer, its
+     object's shape and colour and what is causally visible up to its frame (motion direction, entered late,
+     changed colour).
+   - *Evidence-attention loss* (``attn_weight``): head 0 of the second-to-last layer attends from the
+     answer-predicting position to the question's words, head 0 of the last layer to the visual tokens that
+     hold the evidence (``data.Question.subject``).
 
 Robustness to shorter visual sequences (the LLM-side analogue of real models trained on many resolutions and
-frame counts): after ``drop_start`` of the language stage, with probability ``drop_prob`` a sample keeps every
-video token that shows an object but only a random fraction of the background tokens, in their original order
-with compact positions, as pruned inputs are re-inserted. Answers stay correct because no object token is
-dropped. No pruning method is used in training.
+frame counts): after the easy steps, with probability ``drop_prob`` a sample keeps every video token that
+shows an object but only a random fraction of the background tokens, in their original order with compact
+positions, as pruned inputs are re-inserted. Answers stay correct because no object token is dropped. No
+pruning method is used in training.
 
 The auxiliary heads are training-only and not saved; the shipped checkpoint is a plain
 ``LlavaOnevisionForConditionalGeneration``.
