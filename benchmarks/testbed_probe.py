@@ -2,7 +2,7 @@
 the shape of the object under it?
 
 Renders ``--clips`` training clips, runs the tower of a saved testbed model (default: the shipped weights),
-pools the patch features exactly as ``get_video_features`` does (before the projector), and fits a linear
+pools the patch features with the model's own ``apply_pooling`` (before the projector), and fits a linear
 classifier on 80% of the object-covered tokens, reporting accuracy on the other 20%. Chance is 25% for shape
 (4 classes) and ~17% for colour (6 classes).
 
@@ -41,11 +41,7 @@ def main() -> None:
             clip = D.make_clip(D.TRAIN, 20_000_000 + i)   # clips the language stage never cached
             hidden = model.model.vision_tower(proc.pixels(clip.frames)[0], output_hidden_states=True,
                                               return_dict=True).hidden_states[model.config.vision_feature_layer]
-            T, PP, Dv = hidden.shape
-            P = int(round(PP ** 0.5))
-            pooled = F.interpolate(hidden.reshape(T, P, P, Dv).permute(0, 3, 1, 2), size=(P // 2, P // 2),
-                                   mode="bilinear")
-            feats.append(pooled.permute(0, 2, 3, 1).reshape(-1, Dv))
+            feats.append(model.model.apply_pooling(hidden).flatten(0, 1))   # the upstream 2x bilinear pooling
             shapes.append(torch.from_numpy(_cell_labels(clip.shape_ids, cell, len(D.SHAPES) + 1)))
             colors.append(torch.from_numpy(_cell_labels(clip.color_ids, cell, len(D.COLORS) + 1)))
     X, S, C = torch.cat(feats), torch.cat(shapes), torch.cat(colors)

@@ -222,9 +222,7 @@ def _vision_stage(model, aux, proc: TestbedProcessor, cfg: TrainConfig, log) -> 
                  + F.cross_entropy(pc[..., nc + ns + P:].flatten(0, 1), cols.repeat(n)))
         # the LLM reads pooled cells, so every cell an object covers must say which object it is: interior
         # patches only see a flat colour, the tower has to carry the shape over from the object's outline
-        g = P // 2
-        pooled = F.interpolate(hidden.reshape(n, P, P, -1).permute(0, 3, 1, 2), size=(g, g), mode="bilinear")
-        cc = aux["cell"](pooled.permute(0, 2, 3, 1).reshape(n * g * g, -1))
+        cc = aux["cell"](model.model.apply_pooling(hidden).flatten(0, 1))
         cell = F.cross_entropy(cc[:, :nc], ccol) + 2.0 * F.cross_entropy(cc[:, nc:], csha)
         for grp in opt.param_groups:
             grp["lr"] = _lr(step, cfg.vision_steps, cfg)
