@@ -18,8 +18,10 @@ sequence.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import warnings
 from typing import Any
 
 import torch
@@ -74,7 +76,7 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
     if getattr(cfg, "fastv_layer", None) is not None and not getattr(adapter, "supports_fastv", False):
         raise ValueError(f"fastv_layer is only supported for LLaVA models, got {type(model).__name__}; "
                          "set fastv_layer=None")
-    state = PatchState(adapter=adapter, config=cfg, originals={})
+    state = PatchState(adapter=adapter, config=cfg, originals={}, variant=variant)
     orig_forward = model.forward  # bound class method
     orig_generate = model.generate
     sig = inspect.signature(orig_forward)
@@ -126,7 +128,28 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
     setattr(model, STATE_ATTR, state)
     model.forward = forward
     model.generate = generate
+    # why: the wrappers above are closures over this instance; a plain deepcopy would copy them as they are
+    # and the copy would run the original's weights. copy.deepcopy looks __deepcopy__ up on the instance.
+    model.__deepcopy__ = functools.partial(_deepcopy_patched, model)
     return model
+
+
+def _deepcopy_patched(model: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy`` of a patched model: an independent copy, patched with the same config."""
+    state = getattr(model, STATE_ATTR)
+    cfg, variant, last = state.config, state.variant, dict(state.stats)
+    remove(model)
+    try:
+        clone = copy.deepcopy(model, memo)
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the adapter warned once already at the first apply
+            apply(model, cfg, variant=variant)
+        getattr(model, STATE_ATTR).stats.update(last)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        apply(clone, cfg, variant=variant)
+    return clone
 
 
 def _fastv_mode(state: PatchState, kwargs: dict[str, Any], rewritten: bool) -> str | None:
@@ -167,6 +190,7 @@ def remove(model: Any) -> Any:
             model.__dict__[attr] = state.originals[attr]
         else:
             model.__dict__.pop(attr, None)
+    model.__dict__.pop("__deepcopy__", None)
     delattr(model, STATE_ATTR)
     return model
 

@@ -38,6 +38,7 @@ class PatchState:
     adapter: Any
     config: PruneConfig
     originals: dict[str, Any]
+    variant: str | None = None
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     hooks: list[Any] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)

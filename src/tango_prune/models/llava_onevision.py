@@ -200,15 +200,16 @@ class LlavaOnevisionAdapter:
         device = input_ids.device
         timer = Timer(pv.device).start()
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
-        with torch.no_grad():
-            feats, sal = self.encode(model, pv, vfl, vfss)
-            if kwargs.get("pixel_values") is not None:
-                # why: upstream refuses pixel inputs next to mm_encoder_outputs, so images are encoded here,
-                # by the unchanged upstream method, and passed the same way (untouched).
-                mm["image"] = model.model.get_image_features(
-                    kwargs.pop("pixel_values"), kwargs.get("image_sizes"), vision_feature_layer=vfl,
-                    vision_feature_select_strategy=vfss, vision_aspect_ratio=kwargs.get("vision_aspect_ratio"),
-                    batch_num_images=kwargs.get("batch_num_images"), return_dict=True)
+        # why: features follow the caller's grad mode (training through a pruned model keeps gradients to the
+        # vision tower and projector); only the saliency is computed without a graph.
+        feats, sal = self.encode(model, pv, vfl, vfss)
+        if kwargs.get("pixel_values") is not None:
+            # why: upstream refuses pixel inputs next to mm_encoder_outputs, so images are encoded here,
+            # by the unchanged upstream method, and passed the same way (untouched).
+            mm["image"] = model.model.get_image_features(
+                kwargs.pop("pixel_values"), kwargs.get("image_sizes"), vision_feature_layer=vfl,
+                vision_feature_select_strategy=vfss, vision_aspect_ratio=kwargs.get("vision_aspect_ratio"),
+                batch_num_images=kwargs.get("batch_num_images"), return_dict=True)
         vision_s = timer.stop()
         timer.start()
         ts = parse_timestamps(raw_ts, V, T, feats.device)

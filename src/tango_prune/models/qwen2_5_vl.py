@@ -129,12 +129,13 @@ class Qwen25VLAdapter:
         merge = cfg.vision_config.spatial_merge_size
         timer = Timer(pv.device).start()
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
-        with torch.no_grad():
-            feats, sal = self.encode(model, pv, grid)
-            if kwargs.get("pixel_values") is not None:
-                # why: upstream refuses pixel inputs next to mm_encoder_outputs; images pass through untouched.
-                mm["image"] = base.get_image_features(kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"),
-                                                      return_dict=True)
+        # why: features follow the caller's grad mode (gradients reach the vision tower when training); the
+        # saliency is computed without a graph.
+        feats, sal = self.encode(model, pv, grid)
+        if kwargs.get("pixel_values") is not None:
+            # why: upstream refuses pixel inputs next to mm_encoder_outputs; images pass through untouched.
+            mm["image"] = base.get_image_features(kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"),
+                                                  return_dict=True)
         vision_s = timer.stop()
         timer.start()
         position_ids = kwargs.get("position_ids")
