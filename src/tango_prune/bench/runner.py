@@ -276,7 +276,7 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
                     st = _models.stats(model)
                     r.update(prune_s=st["prune_s"], prefill_s=r["ttft_s"] - st["vision_s"] - st["prune_s"],
                              visual_tokens=st["visual_tokens_after"], kept=sum(st.get("kept_per_video", [0])))
-                    last = getattr(model, "_tango_prune_state").extra.get("last_results") or []
+                    last = _models.last_results(model)
                     r["prune_info"] = {k: v for k, v in (last[0].info if last else {}).items()
                                        if k in ("segments", "static_positions", "by_kind")}
                     if i >= spec.warmup + extra:

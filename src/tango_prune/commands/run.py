@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames sampled uniformly (default 32 for LLaVA, 16 for Qwen2.5-VL)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=32, help="answer length limit (default 32)")
     parser.add_argument("--variant", default=None, help="LLaVA token layout: llava-onevision or llava-video")
+    parser.add_argument("--saliency-head", default=None, metavar="DIR_OR_HUB_ID",
+                        help="LLaVA: score patches with this original SigLIP checkpoint's post_layernorm + "
+                             "attention-pooling head, the paper's setting (e.g. google/siglip-so400m-patch14-384)")
     parser.add_argument("--no-prune", action="store_true", help="run the unpruned model (baseline)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
 
@@ -198,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         inputs.pop("video_timestamps")
     else:
         cfg = _method_config(tp, args, config, family, model)
-        tp.apply(model, cfg, variant=args.variant)
+        tp.apply(model, cfg, variant=args.variant, saliency_head=args.saliency_head)
     first = _FirstToken(device)
     start = time.perf_counter()
     with torch.no_grad():

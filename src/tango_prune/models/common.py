@@ -39,6 +39,7 @@ class PatchState:
     config: PruneConfig
     originals: dict[str, Any]
     variant: str | None = None
+    saliency_head: Any = None
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     hooks: list[Any] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)

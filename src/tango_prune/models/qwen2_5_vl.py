@@ -75,9 +75,12 @@ class Qwen25VLAdapter:
     model_class = "Qwen2_5_VLForConditionalGeneration"
     supports_fastv = False
 
-    def __init__(self, model: torch.nn.Module, variant: str | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, variant: str | None = None, saliency_head: Any = None) -> None:
         if variant not in (None, "qwen2.5-vl"):
             raise ValueError(f"variant must be None or 'qwen2.5-vl' for {self.model_class}, got {variant!r}")
+        if saliency_head is not None:
+            raise ValueError(f"saliency_head applies to SigLIP (LLaVA) vision towers, not {self.model_class}; its "
+                             "saliency comes from its own last ViT block")
 
     def encode(self, model: torch.nn.Module, pv: torch.Tensor, grid: torch.Tensor
                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
