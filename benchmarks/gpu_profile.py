@@ -391,7 +391,11 @@ def prepare(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
     if not methods:
         raise ValueError("--methods must name at least one method")
     for m in methods:
-        tango_prune.make_config(m, retention=args.retention)  # ValueError naming the method or the retention
+        try:
+            tango_prune.make_config(m, retention=args.retention)
+        except ValueError as exc:
+            option = "--retention" if str(exc).startswith("retention") else "--methods"
+            raise ValueError(f"{option}: {exc}") from None
     if args.model not in PRESETS and not os.path.isdir(args.model):
         raise ValueError(f"--model must be a preset ({sorted(PRESETS)}) or a model directory, got {args.model!r}")
     check_out_dir(args.out)
