@@ -37,7 +37,7 @@ What one run measures (one ``generate`` call producing one token):
 Time budget (target: under 8 minutes on one H200/H100/A100-80GB; an estimate, **not yet measured on a GPU**):
 building the 8.0 B-parameter model on the device with ``no_init_weights`` and an in-place seeded
 ``normal_`` takes seconds (about 16 GB of bf16 writes) plus CUDA start-up; one run at 64 frames (12 545
-visual tokens) is roughly 0.1 s of SigLIP (about 40 TFLOP), up to about 0.5 s of 7B prefill (about 220
+visual tokens) is roughly 0.1 s of SigLIP (about 40 TFLOP), up to about 0.5 s of 7B prefill (about 200
 TFLOP incl. attention) and pruning that ranges from milliseconds (top-k) to about a second for the
 sequential methods (DivPrune's greedy selection, the clustering methods), so a pruned run is 1-2 s and
 a 32-frame one about half. With the default 1 warm-up + 3 repeats: 2 frame counts x (1 + 9 methods) x 4 runs
@@ -84,8 +84,8 @@ def build_on_device(name: str, dtype: torch.dtype, device: torch.device, seed: i
     """Preset ``name`` (``tango_prune.bench.presets``) with seeded random weights, created directly on
     ``device`` in ``dtype`` with SDPA attention; returns (model in eval mode, description).
 
-    Unlike ``presets.build`` (CPU, fp32, then cast) nothing is created on the host: a 7B model in bf16 is
-    about 15 GB. The weight policy is the same (matrices N(0, 0.02), norm scales 1, biases 0), drawn by a
+    Unlike ``presets.build`` (CPU, fp32, then cast) nothing is created on the host: ``llava-ov-7b`` has
+    8.0 B parameters, about 16 GB in bf16. The weight policy is the same (matrices N(0, 0.02), norm scales 1, biases 0), drawn by a
     generator on ``device``, so values differ from ``presets.build``'s; timing does not depend on them.
     """
     import transformers
@@ -234,9 +234,13 @@ def one_run(model: Any, kwargs: dict[str, Any], device: torch.device, pruned: bo
 
 
 def count_prune_syncs(fn: Callable[[], Any], device: torch.device) -> int | None:
-    """Host-device synchronisations during ``fn()`` as counted by ``torch.cuda.set_sync_debug_mode("warn")``;
-    None off CUDA (there is nothing to count)."""
+    """Host-device synchronisations during ``fn()`` as counted by ``torch.cuda.set_sync_debug_mode("warn")``.
+
+    Off CUDA ``fn`` still runs (so a CPU dry run exercises the same call) and the result is None: there is
+    nothing to count.
+    """
     if device.type != "cuda":
+        fn()
         return None
     torch.cuda.synchronize(device)
     with warnings.catch_warnings(record=True) as caught:
@@ -249,7 +253,7 @@ def count_prune_syncs(fn: Callable[[], Any], device: torch.device) -> int | None
     return sum(_SYNC_WARNING in str(w.message) for w in caught)
 
 
-def _prune_input(encoded: Any, family: Any, inp: Any, device: torch.device) -> Any:
+def _prune_input(encoded: Any, family: Any, inp: Any) -> Any:
     """The first video's ``VideoTokens`` as the adapter hands them to ``prune`` (features, fp32 saliency,
     the frame / step times passed as ``video_timestamps``)."""
     from tango_prune import VideoTokens
@@ -286,7 +290,7 @@ def profile_config(model: Any, family: Any, inp: Any, method: str | None, retent
         else:
             tokens = int(tango_prune.models.stats(model)["visual_tokens_after"])
             if count_syncs:
-                video = _prune_input(seen["encoded"], family, inp, device)
+                video = _prune_input(seen["encoded"], family, inp)
                 cfg = tango_prune.make_config(method, retention=retention)
                 syncs = count_prune_syncs(lambda: tango_prune.prune(video, cfg), device)
     row: dict[str, Any] = {"frames": int(inp.info["frames"]), "method": method or "none",
