@@ -85,8 +85,9 @@ def build_on_device(name: str, dtype: torch.dtype, device: torch.device, seed: i
     ``device`` in ``dtype`` with SDPA attention; returns (model in eval mode, description).
 
     Unlike ``presets.build`` (CPU, fp32, then cast) nothing is created on the host: ``llava-ov-7b`` has
-    8.0 B parameters, about 16 GB in bf16. The weight policy is the same (matrices N(0, 0.02), norm scales 1, biases 0), drawn by a
-    generator on ``device``, so values differ from ``presets.build``'s; timing does not depend on them.
+    8.0 B parameters, about 16 GB in bf16. The weight policy is the same (matrices N(0, 0.02), norm scales 1,
+    biases 0), drawn by a generator on ``device``, so values differ from ``presets.build``'s; timing does not
+    depend on them.
     """
     import transformers
     from transformers.initialization import no_init_weights
@@ -327,9 +328,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"Model: {report['model']}, {s['dtype']}, attention `{report['attention']}`. Device: "
               f"{env.get('gpu', env['device'])}. Every method at retention {s['retention']:g}; timing by "
               f"{report['timing']}; medians of {s['repeats']} repeat(s) after {s['warmup']} warm-up(s) per "
-              f"configuration. Vision: the upstream encoder for `none`, encoder + saliency map for the methods; prune: "
-              f"the adapter's pruning and input rewrite. Peak memory: {report['peak_memory']}. Syncs: host-device synchronisations inside "
-              f"`tango_prune.prune` (`torch.cuda.set_sync_debug_mode(\"warn\")`), n/a when not counted. "
+              f"configuration. Vision: the upstream encoder for `none`, encoder + saliency map for the "
+              f"methods; prune: the adapter's pruning and input rewrite. Peak memory: {report['peak_memory']}. "
+              f"Syncs: host-device synchronisations inside `tango_prune.prune` "
+              f"(`torch.cuda.set_sync_debug_mode(\"warn\")`), n/a when not counted. "
               f"Total wall time {report['elapsed_s']:.0f} s.", "",
               "| frames | method | visual tokens | vision ms | prune ms | prefill ms | TTFT ms | TTFT speedup "
               "| peak GiB | syncs |", "|" + "---|" * 10]
