@@ -33,7 +33,7 @@ from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_vid
 __all__ = ["Qwen25VLAdapter", "qwen_frame_saliency"]
 
 
-def qwen_frame_saliency(block: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+def qwen_frame_saliency(block: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                         grid_thw: torch.Tensor, reverse: torch.Tensor, merge: int) -> list[torch.Tensor]:
     """Per-video saliency (t, h/merge, w/merge) fp32 from the last vision block's input.
 
@@ -82,14 +82,14 @@ class Qwen25VLAdapter(ModelFamily):
     normalisation = CLIP_MEAN_STD
     supports_fastv = False
 
-    def __init__(self, model: torch.nn.Module, variant: str | None = None, saliency_head: Any = None) -> None:
+    def __init__(self, model: Any, variant: str | None = None, saliency_head: Any = None) -> None:
         if variant not in (None, "qwen2.5-vl"):
             raise ValueError(f"variant must be None or 'qwen2.5-vl' for {self.model_class}, got {variant!r}")
         if saliency_head is not None:
             raise ValueError(f"saliency_head applies to SigLIP (LLaVA) vision towers, not {self.model_class}; its "
                              "saliency comes from its own last ViT block")
 
-    def encode(self, model: torch.nn.Module, pv: torch.Tensor, grid: torch.Tensor
+    def encode(self, model: Any, pv: torch.Tensor, grid: torch.Tensor
                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-video merged features (n_v, D) in raster order and saliency (t, h', w') fp32."""
         from transformers.vision_utils import get_vision_window_index
@@ -117,7 +117,7 @@ class Qwen25VLAdapter(ModelFamily):
             sal = qwen_frame_saliency(visual.blocks[-1], cap["h"], cos, sin, grid, reverse, vc.spatial_merge_size)
         return list(out.pooler_output), sal
 
-    def rewrite(self, model: torch.nn.Module, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def rewrite(self, model: Any, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Encode and prune the videos of one call and return the kwargs for the upstream forward/generate."""
         base = model.model
         cfg = model.config
