@@ -73,3 +73,51 @@ def test_argument_errors():
         dpc_knn(x, 2, 0)
     with pytest.raises(ValueError, match="shape"):
         dpc_knn(torch.randn(5), 1, 1)
+
+
+def _other_blas(monkeypatch, seed):
+    """Make distances come out as another BLAS kernel might round them: every entry moves by up to one
+    unit of fp32 rounding of its operands, independently (different summation order per entry)."""
+    import tango_prune.core.dpc as dpc
+
+    real = dpc.pairwise_sqdist
+    g = torch.Generator().manual_seed(seed)
+
+    def jittered(a, b, a_sq=None, b_sq=None):
+        a_sq = (a * a).sum(-1) if a_sq is None else a_sq
+        b_sq = (b * b).sum(-1) if b_sq is None else b_sq
+        d2 = real(a, b, a_sq, b_sq)
+        ulp = 2.0 ** -24 * (a_sq.unsqueeze(-1) + b_sq.unsqueeze(-2))
+        return (d2 + ulp * (2 * torch.rand(d2.shape, generator=g) - 1)).clamp_min(0.0)
+
+    monkeypatch.setattr(dpc, "pairwise_sqdist", jittered)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nearest_is_exact_under_any_rounding(monkeypatch, seed):
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(1))
+    c = torch.cat([x[:5], x[:1], x[3:4]])                 # centres 5 and 6 duplicate centres 0 and 3
+    # Points on the bisector of two mirrored centres are exactly equidistant from both.
+    mirror = torch.zeros(2, 6)
+    mirror[0, 0], mirror[1, 0] = 1.0, -1.0
+    on_plane = x.clone()
+    on_plane[:, 0] = 0.0
+    expected = nearest(x, c)
+    expected_plane = nearest(on_plane, mirror)
+    assert (expected < 5).all() and (expected_plane == 0).all()
+    _other_blas(monkeypatch, seed)
+    assert torch.equal(nearest(x, c), expected)
+    assert torch.equal(nearest(x, c, block_elems=7), expected)
+    assert torch.equal(nearest(on_plane, mirror), expected_plane)
+
+
+def test_fixed_order_sqdist_is_exact_for_duplicates_and_blocking():
+    from tango_prune.core.dpc import fixed_order_sqdist
+
+    a = torch.randn(50, 37, generator=torch.Generator().manual_seed(0))
+    b = torch.roll(a, 1, 0)
+    full = fixed_order_sqdist(a, b)
+    assert full.dtype == torch.float64
+    assert torch.equal(full, fixed_order_sqdist(a, b, chunk_elems=64))
+    assert torch.equal(fixed_order_sqdist(a, a), torch.zeros(50, dtype=torch.float64))
+    assert torch.allclose(full, ((a.double() - b.double()) ** 2).sum(-1))

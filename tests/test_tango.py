@@ -199,3 +199,25 @@ def test_long_video_memory_is_bounded(tmp_path):
     extra, kept = map(int, out.stdout.split())
     assert extra < 2 * 2**30
     assert 0.09 * 1024 * 196 < kept < 0.1 * 1024 * 196 + 2 * 1024
+
+
+# -- exact integer budgets --------------------------------------------------------------------------
+@pytest.mark.parametrize("K,c,K_s", [(20, 0.9, 2), (30, 0.9, 3), (90, 0.3, 63), (170, 0.3, 119), (10, 0.3, 7)])
+def test_budget_split_is_exact_integer_arithmetic(K, c, K_s):
+    # The float expression int(K * (1 - c)) is one short for these (0.9 and 0.3 are not binary fractions).
+    n = K * 10                                             # K = ceil(n * 0.1) exactly
+    assert compressor_budget(n, 0.1, c) == (K_s, K - K_s)
+
+
+def test_budget_of_a_frame_is_exact_and_published_keeps_doubles():
+    assert compressor_budget(100, 0.07, 0.0) == (7, 0)     # ceil(100 * 0.07) is 8 in doubles
+    assert compressor_budget(100, 0.07, 0.0, published=True) == (8, 0)
+    assert compressor_budget(200, 0.1, 0.9, published=True) == (1, 19)
+    from tango_prune.methods._common import frame_budget
+    assert frame_budget(100, 0.07) == 7 and frame_budget(200, 0.07) == 14
+
+
+def test_context_ratio_0_9_keeps_exact_salient_count():
+    tok = make_tokens(T=1, H=10, W=20, D=8, seed=0)       # K = 20 per frame
+    res = tp.prune(tok, "tango", retention=0.1, context_ratio=0.9, merge_context=True)
+    assert res.info["by_kind"]["salient"] == 2 and res.num_kept == 20

@@ -26,7 +26,8 @@ import math
 
 import torch
 
-__all__ = ["dpc_knn", "nearest", "pairwise_sqdist", "stable_argsort_desc", "DEFAULT_BLOCK_ELEMS"]
+__all__ = ["dpc_knn", "nearest", "pairwise_sqdist", "stable_argsort_desc", "sqdist_error_bound", "fixed_order_sqdist",
+           "DEFAULT_BLOCK_ELEMS"]
 
 #: Entries of a distance block (fp32): 2**23 entries = 32 MiB.
 DEFAULT_BLOCK_ELEMS = 1 << 23
@@ -115,10 +116,81 @@ def dpc_knn(x: torch.Tensor, num: int, k: int, block_elems: int = DEFAULT_BLOCK_
     return centres[0] if squeeze else centres
 
 
-def nearest(x: torch.Tensor, centres: torch.Tensor, block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
-    """Index of the nearest centre (Euclidean, fp32) for each point; ties go to the first centre.
+def sqdist_error_bound(a_sq: torch.Tensor, b_sq_max: torch.Tensor, dim: int, device: torch.device) -> torch.Tensor:
+    """An upper bound on the rounding error of :func:`pairwise_sqdist` for rows of squared norm ``a_sq``
+    against columns of squared norm at most ``b_sq_max``, in ``dim`` dimensions.
 
-    ``x`` is (B, n, D) or (n, D), ``centres`` (B, m, D) or (m, D). Computed in row blocks.
+    Any fp32 summation order (BLAS kernel, blocking, thread count, FMA or not) computes a dot product of
+    D terms within ``gamma_D * sum |a_k b_k|`` of the exact value, ``gamma_D = D u / (1 - D u)``; the norms
+    likewise, and the final additions add a few ``u``. So two machines never disagree by more than twice
+    this bound. Under TF32 matmuls (CUDA, ``float32_matmul_precision != "highest"``) ``u`` is 2**-11.
+    """
+    u = 2.0 ** -24
+    if device.type == "cuda" and torch.get_float32_matmul_precision() != "highest":
+        u = 2.0 ** -11
+    gamma = dim * u / max(1e-30, 1.0 - dim * u)
+    return (2.0 * gamma + 4.0 * u) * (a_sq + b_sq_max)
+
+
+def fixed_order_sqdist(a: torch.Tensor, b: torch.Tensor, chunk_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
+    """Squared distances between paired rows ``a[i]``, ``b[i]`` (P, D) in fp64, in a fixed summation order.
+
+    The differences are squared in fp64 and summed by a balanced tree of elementwise additions (pairs of
+    halves), never by a library reduction, so the result is the same bits on every machine and device.
+    """
+    P, D = a.shape
+    out = torch.empty(P, dtype=torch.float64, device=a.device)
+    width = 1 << max(0, (D - 1).bit_length())
+    step = max(1, chunk_elems // max(1, width))
+    for s in range(0, P, step):
+        d = a[s:s + step].double() - b[s:s + step].double()
+        d = d * d
+        if width != D:
+            d = torch.nn.functional.pad(d, (0, width - D))
+        while d.shape[-1] > 1:
+            h = d.shape[-1] // 2
+            d = d[:, :h] + d[:, h:]
+        out[s:s + step] = d[:, 0]
+    return out
+
+
+def _resolve_near_ties(d2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
+                       b_sq: torch.Tensor) -> torch.Tensor:
+    """Argmin over the last dim of ``d2`` (B, r, m), made independent of how ``d2`` was rounded.
+
+    Every column within twice the rounding bound of the row minimum may be the exact minimum on some
+    machine; for rows with more than one such column, those few distances are recomputed with
+    :func:`fixed_order_sqdist` and the smallest wins, the first column on ties. Identical centres are
+    therefore always resolved to the first one.
+    """
+    arg = d2.argmin(-1)
+    best = d2.gather(-1, arg.unsqueeze(-1))
+    tol = 2.0 * sqdist_error_bound(a_sq, b_sq.amax(-1, keepdim=True), a.shape[-1], d2.device)
+    near = d2 <= best + tol.unsqueeze(-1) * 1.0001
+    multi = near.sum(-1) > 1
+    if not bool(multi.any()):
+        return arg
+    bb, rr, cc = torch.nonzero(near & multi.unsqueeze(-1), as_tuple=True)        # row-major order
+    v = fixed_order_sqdist(a[bb, rr].float(), b[bb, cc].float())
+    key = bb * d2.shape[1] + rr
+    rows = torch.unique(key)
+    gmin = torch.full((d2.shape[0] * d2.shape[1],), float("inf"), dtype=torch.float64, device=d2.device)
+    gmin.scatter_reduce_(0, key, v, "amin")
+    hit = v == gmin[key]
+    first = torch.full_like(gmin, d2.shape[-1], dtype=torch.long)
+    first.scatter_reduce_(0, key[hit], cc[hit], "amin")
+    flat = arg.reshape(-1).clone()
+    flat[rows] = first[rows]
+    return flat.reshape(arg.shape)
+
+
+def nearest(x: torch.Tensor, centres: torch.Tensor, block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
+    """Index of the nearest centre (Euclidean) for each point; ties go to the first centre.
+
+    ``x`` is (B, n, D) or (n, D), ``centres`` (B, m, D) or (m, D). Distances are computed in fp32 row
+    blocks; a point whose two best centres are closer than the fp32 rounding bound is decided on
+    fixed-order fp64 distances (:func:`_resolve_near_ties`), so the answer is the same on every machine,
+    for every block size and thread count.
     """
     squeeze = x.dim() == 2
     if squeeze:
@@ -133,5 +205,8 @@ def nearest(x: torch.Tensor, centres: torch.Tensor, block_elems: int = DEFAULT_B
     step = _rows_per_block(B, m, block_elems)
     for s in range(0, n, step):
         e = min(n, s + step)
-        out[:, s:e] = pairwise_sqdist(x[:, s:e], centres, None, c_sq).argmin(-1)
+        xb = x[:, s:e]
+        xb_sq = (xb * xb).sum(-1)
+        d2 = pairwise_sqdist(xb, centres, xb_sq, c_sq)
+        out[:, s:e] = _resolve_near_ties(d2, xb, centres, xb_sq, c_sq)
     return out[0] if squeeze else out

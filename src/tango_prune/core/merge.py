@@ -6,11 +6,20 @@ import torch
 
 from .dpc import DEFAULT_BLOCK_ELEMS, nearest
 
-__all__ = ["segment_sum", "merge_into_anchors"]
+__all__ = ["segment_sum", "merge_into_anchors", "widen"]
+
+
+def widen(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in its accumulation dtype: fp32 for half types and fp32, fp64 stays fp64.
+
+    fp64 inputs are never narrowed: values beyond the fp32 range (or below its smallest subnormal) would
+    become inf (or 0) and give non-finite merged features or lose a saliency ranking.
+    """
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic fp32 per-segment sums and counts.
+    """Deterministic per-segment sums and counts in the accumulation dtype (:func:`widen`).
 
     ``values`` (n, D), ``segment`` (n,) in [0, num_segments). Returns (sums (num_segments, D) fp32,
     counts (num_segments,) fp32). Values are sorted by segment and reduced without atomics, so the
@@ -18,9 +27,9 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) 
     """
     counts = torch.bincount(segment, minlength=num_segments)
     order = torch.argsort(segment, stable=True)
-    sums = torch.segment_reduce(values.float()[order], "sum", lengths=counts, axis=0, unsafe=True)
+    sums = torch.segment_reduce(widen(values)[order], "sum", lengths=counts, axis=0, unsafe=True)
     # segment_reduce gives 0 for empty segments with "sum", as wanted.
-    return sums, counts.float()
+    return sums, counts.to(sums.dtype)
 
 
 def merge_into_anchors(src: torch.Tensor, src_rot: torch.Tensor, anchors: torch.Tensor, beta: float,
@@ -50,5 +59,5 @@ def merge_into_anchors(src: torch.Tensor, src_rot: torch.Tensor, anchors: torch.
     safe = counts.clamp_min(1.0).reshape(B, m, 1)
     mean = sums.reshape(B, m, D) / safe
     w = torch.clamp(1.0 / safe, min=beta)
-    out = w * torch.gather(src, 1, anchors.unsqueeze(-1).expand(B, m, D)).float() + (1.0 - w) * mean
+    out = w * widen(torch.gather(src, 1, anchors.unsqueeze(-1).expand(B, m, D))) + (1.0 - w) * mean
     return out[0] if single else out

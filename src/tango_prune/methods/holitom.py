@@ -28,14 +28,15 @@ context). HoliTom's own evaluation script runs ``T=0.8 HOLITOM_k=18 HOLITOM_r=0.
 from __future__ import annotations
 
 import dataclasses
-import math
+from fractions import Fraction
 from typing import ClassVar
 
 import torch
 
 from ..config import PruneConfig
+from ..core.budget import ceil_mul, ratio
 from ..core.dpc import dpc_knn, nearest
-from ..core.merge import segment_sum
+from ..core.merge import segment_sum, widen
 from ..core.segment import frame_similarity, holitom_segments
 from ..core.strope import normalize
 from ..tokens import PruneResult, TokenKind, VideoTokens
@@ -72,12 +73,12 @@ def compress_sets(feats: torch.Tensor, score: torch.Tensor, keep: int, cfg: Holi
     """
     B, n, D = feats.shape
     keep = min(keep, n)
-    K_s = int(keep * (1.0 - cfg.context_ratio))
+    K_s = keep - ceil_mul(keep, cfg.context_ratio)
     K_c = keep - K_s
     order = top_per_row(score, n)
     sal = order[:, :K_s]
     rows = torch.arange(B, device=feats.device)[:, None]
-    idx, out = [sal], [feats[rows, sal].float()]
+    idx, out = [sal], [widen(feats[rows, sal])]
     kinds = [torch.full_like(sal, TokenKind.SALIENT)]
     if K_c > 0:
         rest = torch.sort(order[:, K_s:], dim=1).values                  # (B, n - K_s) index order
@@ -103,18 +104,18 @@ def _segment(X: torch.Tensor, s: torch.Tensor, offset: int, cfg: HoliTomConfig, 
         static = torch.zeros(L, dtype=torch.bool, device=X.device)
     S = int(static.sum())
     stats.append(S)
-    r_adj = min(r / ((n_f * L - (n_f - 1) * S) / (n_f * L)), 1.0)
+    r_adj = min(ratio(r) * (n_f * L) / (n_f * L - (n_f - 1) * S), Fraction(1))
     idx, feats, kinds = [], [], []
     if S > 0:
         sp = torch.nonzero(static).squeeze(1)
-        i, f, _ = compress_sets(X[:, sp].float().mean(0)[None], s[:, sp].float().mean(0)[None],
-                                max(1, math.ceil(S * r_adj)), cfg)
+        i, f, _ = compress_sets(widen(X[:, sp]).mean(0)[None], widen(s[:, sp]).mean(0)[None],
+                                max(1, ceil_mul(S, r_adj)), cfg)
         idx.append(sp[i[0]] + offset)
         feats.append(f[0])
         kinds.append(torch.full_like(i[0], TokenKind.STATIC))
     dp = torch.nonzero(~static).squeeze(1)
     if dp.numel():
-        R = math.ceil(dp.numel() * r_adj)
+        R = ceil_mul(dp.numel(), r_adj)
         i, f, k = compress_sets(X[:, dp], s[:, dp], R, cfg)
         frames = torch.arange(n_f, device=X.device)[:, None]
         idx.append((offset + frames * L + dp[i]).reshape(-1))

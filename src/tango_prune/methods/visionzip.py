@@ -25,8 +25,9 @@ from typing import ClassVar
 import torch
 
 from ..config import PruneConfig
+from ..core.budget import floor_mul
 from ..core.dpc import nearest
-from ..core.merge import segment_sum
+from ..core.merge import segment_sum, widen
 from ..core.strope import normalize
 from ..tokens import PruneResult, TokenKind, VideoTokens
 from . import register
@@ -58,7 +59,7 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
     X = tokens.features.reshape(T, L, -1)
     s = tokens.require_saliency("visionzip").reshape(T, L)
     K = frame_budget(L, config.retention)
-    K_c = min(int(K * config.context_ratio), L - K)  # contextual targets need members outside the dominant set
+    K_c = min(floor_mul(K, config.context_ratio), L - K)  # contextual targets need members outside the dominant set
     K_c = max(K_c, 0)
     K_d = K - K_c
     dev = X.device
@@ -66,7 +67,7 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
     order = top_per_row(s, L)                                            # (T, L) by descending saliency
     dom = order[:, :K_d]
     pieces_idx = [flat_index(frames, dom, L).reshape(-1)]
-    pieces_feat = [X[frames, dom].reshape(T * K_d, X.shape[-1]).float()]
+    pieces_feat = [widen(X[frames, dom].reshape(T * K_d, X.shape[-1]))]
     pieces_kind = [torch.full((T * K_d,), TokenKind.SALIENT, dtype=torch.long, device=dev)]
     if K_c > 0:
         rest = torch.sort(order[:, K_d:], dim=1).values                  # (T, n) remaining, index order
