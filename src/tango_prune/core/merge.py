@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .dpc import DEFAULT_BLOCK_ELEMS, nearest
+from .dpc import DEFAULT_BLOCK_ELEMS, assign
 
 __all__ = ["segment_sum", "merge_into_anchors", "widen"]
 
@@ -33,7 +33,7 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) 
 
 
 def merge_into_anchors(src: torch.Tensor, src_rot: torch.Tensor, anchors: torch.Tensor, beta: float,
-                       block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
+                       block_elems: int = DEFAULT_BLOCK_ELEMS, distances: torch.Tensor | None = None) -> torch.Tensor:
     """Merge every source token into its nearest anchor, for one set or a batch of equal-size sets.
 
     - ``src`` (n, D) or (B, n, D): un-rotated features (any float dtype); ``src_rot`` (n, D') / (B, n, D')
@@ -44,17 +44,21 @@ def merge_into_anchors(src: torch.Tensor, src_rot: torch.Tensor, anchors: torch.
     - Anchor a becomes ``w a + (1 - w) mean_a`` with ``mean_a`` the mean of its cluster (anchor included)
       and ``w = max(1 / count_a, beta)``: singletons are unchanged, larger clusters get ``beta a + ...``.
 
-    Returns (m, D) / (B, m, D) fp32, row i for ``anchors[..., i]``.
+    - ``distances``, if given, is the (n, n) / (B, n, n) squared-distance matrix of ``src_rot`` returned by
+      :func:`tango_prune.core.dpc.dpc_knn`; the assignment then reads it instead of computing new ones
+      (same result, see :func:`tango_prune.core.dpc.assign`).
+
+    Returns (m, D) / (B, m, D) in the accumulation dtype (:func:`widen`), row i for ``anchors[..., i]``.
     """
     single = src.dim() == 2
     if single:
         src, src_rot, anchors = src[None], src_rot[None], anchors[None]
+        distances = None if distances is None else distances[None]
     B, n, D = src.shape
     m = anchors.shape[1]
-    anchor_rot = torch.gather(src_rot, 1, anchors.unsqueeze(-1).expand(B, m, src_rot.shape[-1]))
-    assign = nearest(src_rot, anchor_rot, block_elems)                                  # (B, n)
+    owner = assign(src_rot, anchors, distances, block_elems)                            # (B, n)
     # One segment per (set, anchor): a single deterministic reduction serves the whole batch.
-    seg = (assign + m * torch.arange(B, device=assign.device)[:, None]).reshape(-1)
+    seg = (owner + m * torch.arange(B, device=owner.device)[:, None]).reshape(-1)
     sums, counts = segment_sum(src.reshape(B * n, D), seg, B * m)
     safe = counts.clamp_min(1.0).reshape(B, m, 1)
     mean = sums.reshape(B, m, D) / safe

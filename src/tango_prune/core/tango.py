@@ -29,7 +29,7 @@ import torch
 from ..config import TangoConfig
 from ..tokens import PruneResult, TokenKind, VideoTokens
 from .budget import ceil_mul, floor_mul, ratio
-from .dpc import DEFAULT_BLOCK_ELEMS, dpc_knn, nearest, stable_argsort_desc
+from .dpc import DEFAULT_BLOCK_ELEMS, assign, dpc_knn, stable_argsort_desc
 from .merge import merge_into_anchors, widen
 from .segment import fastvid_segments, frame_similarity, holitom_segments
 from .strope import normalize, strope_rotate
@@ -94,11 +94,10 @@ def _select_salient(score: torch.Tensor, target: int, cfg: TangoConfig, rot_of: 
         return chosen.scatter_(1, cand[:, :target], True)
     cand_rot = rot_of(cand)
     D = cand_rot.shape[-1]
-    centres = dpc_knn(cand_rot, target, cfg.k_neighbors, block_elems)         # (B, target), into cand
-    centre_rot = torch.gather(cand_rot, 1, centres.unsqueeze(-1).expand(B, target, D))
-    assign = nearest(cand_rot, centre_rot, block_elems)                       # (B, M)
+    centres, d2 = dpc_knn(cand_rot, target, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True)
+    owner = assign(cand_rot, centres, d2, block_elems)                        # (B, M) cluster of each candidate
     # Candidates are in descending score order, so the first member of a cluster is its best one.
-    member = assign.unsqueeze(1) == torch.arange(target, device=score.device)[None, :, None]  # (B, t, M)
+    member = owner.unsqueeze(1) == torch.arange(target, device=score.device)[None, :, None]  # (B, t, M)
     has = member.any(-1)
     first = member.float().argmax(-1)                                         # first True
     pick = torch.where(has, first, centres)                                   # empty cluster -> centre
@@ -119,9 +118,9 @@ def _merge_context(feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: Tan
         return torch.zeros(B, 0, dtype=torch.long, device=dev), feats.new_zeros((B, 0, D), dtype=torch.float32)
     if n <= budget:
         return torch.arange(n, device=dev).expand(B, n), widen(feats)
-    by_score = dpc_knn(rot, budget, cfg.k_neighbors, block_elems)             # (B, m), descending gamma
-    asc = torch.sort(by_score, dim=1).values
-    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems)       # row i for asc[:, i]
+    by_score, d2 = dpc_knn(rot, budget, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True)
+    asc = torch.sort(by_score, dim=1).values                                  # by_score: descending gamma
+    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems, d2)   # row i for asc[:, i]
     if cfg.compat == "published":
         # The published code writes row i (ascending order) to the i-th anchor in gamma order.
         order = torch.argsort(by_score, dim=1)
@@ -233,7 +232,8 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
     pieces = []
     if S > 0:
         sp = torch.nonzero(static).squeeze(1)
-        s_feat = widen(X[:, sp]).mean(0)
+        # Mean over the whole grid, then the static rows: no (n_f, S, D) copy (the same per-element sums).
+        s_feat = widen(X).mean(0)[sp]
         # Distances of a static token use its first frame, where the token is placed.
         (idx, out, _), = _compress(s_feat[None], geo(torch.zeros_like(sp), sp)[None], s[:, sp].mean(0)[None], r_adj,
                                    cfg, block_elems)

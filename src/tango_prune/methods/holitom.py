@@ -35,13 +35,17 @@ import torch
 
 from ..config import PruneConfig
 from ..core.budget import ceil_mul, ratio
-from ..core.dpc import dpc_knn, nearest
+from ..core.dpc import assign, dpc_knn
 from ..core.merge import segment_sum, widen
 from ..core.segment import frame_similarity, holitom_segments
 from ..core.strope import normalize
 from ..tokens import PruneResult, TokenKind, VideoTokens
 from . import register
 from ._common import check_cosine, check_fraction, check_int, top_per_row
+
+
+#: Frames of a segment whose dynamic tokens are compressed at once (bounds the extra memory).
+_CHUNK_FRAMES = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,9 +87,9 @@ def compress_sets(feats: torch.Tensor, score: torch.Tensor, keep: int, cfg: Holi
     if K_c > 0:
         rest = torch.sort(order[:, K_s:], dim=1).values                  # (B, n - K_s) index order
         unit = normalize(feats[rows, rest])
-        centres = torch.sort(dpc_knn(unit, K_c, cfg.k_neighbors), dim=1).values   # (B, K_c) into rest
-        assign = nearest(unit, torch.gather(unit, 1, centres[..., None].expand(B, K_c, unit.shape[-1])))
-        groups = (rows * K_c + assign).reshape(-1)
+        centres, d2 = dpc_knn(unit, K_c, cfg.k_neighbors, return_distances=True)
+        centres = torch.sort(centres, dim=1).values                      # (B, K_c) into rest
+        groups = (rows * K_c + assign(unit, centres, d2)).reshape(-1)
         sums, counts = segment_sum(feats[rows, rest].reshape(-1, D), groups, B * K_c)
         idx.append(torch.gather(rest, 1, centres))
         out.append((sums / counts.clamp_min(1.0)[:, None]).reshape(B, K_c, D))
@@ -108,7 +112,8 @@ def _segment(X: torch.Tensor, s: torch.Tensor, offset: int, cfg: HoliTomConfig, 
     idx, feats, kinds = [], [], []
     if S > 0:
         sp = torch.nonzero(static).squeeze(1)
-        i, f, _ = compress_sets(widen(X[:, sp]).mean(0)[None], widen(s[:, sp]).mean(0)[None],
+        # Mean over the whole grid, then the static rows: no (n_f, S, D) copy (the same per-element sums).
+        i, f, _ = compress_sets(widen(X).mean(0)[sp][None], widen(s[:, sp]).mean(0)[None],
                                 max(1, ceil_mul(S, r_adj)), cfg)
         idx.append(sp[i[0]] + offset)
         feats.append(f[0])
@@ -116,11 +121,13 @@ def _segment(X: torch.Tensor, s: torch.Tensor, offset: int, cfg: HoliTomConfig, 
     dp = torch.nonzero(~static).squeeze(1)
     if dp.numel():
         R = ceil_mul(dp.numel(), r_adj)
-        i, f, k = compress_sets(X[:, dp], s[:, dp], R, cfg)
-        frames = torch.arange(n_f, device=X.device)[:, None]
-        idx.append((offset + frames * L + dp[i]).reshape(-1))
-        feats.append(f.reshape(-1, D))
-        kinds.append(k.reshape(-1))
+        # Frames are compressed independently: a few at a time keeps the gathered copies small.
+        for a in range(0, n_f, _CHUNK_FRAMES):
+            i, f, k = compress_sets(X[a:a + _CHUNK_FRAMES, dp], s[a:a + _CHUNK_FRAMES, dp], R, cfg)
+            frames = torch.arange(a, a + i.shape[0], device=X.device)[:, None]
+            idx.append((offset + frames * L + dp[i]).reshape(-1))
+            feats.append(f.reshape(-1, D))
+            kinds.append(k.reshape(-1))
     return torch.cat(idx), torch.cat(feats), torch.cat(kinds)
 
 

@@ -34,6 +34,10 @@ from . import register
 from ._common import check_fraction, flat_index, frame_budget, top_per_row
 
 
+#: Frames whose contextual merging is done at once (bounds the extra memory at any video length).
+_CHUNK_FRAMES = 32
+
+
 @dataclasses.dataclass(frozen=True)
 class VisionZipConfig(PruneConfig):
     """VisionZip* per frame. Fields: ``retention`` in (0, 1]; ``context_ratio`` in [0, 1) (10/64)."""
@@ -77,17 +81,23 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
         is_tgt = torch.zeros(n, dtype=torch.bool, device=dev)
         is_tgt[tgt_local] = True
         mem_local = torch.nonzero(~is_tgt).squeeze(1)
-        m = normalize(per_token_metric(tokens))
-        tgt, mem = rest[:, tgt_local], rest[:, mem_local]                # (T, K_c), (T, n - K_c)
-        assign = nearest(m[frames, mem], m[frames, tgt]) if mem_local.numel() else mem.new_zeros(T, 0)
-        # Every target is a member of its own cluster; sums are per (frame, target) group.
-        groups = torch.cat([flat_index(frames.expand(T, K_c), torch.arange(K_c, device=dev)[None, :], K_c),
-                            flat_index(frames, assign, K_c)], dim=1).reshape(-1)
-        vals = torch.cat([X[frames, tgt], X[frames, mem]], dim=1).reshape(groups.numel(), -1)
-        sums, counts = segment_sum(vals, groups, T * K_c)
-        pieces_idx.append(flat_index(frames, tgt, L).reshape(-1))
-        pieces_feat.append(sums / counts[:, None])
-        pieces_kind.append(torch.full((T * K_c,), TokenKind.CONTEXT, dtype=torch.long, device=dev))
+        metric = per_token_metric(tokens)
+        # Frame chunks: the normalised metric and the gathered members of only a few frames at a time.
+        for a in range(0, T, _CHUNK_FRAMES):
+            fr = frames[a:a + _CHUNK_FRAMES]
+            t = fr.shape[0]
+            m = normalize(metric[a:a + t])
+            tgt, mem = rest[a:a + t, tgt_local], rest[a:a + t, mem_local]     # (t, K_c), (t, n - K_c)
+            local = fr - a
+            assign = nearest(m[local, mem], m[local, tgt]) if mem_local.numel() else mem.new_zeros(t, 0)
+            # Every target is a member of its own cluster; sums are per (frame, target) group.
+            groups = torch.cat([flat_index(local.expand(t, K_c), torch.arange(K_c, device=dev)[None, :], K_c),
+                                flat_index(local, assign, K_c)], dim=1).reshape(-1)
+            vals = torch.cat([X[fr, tgt], X[fr, mem]], dim=1).reshape(groups.numel(), -1)
+            sums, counts = segment_sum(vals, groups, t * K_c)
+            pieces_idx.append(flat_index(fr, tgt, L).reshape(-1))
+            pieces_feat.append(sums / counts[:, None])
+            pieces_kind.append(torch.full((t * K_c,), TokenKind.CONTEXT, dtype=torch.long, device=dev))
     idx = torch.cat(pieces_idx)
     feats = torch.cat(pieces_feat).to(X.dtype)
     return PruneResult.from_indices(tokens, idx, features=feats, kinds=torch.cat(pieces_kind),
