@@ -42,6 +42,7 @@ def load_other(spec: str):
         mod_spec.loader.exec_module(mod)
 
         def run(tokens, method, fields):
+            """Prune with the other checkout's ``prune`` on a copy of the token container (same tensors)."""
             other = mod.VideoTokens(tokens.features, tokens.saliency, tokens.timestamps, tokens.metric)
             return mod.prune(other, method, **fields)
         return run
@@ -65,6 +66,7 @@ def time_alternating(fns: list, repeats: int) -> list[list[float]]:
 
 
 def main() -> None:
+    """Parse the arguments, check that both sides agree, time them alternately and print the ratios."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--against", required=True, help="tango_prune package directory, or FILE.py:NAME")
     ap.add_argument("--method", default="tango")

@@ -95,6 +95,7 @@ def _child(T: int, D: int, mode: str, retention: float, repeats: int, device: st
 
 
 def main() -> None:
+    """Run every requested configuration in a fresh subprocess and print the Markdown table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, nargs="+", default=[8, 32, 64, 256, 1024])
     ap.add_argument("--dims", type=int, nargs="+", default=[896, 3584])

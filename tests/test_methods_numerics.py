@@ -53,3 +53,21 @@ def test_fp64_saliency_keeps_its_ranking_below_fp32_range(method):
     base = tp.prune(tok, method, retention=0.3)
     assert torch.equal(tp.prune(tiny, method, retention=0.3).indices, base.indices)
     assert torch.equal(tp.prune(huge, method, retention=0.3).indices, base.indices)
+
+
+def test_every_method_selects_the_same_with_one_or_two_threads():
+    from tango_prune.methods import names
+
+    tok = make_tokens(T=8, H=8, W=8, D=48, seed=4, static=12)
+    threads = torch.get_num_threads()
+    results = {}
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            results[n] = {m: tp.prune(tok, m, retention=0.2) for m in names()}
+    finally:
+        torch.set_num_threads(threads)
+    one, many = results.values()
+    for m in one:
+        assert torch.equal(one[m].indices, many[m].indices), m
+        assert torch.equal(one[m].features, many[m].features), m

@@ -251,3 +251,13 @@ def test_static_merge_by_hand(compat):
     fixed = torch.tensor([[-0.056, 0.992], [0.84, 0.48]])
     want = fixed if compat == "fixed" else fixed.flip(0)
     assert torch.allclose(res.features, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES[2:5] + CASES[8:], ids=lambda c: str(c["cfg"]))
+def test_bounded_memory_path_gives_the_same_bits(case):
+    # gram_bytes=0 never builds a distance matrix: every DPC-KNN recomputes the same strips twice and the
+    # assignment computes its own distances; indices and features must not change by a single bit.
+    tok = make_tokens(T=case["T"], H=case["H"], W=case["W"], D=18, seed=3, static=case["static"], fps=2.0)
+    cfg = tp.TangoConfig(**{"retention": 0.1, **case["cfg"]})
+    one, strips = tp.prune(tok, cfg), tp.prune(tok, cfg.replace(gram_bytes=0))
+    assert torch.equal(one.indices, strips.indices) and torch.equal(one.features, strips.features)
