@@ -104,6 +104,8 @@ def _copies_from_distances(x: torch.Tensor, d2: torch.Tensor, sq: torch.Tensor) 
     b, i, j = torch.nonzero(close.triu_(1), as_tuple=True)                  # i < j
     if b.numel() == 0:
         return None
+    if b.numel() > B * n:          # a crowd of near-duplicates: hashing every row is cheaper
+        return first_copies(x)
     bits = (x + 0.0).view(torch.int32)
     eq = (bits[b, i] == bits[b, j]).all(-1)
     if not bool(eq.any()):
@@ -337,28 +339,41 @@ def _resolve_near_ties(d2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_sq:
 
     Every column within twice the rounding bound of the row minimum may be the exact minimum on some
     machine; for rows with more than one such column, those few distances are recomputed with
-    :func:`fixed_order_sqdist` and the smallest wins, the first column on ties. Identical centres are
-    therefore always resolved to the first one.
+    :func:`fixed_order_sqdist` and the smallest wins, the first column on ties. Bitwise-identical centres
+    are resolved to the first copy up front (the later copies never take part).
     """
+    B, r, m = d2.shape
     arg = d2.argmin(-1)
     best = d2.gather(-1, arg.unsqueeze(-1))
     tol = 2.0 * sqdist_error_bound(a_sq, b_sq.amax(-1, keepdim=True), a.shape[-1], d2.device)
     near = d2 <= best + tol.unsqueeze(-1) * 1.0001
+    canon = first_copies(b)
+    if canon is not None:
+        arg = torch.gather(canon, 1, arg)
+        near &= (canon == torch.arange(m, device=d2.device))[:, None, :]
     multi = near.sum(-1) > 1
+    # A point identical to an earlier point takes its decision (static backgrounds repeat across frames).
+    row_canon = first_copies(a) if bool(multi.any()) else None
+    if row_canon is not None:
+        multi &= row_canon == torch.arange(r, device=d2.device)
     if not bool(multi.any()):
-        return arg
+        return arg if row_canon is None else torch.gather(arg, 1, row_canon)
     bb, rr, cc = torch.nonzero(near & multi.unsqueeze(-1), as_tuple=True)        # row-major order
-    v = fixed_order_sqdist(a[bb, rr].float(), b[bb, cc].float())
-    key = bb * d2.shape[1] + rr
+    # Gather the pairs' rows chunk by chunk: there may be many more pairs than points.
+    step = max(1, DEFAULT_BLOCK_ELEMS // max(1, a.shape[-1]))
+    v = torch.cat([fixed_order_sqdist(a[bb[s:s + step], rr[s:s + step]], b[bb[s:s + step], cc[s:s + step]])
+                   for s in range(0, bb.numel(), step)])
+    key = bb * r + rr
     rows = torch.unique(key)
-    gmin = torch.full((d2.shape[0] * d2.shape[1],), float("inf"), dtype=torch.float64, device=d2.device)
+    gmin = torch.full((B * r,), float("inf"), dtype=torch.float64, device=d2.device)
     gmin.scatter_reduce_(0, key, v, "amin")
     hit = v == gmin[key]
-    first = torch.full_like(gmin, d2.shape[-1], dtype=torch.long)
+    first = torch.full_like(gmin, m, dtype=torch.long)
     first.scatter_reduce_(0, key[hit], cc[hit], "amin")
     flat = arg.reshape(-1).clone()
     flat[rows] = first[rows]
-    return flat.reshape(arg.shape)
+    arg = flat.reshape(arg.shape)
+    return arg if row_canon is None else torch.gather(arg, 1, row_canon)
 
 
 def nearest(x: torch.Tensor, centres: torch.Tensor, block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
