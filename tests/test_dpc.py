@@ -96,6 +96,7 @@ def _other_blas(monkeypatch, seed):
 @pytest.mark.parametrize("seed", range(4))
 def test_nearest_is_exact_under_any_rounding(monkeypatch, seed):
     x = torch.randn(200, 6, generator=torch.Generator().manual_seed(1))
+    x[150:160] = x[100]                                     # identical points take identical decisions
     c = torch.cat([x[:5], x[:1], x[3:4]])                 # centres 5 and 6 duplicate centres 0 and 3
     # Points on the bisector of two mirrored centres are exactly equidistant from both.
     mirror = torch.zeros(2, 6)
@@ -108,6 +109,7 @@ def test_nearest_is_exact_under_any_rounding(monkeypatch, seed):
     _other_blas(monkeypatch, seed)
     assert torch.equal(nearest(x, c), expected)
     assert torch.equal(nearest(x, c, block_elems=7), expected)
+    assert (expected[150:160] == expected[100]).all()
     assert torch.equal(nearest(on_plane, mirror), expected_plane)
 
 
