@@ -7,8 +7,22 @@ the library, with the library's deterministic tie-break rules (index order inste
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
+
+
+def _frac(x):
+    """A ratio as the decimal it was written as (0.3 -> 3/10)."""
+    return x if isinstance(x, Fraction) else Fraction(repr(float(x)))
+
+
+def _floor(q):
+    return q.numerator // q.denominator
+
+
+def _ceil(q):
+    return -((-q.numerator) // q.denominator)
 
 
 def ref_rotate(x, t, h, w, base_t, base_s):
@@ -73,7 +87,8 @@ def _salient(rot, score, ids, target, cfg):
     """Diverse salient choice among token ids (list) -> list of chosen ids."""
     if target <= 0:
         return []
-    M = min(int(cfg.alpha * target), len(ids))
+    pub = cfg.compat == "published"
+    M = min(int(cfg.alpha * target) if pub else _floor(_frac(cfg.alpha) * target), len(ids))
     cand = sorted(ids, key=lambda i: (-float(score[i]), i))[:M]
     if M <= target or M <= 1 or not cfg.diversity:
         return cand[:target]
@@ -89,9 +104,13 @@ def _salient(rot, score, ids, target, cfg):
 
 def _compress(feat, rot, score, ids, r, cfg):
     n = len(ids)
-    K = max(1, math.ceil(n * r)) if n else 0
     c = cfg.context_ratio if cfg.merge_context else 0.0
-    Ks = int(K * (1.0 - c))
+    if cfg.compat == "published":   # the published double expressions
+        K = max(1, math.ceil(n * float(r))) if n else 0
+        Ks = int(K * (1.0 - c))
+    else:                           # exact rationals
+        K = max(1, _ceil(_frac(r) * n)) if n else 0
+        Ks = _floor(K * (1 - _frac(c)))
     Kc = K - Ks
     sal = _salient(rot, score, ids, Ks, cfg)
     pool = [i for i in ids if i not in set(sal)]
@@ -156,7 +175,10 @@ def ref_tango(F, S, ts, cfg, sizes=None):
         xs = xn.reshape(T, L, D)
         static = [l for l in range(L) if all(float(xs[f, l] @ xs[f + 1, l]) > cfg.tau_static for f in frames[:-1])]
         S_ = len(static)
-        r_adj = min(cfg.retention / ((n_f * L - (n_f - 1) * S_) / (n_f * L)), 1.0)
+        if cfg.compat == "published":
+            r_adj = min(cfg.retention / ((n_f * L - (n_f - 1) * S_) / (n_f * L)), 1.0)
+        else:
+            r_adj = min(_frac(cfg.retention) * n_f * L / (n_f * L - (n_f - 1) * S_), Fraction(1))
         if S_:
             # Static tokens: mean feature, frame-0 geometry, mean score, placed at frame a.
             sf, sr, ss = X.clone(), rot, s.clone()
@@ -167,9 +189,13 @@ def ref_tango(F, S, ts, cfg, sizes=None):
         dyn = [l for l in range(L) if l not in set(static)]
         Ld = len(dyn)
         if Ld:
-            R = math.ceil(Ld * r_adj)
             c = cfg.context_ratio if cfg.merge_context else 0.0
-            Ks = int(R * (1.0 - c))
+            if cfg.compat == "published":
+                R = math.ceil(Ld * r_adj)
+                Ks = int(R * (1.0 - c))
+            else:
+                R = _ceil(Ld * r_adj)
+                Ks = _floor(R * (1 - _frac(c)))
             Kc = R - Ks
             chosen = set()
             for f in frames:

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reference_tango import ref_dpc
-from tango_prune.core.dpc import dpc_knn, nearest
+from tango_prune.core.dpc import TILE, assign, dpc_knn, first_copies, nearest
 
 
 def blobs(k, per=20, D=16, seed=0, spread=0.05):
@@ -36,9 +36,9 @@ def test_matches_dense_fp64_reference(n, D, seed, k, data):
 @pytest.mark.parametrize("n", [1, 3, 37, 300])
 def test_blocked_equals_dense(n):
     x = torch.randn(4, n, 24, generator=torch.Generator().manual_seed(n))
-    dense = dpc_knn(x, max(1, n // 5), 7, block_elems=1 << 30)
-    for block in (7, 1000):
-        assert torch.equal(dpc_knn(x, max(1, n // 5), 7, block_elems=block), dense)
+    dense = dpc_knn(x, max(1, n // 5), 7)
+    for block in (7, 1000, 1 << 30):
+        assert torch.equal(dpc_knn(x, max(1, n // 5), 7, block_elems=block, gram_bytes=0), dense)
 
 
 def test_batched_equals_per_set():
@@ -73,3 +73,121 @@ def test_argument_errors():
         dpc_knn(x, 2, 0)
     with pytest.raises(ValueError, match="shape"):
         dpc_knn(torch.randn(5), 1, 1)
+
+
+def _other_blas(monkeypatch, seed):
+    """Make distances come out as another BLAS kernel might round them: every entry moves by up to one
+    unit of fp32 rounding of its operands, independently (different summation order per entry)."""
+    import tango_prune.core.dpc as dpc
+
+    real = dpc.pairwise_sqdist
+    g = torch.Generator().manual_seed(seed)
+
+    def jittered(a, b, a_sq=None, b_sq=None):
+        a_sq = (a * a).sum(-1) if a_sq is None else a_sq
+        b_sq = (b * b).sum(-1) if b_sq is None else b_sq
+        d2 = real(a, b, a_sq, b_sq)
+        ulp = 2.0 ** -24 * (a_sq.unsqueeze(-1) + b_sq.unsqueeze(-2))
+        return (d2 + ulp * (2 * torch.rand(d2.shape, generator=g) - 1)).clamp_min(0.0)
+
+    monkeypatch.setattr(dpc, "pairwise_sqdist", jittered)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nearest_is_exact_under_any_rounding(monkeypatch, seed):
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(1))
+    x[150:160] = x[100]                                     # identical points take identical decisions
+    c = torch.cat([x[:5], x[:1], x[3:4]])                 # centres 5 and 6 duplicate centres 0 and 3
+    # Points on the bisector of two mirrored centres are exactly equidistant from both.
+    mirror = torch.zeros(2, 6)
+    mirror[0, 0], mirror[1, 0] = 1.0, -1.0
+    on_plane = x.clone()
+    on_plane[:, 0] = 0.0
+    expected = nearest(x, c)
+    expected_plane = nearest(on_plane, mirror)
+    assert (expected < 5).all() and (expected_plane == 0).all()
+    _other_blas(monkeypatch, seed)
+    assert torch.equal(nearest(x, c), expected)
+    assert torch.equal(nearest(x, c, block_elems=7), expected)
+    assert (expected[150:160] == expected[100]).all()
+    assert torch.equal(nearest(on_plane, mirror), expected_plane)
+
+
+def test_fixed_order_sqdist_is_exact_for_duplicates_and_blocking():
+    from tango_prune.core.dpc import fixed_order_sqdist
+
+    a = torch.randn(50, 37, generator=torch.Generator().manual_seed(0))
+    b = torch.roll(a, 1, 0)
+    full = fixed_order_sqdist(a, b)
+    assert full.dtype == torch.float64
+    assert torch.equal(full, fixed_order_sqdist(a, b, chunk_elems=64))
+    assert torch.equal(fixed_order_sqdist(a, a), torch.zeros(50, dtype=torch.float64))
+    assert torch.allclose(full, ((a.double() - b.double()) ** 2).sum(-1))
+
+
+def test_distance_matrix_is_exactly_symmetric_with_zero_diagonal():
+    from tango_prune.core.dpc import _matrix
+
+    x = torch.randn(2, 2 * TILE + 17, 33, generator=torch.Generator().manual_seed(5))
+    d2 = _matrix(x, (x * x).sum(-1))
+    assert torch.equal(d2, d2.transpose(1, 2))
+    assert (d2.diagonal(dim1=1, dim2=2) == 0).all()
+
+
+def test_first_copies_finds_bitwise_duplicates_only():
+    x = torch.randn(2, 50, 7, generator=torch.Generator().manual_seed(0))
+    assert first_copies(x) is None
+    x[0, 40] = x[0, 3]
+    x[1, 10] = x[1, 2]
+    x[1, 30] = x[1, 2]
+    x[1, 31] = x[1, 31] * (1 + 2 ** -20)              # nearly but not bitwise equal to itself before
+    c = first_copies(x)
+    want = torch.arange(50).repeat(2, 1)
+    want[0, 40], want[1, 10], want[1, 30] = 3, 2, 2
+    assert torch.equal(c, want)
+    z = torch.zeros(1, 3, 4)
+    z[0, 1] = -0.0
+    assert torch.equal(first_copies(z), torch.zeros(1, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("gram_bytes", [0, 1 << 30])
+def test_duplicates_in_different_tiles_are_exact_under_any_rounding(monkeypatch, seed, gram_bytes):
+    # Copies sit in different BLAS tiles and rows; another kernel rounds their distances differently.
+    g = torch.Generator().manual_seed(seed)
+    n = TILE + 150                                        # two row strips
+    base = torch.randn(n, 12, generator=g)
+    src = torch.randint(0, n, (60,), generator=g)
+    dst = torch.randint(0, n, (60,), generator=g)
+    base[dst] = base[src]
+    x = torch.stack([base, base.flip(0)])
+    want = dpc_knn(x, 40, 7, block_elems=5000, gram_bytes=gram_bytes)
+    canon = first_copies(x)
+    assert (torch.gather(canon, 1, want) == want).all()    # a later copy is never a centre before its first
+    _other_blas(monkeypatch, seed)
+    assert torch.equal(dpc_knn(x, 40, 7, block_elems=5000, gram_bytes=gram_bytes), want)
+
+
+def test_assign_from_distances_equals_nearest():
+    x = torch.randn(3, 90, 10, generator=torch.Generator().manual_seed(2))
+    x[:, 50] = x[:, 7]
+    centres, d2 = dpc_knn(x, 12, 7, return_distances=True)
+    asc = torch.sort(centres, 1).values
+    for idx in (centres, asc):
+        want = nearest(x, torch.gather(x, 1, idx[..., None].expand(3, 12, 10)))
+        assert torch.equal(assign(x, idx, d2), want)
+        assert torch.equal(assign(x, idx), want)
+    assert dpc_knn(x, 12, 7, gram_bytes=0, return_distances=True)[1] is None
+
+
+def test_thread_count_does_not_change_centres():
+    x = torch.randn(2, 700, 64, generator=torch.Generator().manual_seed(3))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = dpc_knn(x, 50, 7), dpc_knn(x, 50, 7, gram_bytes=0, block_elems=20000)
+        torch.set_num_threads(max(2, threads))
+        many = dpc_knn(x, 50, 7), dpc_knn(x, 50, 7, gram_bytes=0, block_elems=20000)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one + many, one[:1] * 4))

@@ -199,3 +199,65 @@ def test_long_video_memory_is_bounded(tmp_path):
     extra, kept = map(int, out.stdout.split())
     assert extra < 2 * 2**30
     assert 0.09 * 1024 * 196 < kept < 0.1 * 1024 * 196 + 2 * 1024
+
+
+# -- exact integer budgets --------------------------------------------------------------------------
+@pytest.mark.parametrize("K,c,K_s", [(20, 0.9, 2), (30, 0.9, 3), (90, 0.3, 63), (170, 0.3, 119), (10, 0.3, 7)])
+def test_budget_split_is_exact_integer_arithmetic(K, c, K_s):
+    # The float expression int(K * (1 - c)) is one short for these (0.9 and 0.3 are not binary fractions).
+    n = K * 10                                             # K = ceil(n * 0.1) exactly
+    assert compressor_budget(n, 0.1, c) == (K_s, K - K_s)
+
+
+def test_budget_of_a_frame_is_exact_and_published_keeps_doubles():
+    assert compressor_budget(100, 0.07, 0.0) == (7, 0)     # ceil(100 * 0.07) is 8 in doubles
+    assert compressor_budget(100, 0.07, 0.0, published=True) == (8, 0)
+    assert compressor_budget(200, 0.1, 0.9, published=True) == (1, 19)
+    from tango_prune.methods._common import frame_budget
+    assert frame_budget(100, 0.07) == 7 and frame_budget(200, 0.07) == 14
+
+
+def test_context_ratio_0_9_keeps_exact_salient_count():
+    tok = make_tokens(T=1, H=10, W=20, D=8, seed=0)       # K = 20 per frame
+    res = tp.prune(tok, "tango", retention=0.1, context_ratio=0.9, merge_context=True)
+    assert res.info["by_kind"]["salient"] == 2 and res.num_kept == 20
+
+
+# -- compat="published" on a static part, checked by hand ----------------------------------------------
+def _four_static_points():
+    # Two frames of a 2x2 grid whose four positions never change, so all four are static. Unit vectors in
+    # the plane, listed so that the densest point sits at position 1 (squared distances in the comments).
+    pts = torch.tensor([[0.0, 1.0],      # p0 = x2
+                        [0.8, 0.6],      # p1 = x1: |p1-p0|^2 = 0.8, |p1-p2|^2 = 0.4, |p1-p3|^2 = 1.296
+                        [1.0, 0.0],      # p2 = x0: |p2-p0|^2 = 2.0, |p2-p3|^2 = 2.56
+                        [-0.28, 0.96]])  # p3 = x3: |p3-p0|^2 = 0.08
+    F = pts.reshape(1, 2, 2, 2).repeat(2, 1, 1, 1)
+    return tp.VideoTokens(F, torch.ones(2, 2, 2))
+
+
+@pytest.mark.parametrize("compat", ["fixed", "published"])
+def test_static_merge_by_hand(compat):
+    # r = 0.25 over 2 frames with S = 4 static positions: r' = 0.25 * 8 / 4 = 0.5, K = ceil(4 * 0.5) = 2 and
+    # context_ratio 1 makes both context anchors. Densities exp(-mean d^2 of the 3 others): p1 (0.832) >
+    # p0 (0.96) > p3 (1.312) > p2 (1.653); gamma = rho * delta: p1 = e^-0.832 * sqrt(2.56) = 0.696 (the
+    # densest takes the largest distance), p0 = e^-0.96 * sqrt(0.8) = 0.343, p2 = 0.121, p3 = 0.076. The
+    # anchors in gamma order are [p1, p0]. Nearest anchor: p2 -> p1 (0.4 < 2.0), p3 -> p0 (0.08 < 1.296).
+    # Merged (w = max(1/2, 0.6) = 0.6): p0' = 0.6 p0 + 0.4 mean(p0, p3) = (-0.056, 0.992),
+    # p1' = 0.6 p1 + 0.4 mean(p1, p2) = (0.84, 0.48). The published code writes the merged rows, computed in
+    # ascending anchor order, to the anchors in gamma order, so p1 receives p0' and p0 receives p1'.
+    cfg = tp.TangoConfig(retention=0.25, context_ratio=1.0, strope=False, segmentation="none", compat=compat)
+    res = tp.prune(_four_static_points(), cfg)
+    assert res.indices.tolist() == [0, 1] and res.info["by_kind"]["static"] == 2
+    fixed = torch.tensor([[-0.056, 0.992], [0.84, 0.48]])
+    want = fixed if compat == "fixed" else fixed.flip(0)
+    assert torch.allclose(res.features, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES[2:5] + CASES[8:], ids=lambda c: str(c["cfg"]))
+def test_bounded_memory_path_gives_the_same_bits(case):
+    # gram_bytes=0 never builds a distance matrix: every DPC-KNN recomputes the same strips twice and the
+    # assignment computes its own distances; indices and features must not change by a single bit.
+    tok = make_tokens(T=case["T"], H=case["H"], W=case["W"], D=18, seed=3, static=case["static"], fps=2.0)
+    cfg = tp.TangoConfig(**{"retention": 0.1, **case["cfg"]})
+    one, strips = tp.prune(tok, cfg), tp.prune(tok, cfg.replace(gram_bytes=0))
+    assert torch.equal(one.indices, strips.indices) and torch.equal(one.features, strips.features)

@@ -154,6 +154,9 @@ class TangoConfig(PruneConfig):
       pool is larger is clustered in consecutive frame windows, each with its exact share of the budget,
       so cost stays linear in the number of frames. The default exceeds every published setting
       (64 x 169 frames gives a pool of ~10k), where results are unchanged.
+    - ``gram_bytes`` (256 MiB): the largest fp32 pairwise-distance matrix DPC-KNN builds at once; it then
+      serves the density, the delta and the nearest-anchor assignment. A larger pool is clustered in
+      strips of the same fixed tiles (about twice the flops, same result bit for bit). 0 always uses strips.
     - ``fastv_layer`` / ``fastv_keep``: the intra-LLM stage of LLaVA-Video (1-based layer whose
       last-query attention scores the visual tokens; fraction kept). ``None`` disables it.
     """
@@ -177,6 +180,7 @@ class TangoConfig(PruneConfig):
     fastvid_cuts: int = 8
     holitom_max_window: int = 1024
     max_cluster_tokens: int = 16384
+    gram_bytes: int = 1 << 28
     fastv_layer: int | None = None
     fastv_keep: float = 0.5
 
@@ -193,7 +197,7 @@ class TangoConfig(PruneConfig):
         ):
             raise ValueError(f"alpha must be a finite number >= 1, got {self.alpha!r}")
         for name, minimum in (("k_neighbors", 1), ("fastvid_cuts", 1), ("holitom_max_window", 2),
-                              ("max_cluster_tokens", 64)):
+                              ("max_cluster_tokens", 64), ("gram_bytes", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")

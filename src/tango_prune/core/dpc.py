@@ -1,4 +1,4 @@
-"""DPC-KNN clustering (density peaks with a k-nearest-neighbour density), blocked so memory stays bounded.
+"""DPC-KNN clustering (density peaks with a k-nearest-neighbour density) on one exact distance matrix.
 
 For points x_1..x_n (tango-spec 2.6):
 
@@ -7,29 +7,41 @@ For points x_1..x_n (tango-spec 2.6):
   pairwise distance of the set,
 - score    gamma_i = rho_i * delta_i; the centres are the ``num`` points of highest gamma.
 
-Differences from the published code, all deliberate:
+How the distances are computed:
 
-- No dense n x n matrix. Distances are computed in row blocks of at most ``block_elems`` entries; the
-  delta pass visits the points in density order, so each block only meets the points denser than it
-  (half the work of a full pass). Peak extra memory is O(block_elems + n * D).
-- No random tie-break noise on rho. "j is denser than i" means rho_j > rho_i, or rho_j == rho_i and
-  j < i; gamma ties are broken by the smaller index. The same input always gives the same centres.
-- Everything is fp32.
+- Every d2[i, j] comes from one fixed GEMM: the row strip of ``TILE`` rows holding min(i, j), against
+  the columns from that strip on (the upper triangle). It is mirrored, so d2 is exactly symmetric with
+  an exactly zero diagonal, and about half the pairs are computed.
+- When the (B, n, n) fp32 matrix fits in ``gram_bytes`` it is built once and serves the density, the
+  delta and (:func:`assign`) the nearest-centre assignment. Otherwise the same strips are recomputed,
+  once for the density (running k smallest per row) and once for the delta (running minimum): memory
+  O(TILE n + n k), twice the flops, and the same bits, since every entry comes from the same GEMM call.
+- Exact duplicates (bitwise-equal rows) are canonicalised: such sets are computed on their unique rows
+  (a column standing for all copies of its point), so copies share one density, are at distance exactly
+  0 from each other, and a later copy has delta 0. This does not depend on where the copies sit.
 
-The blocked computation returns exactly what a single block (the dense computation) returns; the tests
-check this.
+Differences from the published code, all deliberate: no random tie-break noise on rho ("j is denser than
+i" means rho_j > rho_i, or rho_j == rho_i and j < i; gamma ties go to the smaller index), fp32 throughout.
+
+What is and is not machine-independent: exact ties (duplicates, symmetric pairs) are exact by
+construction. Distinct points whose density or gamma differ by less than fp32 rounding (about 1e-7
+relative) are ranked by the computed values, which another BLAS kernel may round differently;
+:func:`nearest` and :func:`assign` have no such caveat (near-ties are re-decided in fixed-order fp64).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-__all__ = ["dpc_knn", "nearest", "pairwise_sqdist", "stable_argsort_desc", "DEFAULT_BLOCK_ELEMS"]
+__all__ = ["dpc_knn", "assign", "nearest", "pairwise_sqdist", "stable_argsort_desc", "sqdist_error_bound",
+           "fixed_order_sqdist", "first_copies", "DEFAULT_BLOCK_ELEMS", "DEFAULT_GRAM_BYTES", "TILE"]
 
-#: Entries of a distance block (fp32): 2**23 entries = 32 MiB.
+#: Entries of a distance strip in the blocked path (fp32): 2**23 entries = 32 MiB.
 DEFAULT_BLOCK_ELEMS = 1 << 23
+#: Largest (B, n, n) fp32 distance matrix built at once: 256 MiB (n = 8192 for one set).
+DEFAULT_GRAM_BYTES = 1 << 28
+#: Height of the fixed row strips every distance comes from.
+TILE = 512
 
 
 def pairwise_sqdist(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor | None = None,
@@ -39,8 +51,6 @@ def pairwise_sqdist(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor | None 
         a_sq = (a * a).sum(-1)
     if b_sq is None:
         b_sq = (b * b).sum(-1)
-    # (|a|^2 + |b|^2) is added as one commutative sum so that d2[i, j] == d2[j, i] bit for bit: exact
-    # density ties (e.g. mutual nearest neighbours) then stay ties and are broken by index.
     d2 = torch.matmul(a, b.transpose(-1, -2)).mul_(-2.0)
     d2.add_(a_sq.unsqueeze(-1) + b_sq.unsqueeze(-2))
     return d2.clamp_min_(0.0)
@@ -55,11 +65,191 @@ def _rows_per_block(batch: int, cols: int, block_elems: int) -> int:
     return max(1, block_elems // max(1, batch * cols))
 
 
-def dpc_knn(x: torch.Tensor, num: int, k: int, block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
+def _hash_weights(D: int, device: torch.device) -> torch.Tensor:
+    # Fixed odd multipliers (Knuth's multiplicative constant), no RNG: the same on every machine.
+    return (torch.arange(D, dtype=torch.int64, device=device) * 2654435761 + 40503) % (1 << 31) | 1
+
+
+def first_copies(x: torch.Tensor) -> torch.Tensor | None:
+    """For (B, n, D) fp32 sets, the index of the first bitwise-equal row of each row, or ``None`` when no
+    set has a duplicate. -0.0 and 0.0 count as equal. Integer hashing (exact, order-free) finds the
+    candidates; equality is then checked on the bits."""
+    B, n, D = x.shape
+    bits = (x + 0.0).contiguous().view(torch.int32)
+    h = (bits.to(torch.int64) * _hash_weights(D, x.device)).sum(-1)          # wraps exactly in int64
+    order = torch.sort(h, dim=1, stable=True).indices
+    hs = torch.gather(h, 1, order)
+    same = torch.zeros(B, n, dtype=torch.bool, device=x.device)
+    same[:, 1:] = hs[:, 1:] == hs[:, :-1]
+    if not bool(same.any()):
+        return None
+    # Head of each run of equal hashes (the smallest index of the run, the sort being stable).
+    pos = torch.arange(n, device=x.device).expand(B, n)
+    head_pos = torch.where(same, torch.zeros_like(pos), pos).cummax(1).values
+    head = torch.gather(order, 1, head_pos)
+    rows = torch.arange(B, device=x.device)[:, None]
+    equal = (bits[rows, order] == bits[rows, head]).all(-1)                  # a hash collision stays distinct
+    canon = torch.where(equal, head, order)
+    out = torch.empty_like(canon).scatter_(1, order, canon)
+    return None if bool((out == pos).all()) else out
+
+
+def _copies_from_distances(x: torch.Tensor, d2: torch.Tensor, sq: torch.Tensor) -> torch.Tensor | None:
+    """:func:`first_copies` read off a full distance matrix: bitwise-equal rows are at computed distance
+    at most the rounding bound, so only those few pairs are compared bit for bit."""
+    B, n, D = x.shape
+    tol = 2.0 * sqdist_error_bound(sq, sq.amax(-1, keepdim=True), D, x.device)
+    close = d2 <= tol.unsqueeze(-1)
+    close.diagonal(dim1=-2, dim2=-1).fill_(False)
+    b, i, j = torch.nonzero(close.triu_(1), as_tuple=True)                  # i < j
+    if b.numel() == 0:
+        return None
+    if b.numel() > B * n:          # a crowd of near-duplicates: hashing every row is cheaper
+        return first_copies(x)
+    bits = (x + 0.0).view(torch.int32)
+    eq = (bits[b, i] == bits[b, j]).all(-1)
+    if not bool(eq.any()):
+        return None
+    canon = torch.arange(n, device=x.device).repeat(B, 1)
+    # Equality is transitive, so the smallest equal index of a row is its first copy.
+    canon.view(-1).scatter_reduce_(0, (b * n + j)[eq], i[eq], "amin")
+    return canon
+
+
+def _upper_strips(x: torch.Tensor, sq: torch.Tensor):
+    """Yield ``(i0, i1, d2)``: rows [i0, i1) of the distance matrix against columns [i0, n), for row strips
+    of ``TILE`` rows. These GEMM calls are the only source of distances, on every path, so an entry has
+    the same bits wherever it is used; the diagonal block is mirrored and its diagonal set to 0."""
+    B, n, _ = x.shape
+    for i0 in range(0, n, TILE):
+        i1 = min(n, i0 + TILE)
+        d2 = pairwise_sqdist(x[:, i0:i1], x[:, i0:], sq[:, i0:i1], sq[:, i0:])
+        t = i1 - i0
+        upper = torch.ones(t, t, dtype=torch.bool, device=x.device).triu_()
+        d2[:, :, :t] = torch.where(upper, d2[:, :, :t], d2[:, :, :t].transpose(-1, -2))
+        d2[:, :, :t].diagonal(dim1=-2, dim2=-1).zero_()
+        yield i0, i1, d2
+
+
+def _matrix(x: torch.Tensor, sq: torch.Tensor) -> torch.Tensor:
+    """The whole (B, n, n) distance matrix from :func:`_upper_strips`, mirrored: exactly symmetric."""
+    B, n, _ = x.shape
+    d2 = torch.empty(B, n, n, device=x.device)
+    for i0, i1, strip in _upper_strips(x, sq):
+        d2[:, i0:i1, i0:] = strip
+        d2[:, i0:, i0:i1] = strip.transpose(-1, -2)
+    return d2
+
+
+def _knn_rho(d2: torch.Tensor, kk: int) -> torch.Tensor:
+    """Density from rows of sorted-ascending candidate distances: the first (self) is dropped."""
+    knn = d2[..., 1:kk]
+    # For n <= k there may be fewer neighbours; a single point has density 1.
+    return torch.exp(-knn.mean(-1)) if knn.shape[-1] else torch.ones(d2.shape[:-1], device=d2.device)
+
+
+def _smallest(d2: torch.Tensor, kk: int) -> torch.Tensor:
+    return torch.topk(d2, min(kk, d2.shape[-1]), dim=-1, largest=False, sorted=True).values
+
+
+def _denser_min(d2: torch.Tensor, rank_rows: torch.Tensor, rank_cols: torch.Tensor) -> torch.Tensor:
+    """Per row, the smallest distance to a column earlier in the density order (inf if none)."""
+    denser = rank_cols[:, None, :] < rank_rows[:, :, None]
+    return torch.where(denser, d2, float("inf")).amin(-1)
+
+
+def _rank(rho: torch.Tensor) -> torch.Tensor:
+    B, n = rho.shape
+    rank = torch.empty(B, n, dtype=torch.long, device=rho.device)
+    return rank.scatter_(1, stable_argsort_desc(rho), torch.arange(n, device=rho.device).expand(B, n))
+
+
+def _dense_scores(full: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rho, delta^2, largest d2) from a whole distance matrix, in row chunks to bound temporaries."""
+    B, n, _ = full.shape
+    chunk = max(1, (1 << 22) // max(1, B * n))
+    rho = torch.cat([_knn_rho(_smallest(full[:, s:s + chunk], kk), kk) for s in range(0, n, chunk)], 1)
+    rank = _rank(rho)
+    delta2 = torch.cat([_denser_min(full[:, s:s + chunk], rank[:, s:s + chunk], rank) for s in range(0, n, chunk)], 1)
+    return rho, delta2, full.amax(dim=(1, 2))
+
+
+def _strip_scores(x: torch.Tensor, kk: int, mult: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                torch.Tensor]:
+    """(rho, delta^2, largest d2) without the whole matrix: two passes over :func:`_upper_strips`, each entry
+    (i < j) serving row i and, transposed, row j. ``mult`` (B, n) counts copies of each (unique) point:
+    a column then stands for that many equal distances."""
+    B, n, _ = x.shape
+    sq = (x * x).sum(-1)
+    best = torch.full((B, n, kk), float("inf"), device=x.device)
+    max_d2 = torch.zeros(B, device=x.device)
+
+    def fold(rows: slice, cand: torch.Tensor, cols: slice) -> None:
+        if mult is not None:      # B == 1 here
+            cand = cand.repeat_interleave(mult[0, cols].clamp(max=kk), dim=-1)
+        merged = torch.cat([best[:, rows], _smallest(cand, kk)], -1)
+        best[:, rows] = _smallest(merged, kk)
+
+    for i0, i1, d2 in _upper_strips(x, sq):
+        max_d2 = torch.maximum(max_d2, d2.amax(dim=(1, 2)))
+        fold(slice(i0, i1), d2, slice(i0, n))
+        if i1 < n:
+            fold(slice(i1, n), d2[:, :, i1 - i0:].transpose(-1, -2), slice(i0, i1))
+    rho = _knn_rho(best, kk)
+    rank = _rank(rho)
+    delta2 = torch.full((B, n), float("inf"), device=x.device)
+    for i0, i1, d2 in _upper_strips(x, sq):
+        delta2[:, i0:i1] = torch.minimum(delta2[:, i0:i1], _denser_min(d2, rank[:, i0:i1], rank[:, i0:]))
+        if i1 < n:
+            below = _denser_min(d2[:, :, i1 - i0:].transpose(-1, -2), rank[:, i1:], rank[:, i0:i1])
+            delta2[:, i1:] = torch.minimum(delta2[:, i1:], below)
+    return rho, delta2, max_d2
+
+
+def _scores(x: torch.Tensor, kk: int, dense: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                              torch.Tensor | None]:
+    """(rho, delta^2, largest d2, whole matrix or None) for B sets, exact duplicates canonicalised.
+
+    Sets with duplicates are computed on their unique rows (first copies, in index order): copies get the
+    first copy's row and column, distance 0 to each other, and, being later in the density order than
+    the first copy at distance 0, delta 0.
+    """
+    B, n, _ = x.shape
+    sq = (x * x).sum(-1)
+    full = _matrix(x, sq) if dense else None
+    canon = _copies_from_distances(x, full, sq) if dense else first_copies(x)
+    if canon is None:
+        if dense:
+            return *_dense_scores(full, kk), full
+        return *_strip_scores(x, kk, None), None
+    outs = []
+    for b in range(B):
+        first = torch.nonzero(canon[b] == torch.arange(n, device=x.device)).squeeze(1)
+        inv = torch.searchsorted(first, canon[b])                            # point -> its unique row
+        u = x[b:b + 1, first]
+        if dense:
+            fu = _matrix(u, sq[b:b + 1, first])
+            fb = fu[:, inv][:, :, inv]
+            outs.append((*_dense_scores(fb, kk), fb))
+        else:
+            mult = torch.bincount(inv, minlength=first.numel())[None]
+            rho, delta2, mx = _strip_scores(u, kk, mult)
+            is_first = canon[b] == torch.arange(n, device=x.device)
+            delta2 = torch.where(is_first, delta2[:, inv], torch.zeros_like(delta2[:, inv]))
+            outs.append((rho[:, inv], delta2, mx, None))
+    rho, delta2, mx = (torch.cat([o[i] for o in outs]) for i in range(3))
+    return rho, delta2, mx, (torch.cat([o[3] for o in outs]) if dense else None)
+
+
+def dpc_knn(x: torch.Tensor, num: int, k: int, block_elems: int = DEFAULT_BLOCK_ELEMS,
+            gram_bytes: int = DEFAULT_GRAM_BYTES, return_distances: bool = False):
     """Select ``num`` DPC-KNN centres of each set in ``x``.
 
     ``x`` is (B, n, D) or (n, D) (any float dtype; computed in fp32). Returns LongTensor (B, num) or
-    (num,) of indices into each set, ordered by descending gamma (ties: smaller index first).
+    (num,) of indices into each set, ordered by descending gamma (ties: smaller index first). With
+    ``return_distances`` also returns the (B, n, n) / (n, n) squared distances when they fit in
+    ``gram_bytes`` (else ``None``), for :func:`assign`. ``block_elems`` is kept for API compatibility:
+    the strips have a fixed height (``TILE`` rows) so that both paths compute the same entries.
     """
     squeeze = x.dim() == 2
     if squeeze:
@@ -72,53 +262,127 @@ def dpc_knn(x: torch.Tensor, num: int, k: int, block_elems: int = DEFAULT_BLOCK_
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     x = x.float()
-    if n == 1:
-        out = torch.zeros(B, 1, dtype=torch.long, device=x.device)
-        return out[0] if squeeze else out
-    sq = (x * x).sum(-1)
-    kk = min(k + 1, n)
+    rho, delta2, max_d2, full = _scores(x, min(k + 1, n), 4 * B * n * n <= gram_bytes)
+    # The densest point of a set has no denser point: its delta is the largest pairwise distance.
+    delta2 = torch.where(torch.isinf(delta2), max_d2[:, None], delta2)
+    centres = stable_argsort_desc(rho * delta2.sqrt())[:, :num]
+    if squeeze:
+        centres, full = centres[0], (None if full is None else full[0])
+    return (centres, full) if return_distances else centres
 
-    # Pass 1: kNN density and the largest pairwise distance.
-    rho = torch.empty(B, n, device=x.device)
-    max_d2 = torch.zeros(B, device=x.device)
-    step = _rows_per_block(B, n, block_elems)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        d2 = pairwise_sqdist(x[:, s:e], x, sq[:, s:e], sq)
-        max_d2 = torch.maximum(max_d2, d2.amax(dim=(1, 2)))
-        knn = torch.topk(d2, kk, dim=-1, largest=False, sorted=True).values[..., 1:]
-        # Published code drops the first (self) column; for n <= k there may be fewer neighbours.
-        rho[:, s:e] = torch.exp(-knn.mean(-1)) if knn.shape[-1] else 1.0
 
-    # Pass 2: distance to the nearest denser point, visiting points in density order.
-    order = stable_argsort_desc(rho)                       # rank -> point
-    xs = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
-    sqs = torch.gather(sq, 1, order)
-    delta2_sorted = torch.empty(B, n, device=x.device)
-    delta2_sorted[:, 0] = max_d2
-    ranks = torch.arange(n, device=x.device)
-    s = 1
-    while s < n:
-        # A block of rows [s, e) meets columns [0, e): pick e so that (e - s) * e stays within the budget.
-        cap = block_elems // B
-        step = max(1, int((-s + math.sqrt(s * s + 4.0 * cap)) / 2))
-        e = min(n, s + step)
-        d2 = pairwise_sqdist(xs[:, s:e], xs[:, :e], sqs[:, s:e], sqs[:, :e])
-        denser = ranks[None, :e] < ranks[s:e, None]        # (rows, cols): column strictly earlier in order
-        d2 = d2.masked_fill_(~denser, float("inf"))
-        delta2_sorted[:, s:e] = d2.amin(-1)
-        s = e
-    delta = torch.empty_like(delta2_sorted).scatter_(1, order, delta2_sorted.sqrt())
+def assign(x: torch.Tensor, idx: torch.Tensor, distances: torch.Tensor | None = None,
+           block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
+    """Nearest of the points ``x[..., idx, :]`` for every point of ``x``: (B, n) / (n,) positions into ``idx``.
 
-    gamma = rho * delta
-    centres = stable_argsort_desc(gamma)[:, :num]
-    return centres[0] if squeeze else centres
+    Same answer as ``nearest(x, x[idx])`` (ties: first in ``idx`` order), but reads the distances from
+    the matrix returned by :func:`dpc_knn` when one is given, instead of computing new ones; near-ties
+    are re-decided in fixed-order fp64 either way, so the two are equal by construction.
+    """
+    squeeze = x.dim() == 2
+    if squeeze:
+        x, idx = x.unsqueeze(0), idx.unsqueeze(0)
+        distances = None if distances is None else distances.unsqueeze(0)
+    x = x.float()
+    B, n, D = x.shape
+    centres = torch.gather(x, 1, idx.unsqueeze(-1).expand(B, idx.shape[1], D))
+    if distances is None:
+        out = nearest(x, centres, block_elems)
+    else:
+        x_sq = (x * x).sum(-1)
+        d2 = torch.gather(distances, 2, idx[:, None, :].expand(B, n, idx.shape[1]))
+        out = _resolve_near_ties(d2, x, centres, x_sq, torch.gather(x_sq, 1, idx))
+    return out[0] if squeeze else out
+
+
+def sqdist_error_bound(a_sq: torch.Tensor, b_sq_max: torch.Tensor, dim: int, device: torch.device) -> torch.Tensor:
+    """An upper bound on the rounding error of :func:`pairwise_sqdist` for rows of squared norm ``a_sq``
+    against columns of squared norm at most ``b_sq_max``, in ``dim`` dimensions.
+
+    Any fp32 summation order (BLAS kernel, blocking, thread count, FMA or not) computes a dot product of
+    D terms within ``gamma_D * sum |a_k b_k|`` of the exact value, ``gamma_D = D u / (1 - D u)``; the norms
+    likewise, and the final additions add a few ``u``. So two machines never disagree by more than twice
+    this bound. Under TF32 matmuls (CUDA, ``float32_matmul_precision != "highest"``) ``u`` is 2**-11.
+    """
+    u = 2.0 ** -24
+    if device.type == "cuda" and torch.get_float32_matmul_precision() != "highest":
+        u = 2.0 ** -11
+    gamma = dim * u / max(1e-30, 1.0 - dim * u)
+    return (2.0 * gamma + 4.0 * u) * (a_sq + b_sq_max)
+
+
+def fixed_order_sqdist(a: torch.Tensor, b: torch.Tensor, chunk_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
+    """Squared distances between paired rows ``a[i]``, ``b[i]`` (P, D) in fp64, in a fixed summation order.
+
+    The differences are squared in fp64 and summed by a balanced tree of elementwise additions (pairs of
+    halves), never by a library reduction, so the result is the same bits on every machine and device.
+    """
+    P, D = a.shape
+    out = torch.empty(P, dtype=torch.float64, device=a.device)
+    width = 1 << max(0, (D - 1).bit_length())
+    step = max(1, chunk_elems // max(1, width))
+    for s in range(0, P, step):
+        d = a[s:s + step].double() - b[s:s + step].double()
+        d = d * d
+        if width != D:
+            d = torch.nn.functional.pad(d, (0, width - D))
+        while d.shape[-1] > 1:
+            h = d.shape[-1] // 2
+            d = d[:, :h] + d[:, h:]
+        out[s:s + step] = d[:, 0]
+    return out
+
+
+def _resolve_near_ties(d2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
+                       b_sq: torch.Tensor) -> torch.Tensor:
+    """Argmin over the last dim of ``d2`` (B, r, m), made independent of how ``d2`` was rounded.
+
+    Every column within twice the rounding bound of the row minimum may be the exact minimum on some
+    machine; for rows with more than one such column, those few distances are recomputed with
+    :func:`fixed_order_sqdist` and the smallest wins, the first column on ties. Bitwise-identical centres
+    are resolved to the first copy up front (the later copies never take part).
+    """
+    B, r, m = d2.shape
+    arg = d2.argmin(-1)
+    best = d2.gather(-1, arg.unsqueeze(-1))
+    tol = 2.0 * sqdist_error_bound(a_sq, b_sq.amax(-1, keepdim=True), a.shape[-1], d2.device)
+    near = d2 <= best + tol.unsqueeze(-1) * 1.0001
+    canon = first_copies(b)
+    if canon is not None:
+        arg = torch.gather(canon, 1, arg)
+        near &= (canon == torch.arange(m, device=d2.device))[:, None, :]
+    multi = near.sum(-1) > 1
+    # A point identical to an earlier point takes its decision (static backgrounds repeat across frames).
+    row_canon = first_copies(a) if bool(multi.any()) else None
+    if row_canon is not None:
+        multi &= row_canon == torch.arange(r, device=d2.device)
+    if not bool(multi.any()):
+        return arg if row_canon is None else torch.gather(arg, 1, row_canon)
+    bb, rr, cc = torch.nonzero(near & multi.unsqueeze(-1), as_tuple=True)        # row-major order
+    # Gather the pairs' rows chunk by chunk: there may be many more pairs than points.
+    step = max(1, DEFAULT_BLOCK_ELEMS // max(1, a.shape[-1]))
+    v = torch.cat([fixed_order_sqdist(a[bb[s:s + step], rr[s:s + step]], b[bb[s:s + step], cc[s:s + step]])
+                   for s in range(0, bb.numel(), step)])
+    key = bb * r + rr
+    rows = torch.unique(key)
+    gmin = torch.full((B * r,), float("inf"), dtype=torch.float64, device=d2.device)
+    gmin.scatter_reduce_(0, key, v, "amin")
+    hit = v == gmin[key]
+    first = torch.full_like(gmin, m, dtype=torch.long)
+    first.scatter_reduce_(0, key[hit], cc[hit], "amin")
+    flat = arg.reshape(-1).clone()
+    flat[rows] = first[rows]
+    arg = flat.reshape(arg.shape)
+    return arg if row_canon is None else torch.gather(arg, 1, row_canon)
 
 
 def nearest(x: torch.Tensor, centres: torch.Tensor, block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
-    """Index of the nearest centre (Euclidean, fp32) for each point; ties go to the first centre.
+    """Index of the nearest centre (Euclidean) for each point; ties go to the first centre.
 
-    ``x`` is (B, n, D) or (n, D), ``centres`` (B, m, D) or (m, D). Computed in row blocks.
+    ``x`` is (B, n, D) or (n, D), ``centres`` (B, m, D) or (m, D). Distances are computed in fp32 row
+    blocks; a point whose two best centres are closer than the fp32 rounding bound is decided on
+    fixed-order fp64 distances (:func:`_resolve_near_ties`), so the answer is the same on every machine,
+    for every block size and thread count.
     """
     squeeze = x.dim() == 2
     if squeeze:
@@ -133,5 +397,8 @@ def nearest(x: torch.Tensor, centres: torch.Tensor, block_elems: int = DEFAULT_B
     step = _rows_per_block(B, m, block_elems)
     for s in range(0, n, step):
         e = min(n, s + step)
-        out[:, s:e] = pairwise_sqdist(x[:, s:e], centres, None, c_sq).argmin(-1)
+        xb = x[:, s:e]
+        xb_sq = (xb * xb).sum(-1)
+        d2 = pairwise_sqdist(xb, centres, xb_sq, c_sq)
+        out[:, s:e] = _resolve_near_ties(d2, xb, centres, xb_sq, c_sq)
     return out[0] if squeeze else out

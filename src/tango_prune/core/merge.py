@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import torch
 
-from .dpc import DEFAULT_BLOCK_ELEMS, nearest
+from .dpc import DEFAULT_BLOCK_ELEMS, assign
 
-__all__ = ["segment_sum", "merge_into_anchors"]
+__all__ = ["segment_sum", "merge_into_anchors", "widen"]
+
+
+def widen(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in its accumulation dtype: fp32 for half types and fp32, fp64 stays fp64.
+
+    fp64 inputs are never narrowed: values beyond the fp32 range (or below its smallest subnormal) would
+    become inf (or 0) and give non-finite merged features or lose a saliency ranking.
+    """
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic fp32 per-segment sums and counts.
+    """Deterministic per-segment sums and counts in the accumulation dtype (:func:`widen`).
 
     ``values`` (n, D), ``segment`` (n,) in [0, num_segments). Returns (sums (num_segments, D) fp32,
     counts (num_segments,) fp32). Values are sorted by segment and reduced without atomics, so the
@@ -18,13 +27,13 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) 
     """
     counts = torch.bincount(segment, minlength=num_segments)
     order = torch.argsort(segment, stable=True)
-    sums = torch.segment_reduce(values.float()[order], "sum", lengths=counts, axis=0, unsafe=True)
+    sums = torch.segment_reduce(widen(values)[order], "sum", lengths=counts, axis=0, unsafe=True)
     # segment_reduce gives 0 for empty segments with "sum", as wanted.
-    return sums, counts.float()
+    return sums, counts.to(sums.dtype)
 
 
 def merge_into_anchors(src: torch.Tensor, src_rot: torch.Tensor, anchors: torch.Tensor, beta: float,
-                       block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
+                       block_elems: int = DEFAULT_BLOCK_ELEMS, distances: torch.Tensor | None = None) -> torch.Tensor:
     """Merge every source token into its nearest anchor, for one set or a batch of equal-size sets.
 
     - ``src`` (n, D) or (B, n, D): un-rotated features (any float dtype); ``src_rot`` (n, D') / (B, n, D')
@@ -35,20 +44,24 @@ def merge_into_anchors(src: torch.Tensor, src_rot: torch.Tensor, anchors: torch.
     - Anchor a becomes ``w a + (1 - w) mean_a`` with ``mean_a`` the mean of its cluster (anchor included)
       and ``w = max(1 / count_a, beta)``: singletons are unchanged, larger clusters get ``beta a + ...``.
 
-    Returns (m, D) / (B, m, D) fp32, row i for ``anchors[..., i]``.
+    - ``distances``, if given, is the (n, n) / (B, n, n) squared-distance matrix of ``src_rot`` returned by
+      :func:`tango_prune.core.dpc.dpc_knn`; the assignment then reads it instead of computing new ones
+      (same result, see :func:`tango_prune.core.dpc.assign`).
+
+    Returns (m, D) / (B, m, D) in the accumulation dtype (:func:`widen`), row i for ``anchors[..., i]``.
     """
     single = src.dim() == 2
     if single:
         src, src_rot, anchors = src[None], src_rot[None], anchors[None]
+        distances = None if distances is None else distances[None]
     B, n, D = src.shape
     m = anchors.shape[1]
-    anchor_rot = torch.gather(src_rot, 1, anchors.unsqueeze(-1).expand(B, m, src_rot.shape[-1]))
-    assign = nearest(src_rot, anchor_rot, block_elems)                                  # (B, n)
+    owner = assign(src_rot, anchors, distances, block_elems)                            # (B, n)
     # One segment per (set, anchor): a single deterministic reduction serves the whole batch.
-    seg = (assign + m * torch.arange(B, device=assign.device)[:, None]).reshape(-1)
+    seg = (owner + m * torch.arange(B, device=owner.device)[:, None]).reshape(-1)
     sums, counts = segment_sum(src.reshape(B * n, D), seg, B * m)
     safe = counts.clamp_min(1.0).reshape(B, m, 1)
     mean = sums.reshape(B, m, D) / safe
     w = torch.clamp(1.0 / safe, min=beta)
-    out = w * torch.gather(src, 1, anchors.unsqueeze(-1).expand(B, m, D)).float() + (1.0 - w) * mean
+    out = w * widen(torch.gather(src, 1, anchors.unsqueeze(-1).expand(B, m, D))) + (1.0 - w) * mean
     return out[0] if single else out

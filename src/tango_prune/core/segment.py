@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .strope import normalize
+
 __all__ = ["frame_similarity", "holitom_segments", "fastvid_segments"]
 
 
@@ -26,8 +28,7 @@ def frame_similarity(metric: torch.Tensor, chunk_frames: int = 64) -> torch.Tens
     out = []
     prev = None
     for s in range(0, T, chunk_frames):
-        chunk = metric[s:s + chunk_frames].float()
-        chunk = chunk / chunk.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        chunk = normalize(metric[s:s + chunk_frames])
         if prev is not None:
             chunk = torch.cat([prev, chunk], dim=0)
         out.append((chunk[:-1] * chunk[1:]).sum(-1))

@@ -28,9 +28,27 @@ def strope_sections(dim: int) -> tuple[int, int, int]:
 
 
 def normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """L2-normalise the last dimension in fp32 (a new tensor; zero vectors stay zero)."""
-    x = x.float()
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    """L2-normalise the last dimension, returned in fp32 (a new tensor; zero vectors stay zero).
+
+    The result does not depend on the scale of ``x``. Rows whose fp32 norm lies in [2**-40, 2**40] (no
+    square can overflow or matter as a subnormal) are divided by it directly. Any other row is first
+    multiplied by the power of two that brings its largest entry into [0.5, 1), which is exact: so ``x``
+    and ``x * 2**k`` give the same bits, squares of 1e20 do not overflow nor those of 1e-20 underflow,
+    and fp64 rows beyond the fp32 range are scaled before they are narrowed.
+    """
+    xf = x.float()
+    norm = xf.norm(dim=-1, keepdim=True)
+    safe = (norm >= 2.0 ** -40) & (norm <= 2.0 ** 40)
+    if bool(safe.all()):
+        return xf / norm.clamp_min(eps)
+    wide = x if x.dtype == torch.float64 else xf
+    _, e = torch.frexp(wide.abs().amax(-1, keepdim=True))
+    # Two half steps: 2**-e alone can leave the normal range of the dtype (fp64 e = 1024, fp32 e = -130).
+    h = torch.div(e, 2, rounding_mode="floor")
+    one = torch.ones_like(wide[..., :1])
+    scaled = (wide * torch.ldexp(one, -h) * torch.ldexp(one, h - e)).float()
+    scaled = scaled / scaled.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return torch.where(safe, xf / norm.clamp_min(eps), scaled)
 
 
 def _rotate_section(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:

@@ -5,7 +5,8 @@ fp32 scores and accumulation, index tie-breaks instead of random noise, no in-pl
 separate static threshold, de-duplicated indices, and anchors receiving their own merged feature
 (``compat="published"`` restores the published permutation).
 
-Budget arithmetic (exact; tango-spec 2.3-2.5):
+Budget arithmetic (tango-spec 2.3-2.5), in exact integers with every ratio read as the decimal the user
+wrote (:mod:`tango_prune.core.budget`; ``compat="published"`` keeps the published double expressions):
 
 - A single-frame segment (or a static part) of n tokens keeps K = max(1, ceil(n r)) tokens:
   K_s = floor(K (1 - c)) salient and K_c = K - K_s context anchors.
@@ -20,25 +21,50 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable
 
 import torch
 
 from ..config import TangoConfig
 from ..tokens import PruneResult, TokenKind, VideoTokens
-from .dpc import DEFAULT_BLOCK_ELEMS, dpc_knn, nearest, stable_argsort_desc
-from .merge import merge_into_anchors
+from .budget import ceil_mul, floor_mul, ratio
+from .dpc import DEFAULT_BLOCK_ELEMS, assign, dpc_knn, stable_argsort_desc
+from .merge import merge_into_anchors, widen
 from .segment import fastvid_segments, frame_similarity, holitom_segments
 from .strope import normalize, strope_rotate
 
 __all__ = ["tango_prune", "segment_video", "compressor_budget"]
 
 
-def compressor_budget(n: int, r: float, c: float) -> tuple[int, int]:
-    """(K_s, K_c) for a token set of size n at ratio r and context ratio c."""
-    K = max(1, math.ceil(n * r)) if n > 0 else 0
-    K_s = int(K * (1.0 - c))
+def compressor_budget(n: int, r: float | Fraction, c: float, published: bool = False) -> tuple[int, int]:
+    """(K_s, K_c) for a token set of size n at ratio r and context ratio c.
+
+    Exact integer arithmetic (:mod:`tango_prune.core.budget`); ``published=True`` evaluates the published
+    double expressions ``ceil(n * r)`` and ``int(K * (1.0 - c))`` instead.
+    """
+    if n <= 0:
+        return 0, 0
+    if published:
+        K = max(1, math.ceil(n * float(r)))
+        K_s = int(K * (1.0 - c))
+    else:
+        K = max(1, ceil_mul(n, r))
+        K_s = K - ceil_mul(K, c)
     return K_s, K - K_s
+
+
+def _split(R: int, c: float, published: bool) -> tuple[int, int]:
+    """(K_s, K_c) of a per-frame budget R: K_s = floor(R (1 - c))."""
+    K_s = int(R * (1.0 - c)) if published else R - ceil_mul(R, c)
+    return K_s, R - K_s
+
+
+def _adjusted_ratio(r: float, n_f: int, L: int, S: int, published: bool) -> float | Fraction:
+    """r' = min(r n_f L / (n_f L - (n_f - 1) S), 1): exact, or the published double expression."""
+    if published:
+        return min(r / ((n_f * L - (n_f - 1) * S) / (n_f * L)), 1.0)
+    return min(ratio(r) * (n_f * L) / (n_f * L - (n_f - 1) * S), Fraction(1))
 
 
 @dataclass
@@ -62,17 +88,16 @@ def _select_salient(score: torch.Tensor, target: int, cfg: TangoConfig, rot_of: 
     chosen = torch.zeros(B, n, dtype=torch.bool, device=score.device)
     if target <= 0:
         return chosen
-    M = min(int(cfg.alpha * target), n)
+    M = min(int(cfg.alpha * target) if cfg.compat == "published" else floor_mul(target, cfg.alpha), n)
     cand = stable_argsort_desc(score)[:, :M]                  # (B, M) by descending score, index on ties
     if M <= target or M <= 1 or not cfg.diversity:
         return chosen.scatter_(1, cand[:, :target], True)
     cand_rot = rot_of(cand)
     D = cand_rot.shape[-1]
-    centres = dpc_knn(cand_rot, target, cfg.k_neighbors, block_elems)         # (B, target), into cand
-    centre_rot = torch.gather(cand_rot, 1, centres.unsqueeze(-1).expand(B, target, D))
-    assign = nearest(cand_rot, centre_rot, block_elems)                       # (B, M)
+    centres, d2 = dpc_knn(cand_rot, target, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True)
+    owner = assign(cand_rot, centres, d2, block_elems)                        # (B, M) cluster of each candidate
     # Candidates are in descending score order, so the first member of a cluster is its best one.
-    member = assign.unsqueeze(1) == torch.arange(target, device=score.device)[None, :, None]  # (B, t, M)
+    member = owner.unsqueeze(1) == torch.arange(target, device=score.device)[None, :, None]  # (B, t, M)
     has = member.any(-1)
     first = member.float().argmax(-1)                                         # first True
     pick = torch.where(has, first, centres)                                   # empty cluster -> centre
@@ -92,10 +117,10 @@ def _merge_context(feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: Tan
     if budget <= 0 or n == 0:
         return torch.zeros(B, 0, dtype=torch.long, device=dev), feats.new_zeros((B, 0, D), dtype=torch.float32)
     if n <= budget:
-        return torch.arange(n, device=dev).expand(B, n), feats.float()
-    by_score = dpc_knn(rot, budget, cfg.k_neighbors, block_elems)             # (B, m), descending gamma
-    asc = torch.sort(by_score, dim=1).values
-    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems)       # row i for asc[:, i]
+        return torch.arange(n, device=dev).expand(B, n), widen(feats)
+    by_score, d2 = dpc_knn(rot, budget, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True)
+    asc = torch.sort(by_score, dim=1).values                                  # by_score: descending gamma
+    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems, d2)   # row i for asc[:, i]
     if cfg.compat == "published":
         # The published code writes row i (ascending order) to the i-th anchor in gamma order.
         order = torch.argsort(by_score, dim=1)
@@ -103,7 +128,7 @@ def _merge_context(feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: Tan
     return asc, merged
 
 
-def _compress(feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: float, cfg: TangoConfig,
+def _compress(feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: float | Fraction, cfg: TangoConfig,
               block_elems: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``tango_compressor`` (tango-spec 2.4) for B token sets of n tokens each, batched.
 
@@ -111,7 +136,7 @@ def _compress(feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: fl
     (local indices, fp32 features, kinds), unsorted.
     """
     B, n, D = feats.shape
-    K_s, K_c = compressor_budget(n, r, cfg.effective_context_ratio)
+    K_s, K_c = compressor_budget(n, r, cfg.effective_context_ratio, cfg.compat == "published")
     gather = lambda t, i: torch.gather(t, 1, i.unsqueeze(-1).expand(*i.shape, t.shape[-1]))  # noqa: E731
     chosen = _select_salient(score, K_s, cfg, lambda cand: gather(rot, cand), block_elems)
     n_sal = chosen.sum(1)
@@ -126,7 +151,7 @@ def _compress(feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: fl
     out = []
     for b in range(B):
         idx = torch.cat([sal[b], ctx[b]])
-        f = torch.cat([feats[b, sal[b]].float(), ctx_feats[b]])
+        f = torch.cat([widen(feats[b, sal[b]]), ctx_feats[b]])
         kinds = torch.cat([torch.full_like(sal[b], TokenKind.SALIENT), torch.full_like(ctx[b], TokenKind.CONTEXT)])
         out.append((idx, f, kinds))
     return out
@@ -202,11 +227,13 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
     static = (sim > cfg.tau_static).all(0)                                   # (L,)
     S = int(static.sum())
     stats["static"].append(S)
-    r_adj = min(r / ((n_f * L - (n_f - 1) * S) / (n_f * L)), 1.0)
+    published = cfg.compat == "published"
+    r_adj = _adjusted_ratio(r, n_f, L, S, published)
     pieces = []
     if S > 0:
         sp = torch.nonzero(static).squeeze(1)
-        s_feat = X[:, sp].float().mean(0)
+        # Mean over the whole grid, then the static rows: no (n_f, S, D) copy (the same per-element sums).
+        s_feat = widen(X).mean(0)[sp]
         # Distances of a static token use its first frame, where the token is placed.
         (idx, out, _), = _compress(s_feat[None], geo(torch.zeros_like(sp), sp)[None], s[:, sp].mean(0)[None], r_adj,
                                    cfg, block_elems)
@@ -216,14 +243,13 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
     Ld = dp.numel()
     if Ld == 0:
         return _cat(pieces, dev)
-    R = math.ceil(Ld * r_adj)
-    K_s = int(R * (1.0 - c))
-    K_c = R - K_s
+    R = math.ceil(Ld * r_adj) if published else ceil_mul(Ld, r_adj)
+    K_s, K_c = _split(R, c, published)
     frames = torch.arange(n_f, device=dev)
     chosen = _select_salient(s[:, dp], min(K_s, Ld), cfg,
                              lambda cand: geo(frames[:, None].expand_as(cand), dp[cand]), block_elems)
     fr, j = torch.nonzero(chosen, as_tuple=True)
-    pieces.append(_Kept(offset + fr * L + dp[j], X[fr, dp[j]].float(), torch.full_like(j, TokenKind.SALIENT)))
+    pieces.append(_Kept(offset + fr * L + dp[j], widen(X[fr, dp[j]]), torch.full_like(j, TokenKind.SALIENT)))
 
     if K_c > 0:
         free = ~chosen
@@ -265,7 +291,7 @@ def segment_video(tokens: VideoTokens, cfg: TangoConfig) -> tuple[list[int], tor
         sizes = holitom_segments(sim, cfg.tau_segment, cfg.holitom_max_window)
         return sizes, (sim if tokens.metric is None else None)
     # fastvid: one global vector per frame; per-token metrics are averaged over the frame.
-    per_frame = metric.float().mean(dim=(1, 2)) if metric.dim() == 4 else metric
+    per_frame = widen(metric).mean(dim=(1, 2)) if metric.dim() == 4 else metric
     return fastvid_segments(frame_similarity(per_frame), cfg.tau_segment, cfg.fastvid_cuts), None
 
 
@@ -274,7 +300,7 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
     T, H, W = tokens.grid
     L = H * W
     X = tokens.features.reshape(T, L, -1)
-    s = tokens.require_saliency("tango").float().reshape(T, L)
+    s = widen(tokens.require_saliency("tango")).reshape(T, L)
     for r_, c_ in cfg.sinks:
         if r_ >= H or c_ >= W:
             raise ValueError(f"sinks must lie inside the {H}x{W} token grid, got (row, col) = {(r_, c_)}")

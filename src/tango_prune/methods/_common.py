@@ -14,7 +14,9 @@ import math
 import torch
 
 from ..config import check_unit_interval
+from ..core.budget import ceil_mul
 from ..core.dpc import stable_argsort_desc
+from ..core.merge import widen
 from ..tokens import VideoTokens
 
 __all__ = ["frame_budget", "video_budget", "check_int", "check_fraction", "top_per_row", "flat_index",
@@ -22,8 +24,9 @@ __all__ = ["frame_budget", "video_budget", "check_int", "check_fraction", "top_p
 
 
 def frame_budget(L: int, retention: float) -> int:
-    """Kept tokens for one frame of ``L`` tokens: ``max(1, ceil(L * retention))`` (Tango's expression)."""
-    return max(1, math.ceil(L * retention))
+    """Kept tokens for one frame of ``L`` tokens: ``max(1, ceil(L * retention))`` (Tango's expression),
+    computed exactly with ``retention`` read as the decimal it was written as (0.07 -> 7/100)."""
+    return max(1, ceil_mul(L, retention))
 
 
 def video_budget(tokens: VideoTokens, retention: float) -> int:
@@ -51,7 +54,7 @@ def check_cosine(name: str, value: object) -> None:
 
 def top_per_row(score: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (B, k) of the ``k`` highest scores of each row of (B, n), descending, ties by index."""
-    return stable_argsort_desc(score.float())[:, :k]
+    return stable_argsort_desc(widen(score))[:, :k]
 
 
 def flat_index(frames: torch.Tensor, pos: torch.Tensor, L: int) -> torch.Tensor:

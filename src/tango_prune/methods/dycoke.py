@@ -27,6 +27,7 @@ import torch
 
 from ..config import PruneConfig
 from ..core.dpc import stable_argsort_desc
+from ..core.merge import widen
 from ..core.strope import normalize
 from ..tokens import PruneResult, VideoTokens
 from . import register
@@ -70,7 +71,7 @@ def run(tokens: VideoTokens, config: DyCokeConfig) -> PruneResult:
             else:
                 anchor_pruned = True
                 if tokens.saliency is not None:
-                    pos = stable_argsort_desc(tokens.saliency[f].reshape(L).float())[:k]
+                    pos = stable_argsort_desc(widen(tokens.saliency[f].reshape(L)))[:k]
                 else:
                     pos = spread(L, k, dev)
         else:

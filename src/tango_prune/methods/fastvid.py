@@ -32,8 +32,9 @@ from typing import ClassVar
 import torch
 
 from ..config import PruneConfig
+from ..core.budget import floor_mul
 from ..core.dpc import dpc_knn
-from ..core.merge import merge_into_anchors
+from ..core.merge import merge_into_anchors, widen
 from ..core.segment import fastvid_segments, frame_similarity
 from ..core.strope import normalize
 from ..tokens import PruneResult, TokenKind, VideoTokens
@@ -66,7 +67,7 @@ class FastVIDConfig(PruneConfig):
 def frame_global_features(tokens: VideoTokens) -> torch.Tensor:
     """(T, D) per-frame global features for segmentation: metric (T, Dm) as is, else a per-frame mean."""
     m = tokens.metric if tokens.metric is not None else tokens.features
-    return m if m.dim() == 2 else m.float().mean(dim=(1, 2))
+    return m if m.dim() == 2 else widen(m).mean(dim=(1, 2))
 
 
 def _segment_context(X: torch.Tensor, free: torch.Tensor, start: int, n_f: int, K_c: int, L: int,
@@ -105,7 +106,7 @@ def run(tokens: VideoTokens, config: FastVIDConfig) -> PruneResult:
     X = tokens.features.reshape(T, L, -1)
     s = tokens.require_saliency("fastvid").reshape(T, L)
     K = frame_budget(L, config.retention)
-    K_s = int(config.salient_ratio * K)
+    K_s = floor_mul(K, config.salient_ratio)
     K_c = K - K_s
     dev = X.device
     sizes = [T] if T == 1 else fastvid_segments(frame_similarity(frame_global_features(tokens)), config.tau,
@@ -113,7 +114,7 @@ def run(tokens: VideoTokens, config: FastVIDConfig) -> PruneResult:
     frames = torch.arange(T, device=dev)[:, None]
     sal = top_per_row(s, K_s)
     idx = [flat_index(frames, sal, L).reshape(-1)]
-    feats = [X[frames, sal].reshape(T * K_s, X.shape[-1]).float()]
+    feats = [widen(X[frames, sal].reshape(T * K_s, X.shape[-1]))]
     kinds = [torch.full((T * K_s,), TokenKind.SALIENT, dtype=torch.long, device=dev)]
     if K_c > 0:
         free = torch.ones(T, L, dtype=torch.bool, device=dev)

@@ -28,19 +28,24 @@ context). HoliTom's own evaluation script runs ``T=0.8 HOLITOM_k=18 HOLITOM_r=0.
 from __future__ import annotations
 
 import dataclasses
-import math
+from fractions import Fraction
 from typing import ClassVar
 
 import torch
 
 from ..config import PruneConfig
-from ..core.dpc import dpc_knn, nearest
-from ..core.merge import segment_sum
+from ..core.budget import ceil_mul, ratio
+from ..core.dpc import assign, dpc_knn
+from ..core.merge import segment_sum, widen
 from ..core.segment import frame_similarity, holitom_segments
 from ..core.strope import normalize
 from ..tokens import PruneResult, TokenKind, VideoTokens
 from . import register
 from ._common import check_cosine, check_fraction, check_int, top_per_row
+
+
+#: Frames of a segment whose dynamic tokens are compressed at once (bounds the extra memory).
+_CHUNK_FRAMES = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,19 +77,19 @@ def compress_sets(feats: torch.Tensor, score: torch.Tensor, keep: int, cfg: Holi
     """
     B, n, D = feats.shape
     keep = min(keep, n)
-    K_s = int(keep * (1.0 - cfg.context_ratio))
+    K_s = keep - ceil_mul(keep, cfg.context_ratio)
     K_c = keep - K_s
     order = top_per_row(score, n)
     sal = order[:, :K_s]
     rows = torch.arange(B, device=feats.device)[:, None]
-    idx, out = [sal], [feats[rows, sal].float()]
+    idx, out = [sal], [widen(feats[rows, sal])]
     kinds = [torch.full_like(sal, TokenKind.SALIENT)]
     if K_c > 0:
         rest = torch.sort(order[:, K_s:], dim=1).values                  # (B, n - K_s) index order
         unit = normalize(feats[rows, rest])
-        centres = torch.sort(dpc_knn(unit, K_c, cfg.k_neighbors), dim=1).values   # (B, K_c) into rest
-        assign = nearest(unit, torch.gather(unit, 1, centres[..., None].expand(B, K_c, unit.shape[-1])))
-        groups = (rows * K_c + assign).reshape(-1)
+        centres, d2 = dpc_knn(unit, K_c, cfg.k_neighbors, return_distances=True)
+        centres = torch.sort(centres, dim=1).values                      # (B, K_c) into rest
+        groups = (rows * K_c + assign(unit, centres, d2)).reshape(-1)
         sums, counts = segment_sum(feats[rows, rest].reshape(-1, D), groups, B * K_c)
         idx.append(torch.gather(rest, 1, centres))
         out.append((sums / counts.clamp_min(1.0)[:, None]).reshape(B, K_c, D))
@@ -103,23 +108,26 @@ def _segment(X: torch.Tensor, s: torch.Tensor, offset: int, cfg: HoliTomConfig, 
         static = torch.zeros(L, dtype=torch.bool, device=X.device)
     S = int(static.sum())
     stats.append(S)
-    r_adj = min(r / ((n_f * L - (n_f - 1) * S) / (n_f * L)), 1.0)
+    r_adj = min(ratio(r) * (n_f * L) / (n_f * L - (n_f - 1) * S), Fraction(1))
     idx, feats, kinds = [], [], []
     if S > 0:
         sp = torch.nonzero(static).squeeze(1)
-        i, f, _ = compress_sets(X[:, sp].float().mean(0)[None], s[:, sp].float().mean(0)[None],
-                                max(1, math.ceil(S * r_adj)), cfg)
+        # Mean over the whole grid, then the static rows: no (n_f, S, D) copy (the same per-element sums).
+        i, f, _ = compress_sets(widen(X).mean(0)[sp][None], widen(s[:, sp]).mean(0)[None],
+                                max(1, ceil_mul(S, r_adj)), cfg)
         idx.append(sp[i[0]] + offset)
         feats.append(f[0])
         kinds.append(torch.full_like(i[0], TokenKind.STATIC))
     dp = torch.nonzero(~static).squeeze(1)
     if dp.numel():
-        R = math.ceil(dp.numel() * r_adj)
-        i, f, k = compress_sets(X[:, dp], s[:, dp], R, cfg)
-        frames = torch.arange(n_f, device=X.device)[:, None]
-        idx.append((offset + frames * L + dp[i]).reshape(-1))
-        feats.append(f.reshape(-1, D))
-        kinds.append(k.reshape(-1))
+        R = ceil_mul(dp.numel(), r_adj)
+        # Frames are compressed independently: a few at a time keeps the gathered copies small.
+        for a in range(0, n_f, _CHUNK_FRAMES):
+            i, f, k = compress_sets(X[a:a + _CHUNK_FRAMES, dp], s[a:a + _CHUNK_FRAMES, dp], R, cfg)
+            frames = torch.arange(a, a + i.shape[0], device=X.device)[:, None]
+            idx.append((offset + frames * L + dp[i]).reshape(-1))
+            feats.append(f.reshape(-1, D))
+            kinds.append(k.reshape(-1))
     return torch.cat(idx), torch.cat(feats), torch.cat(kinds)
 
 

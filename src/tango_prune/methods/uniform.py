@@ -21,6 +21,7 @@ import torch
 
 from ..config import PruneConfig
 from ..core.dpc import nearest
+from ..core.merge import widen
 from ..tokens import PruneResult, TokenKind, VideoTokens
 from . import register
 from ._common import flat_index, frame_budget, spread
@@ -69,7 +70,7 @@ def run(tokens: VideoTokens, config: UniformConfig) -> PruneResult:
     X = tokens.features.reshape(T, L, -1)
     K = frame_budget(L, config.retention)
     cells, P = pooling_matrix(H, W, K, X.device)
-    pooled = torch.matmul(P, X.float())                                # (T, K, D) fp32 means
+    pooled = torch.matmul(P.to(widen(X).dtype), widen(X))              # (T, K, D) means, fp32 or fp64
     idx = flat_index(torch.arange(T, device=X.device)[:, None], cells[None, :], L).reshape(-1)
     kinds = torch.full_like(idx, TokenKind.CONTEXT)
     return PruneResult.from_indices(tokens, idx, features=pooled.reshape(T * K, -1), kinds=kinds,

@@ -25,12 +25,17 @@ from typing import ClassVar
 import torch
 
 from ..config import PruneConfig
+from ..core.budget import floor_mul
 from ..core.dpc import nearest
-from ..core.merge import segment_sum
+from ..core.merge import segment_sum, widen
 from ..core.strope import normalize
 from ..tokens import PruneResult, TokenKind, VideoTokens
 from . import register
 from ._common import check_fraction, flat_index, frame_budget, top_per_row
+
+
+#: Frames whose contextual merging is done at once (bounds the extra memory at any video length).
+_CHUNK_FRAMES = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +63,7 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
     X = tokens.features.reshape(T, L, -1)
     s = tokens.require_saliency("visionzip").reshape(T, L)
     K = frame_budget(L, config.retention)
-    K_c = min(int(K * config.context_ratio), L - K)  # contextual targets need members outside the dominant set
+    K_c = min(floor_mul(K, config.context_ratio), L - K)  # contextual targets need members outside the dominant set
     K_c = max(K_c, 0)
     K_d = K - K_c
     dev = X.device
@@ -66,7 +71,7 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
     order = top_per_row(s, L)                                            # (T, L) by descending saliency
     dom = order[:, :K_d]
     pieces_idx = [flat_index(frames, dom, L).reshape(-1)]
-    pieces_feat = [X[frames, dom].reshape(T * K_d, X.shape[-1]).float()]
+    pieces_feat = [widen(X[frames, dom].reshape(T * K_d, X.shape[-1]))]
     pieces_kind = [torch.full((T * K_d,), TokenKind.SALIENT, dtype=torch.long, device=dev)]
     if K_c > 0:
         rest = torch.sort(order[:, K_d:], dim=1).values                  # (T, n) remaining, index order
@@ -76,17 +81,23 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
         is_tgt = torch.zeros(n, dtype=torch.bool, device=dev)
         is_tgt[tgt_local] = True
         mem_local = torch.nonzero(~is_tgt).squeeze(1)
-        m = normalize(per_token_metric(tokens))
-        tgt, mem = rest[:, tgt_local], rest[:, mem_local]                # (T, K_c), (T, n - K_c)
-        assign = nearest(m[frames, mem], m[frames, tgt]) if mem_local.numel() else mem.new_zeros(T, 0)
-        # Every target is a member of its own cluster; sums are per (frame, target) group.
-        groups = torch.cat([flat_index(frames.expand(T, K_c), torch.arange(K_c, device=dev)[None, :], K_c),
-                            flat_index(frames, assign, K_c)], dim=1).reshape(-1)
-        vals = torch.cat([X[frames, tgt], X[frames, mem]], dim=1).reshape(groups.numel(), -1)
-        sums, counts = segment_sum(vals, groups, T * K_c)
-        pieces_idx.append(flat_index(frames, tgt, L).reshape(-1))
-        pieces_feat.append(sums / counts[:, None])
-        pieces_kind.append(torch.full((T * K_c,), TokenKind.CONTEXT, dtype=torch.long, device=dev))
+        metric = per_token_metric(tokens)
+        # Frame chunks: the normalised metric and the gathered members of only a few frames at a time.
+        for a in range(0, T, _CHUNK_FRAMES):
+            fr = frames[a:a + _CHUNK_FRAMES]
+            t = fr.shape[0]
+            m = normalize(metric[a:a + t])
+            tgt, mem = rest[a:a + t, tgt_local], rest[a:a + t, mem_local]     # (t, K_c), (t, n - K_c)
+            local = fr - a
+            assign = nearest(m[local, mem], m[local, tgt]) if mem_local.numel() else mem.new_zeros(t, 0)
+            # Every target is a member of its own cluster; sums are per (frame, target) group.
+            groups = torch.cat([flat_index(local.expand(t, K_c), torch.arange(K_c, device=dev)[None, :], K_c),
+                                flat_index(local, assign, K_c)], dim=1).reshape(-1)
+            vals = torch.cat([X[fr, tgt], X[fr, mem]], dim=1).reshape(groups.numel(), -1)
+            sums, counts = segment_sum(vals, groups, t * K_c)
+            pieces_idx.append(flat_index(fr, tgt, L).reshape(-1))
+            pieces_feat.append(sums / counts[:, None])
+            pieces_kind.append(torch.full((t * K_c,), TokenKind.CONTEXT, dtype=torch.long, device=dev))
     idx = torch.cat(pieces_idx)
     feats = torch.cat(pieces_feat).to(X.dtype)
     return PruneResult.from_indices(tokens, idx, features=feats, kinds=torch.cat(pieces_kind),

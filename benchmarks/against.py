@@ -1,0 +1,117 @@
+"""Time tango-prune against another implementation, in one process, alternating runs on the same inputs.
+
+The other side is either a ``tango_prune`` package directory from another checkout (imported under the
+name ``tango_prune_against``, e.g. ``git worktree add /tmp/oldmain d30b986`` then
+``--against /tmp/oldmain/src/tango_prune``) or ``FILE.py:NAME``, a callable ``NAME(tokens, config)``
+returning a :class:`PruneResult`-like object with ``indices`` and ``features``. Both sides get the same
+tensors and the same config fields; runs alternate (A B A B ...) so that machine load hits both alike.
+The kept indices must be equal (and the features, unless ``--indices-only``); the script prints each
+side's times and the ratio other / ours.
+
+Default input (issue 14): 32 frames x 14 x 14 x D = 3584 of the synthetic shapes video with a scene cut
+every 8 frames (four scenes of eight similar frames), retention 0.1, HoliTom segmentation,
+``compat="published"``::
+
+    python benchmarks/against.py --against /tmp/oldmain/src/tango_prune
+    python benchmarks/against.py --against /tmp/oldmain/src/tango_prune --frames 64 --dim 896 --method holitom
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import tango_prune as tp
+from tango_prune.synthetic import synthetic_tokens
+
+
+def load_other(spec: str):
+    """The callable ``fn(tokens, method, fields) -> result`` named by ``--against``."""
+    if os.path.isdir(spec):
+        name = "tango_prune_against"
+        init = os.path.join(spec, "__init__.py")
+        mod_spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[spec])
+        mod = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = mod
+        mod_spec.loader.exec_module(mod)
+
+        def run(tokens, method, fields):
+            """Prune with the other checkout's ``prune`` on a copy of the token container (same tensors)."""
+            other = mod.VideoTokens(tokens.features, tokens.saliency, tokens.timestamps, tokens.metric)
+            return mod.prune(other, method, **fields)
+        return run
+    path, _, attr = spec.rpartition(":")
+    mod_spec = importlib.util.spec_from_file_location("against_file", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    fn = getattr(mod, attr)
+    return lambda tokens, method, fields: fn(tokens, {"method": method, **fields})
+
+
+def time_alternating(fns: list, repeats: int) -> list[list[float]]:
+    """Run every function ``repeats`` times, interleaved, and return the wall times per function."""
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    """Parse the arguments, check that both sides agree, time them alternately and print the ratios."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--against", required=True, help="tango_prune package directory, or FILE.py:NAME")
+    ap.add_argument("--method", default="tango")
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--dim", type=int, default=3584)
+    ap.add_argument("--cut-every", type=int, default=8)
+    ap.add_argument("--noise", type=float, default=0.0, help="add Gaussian noise (times the feature std)")
+    ap.add_argument("--retention", type=float, default=0.1)
+    ap.add_argument("--segmentation", default="holitom")
+    ap.add_argument("--compat", default="published")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--indices-only", action="store_true", help="do not require equal features")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tok = synthetic_tokens(args.frames, grid=14, dim=args.dim, seed=0, cut_every=args.cut_every)
+    if args.noise:
+        # Camera noise: every token moves a little, so fewer positions are exactly static.
+        g = torch.Generator().manual_seed(1)
+        f = tok.features
+        f = f + args.noise * f.std() * torch.randn(f.shape, generator=g, dtype=f.dtype)
+        tok = tp.VideoTokens(f, tok.saliency, tok.timestamps)
+    fields = {"retention": args.retention}
+    if args.method == "tango":
+        fields.update(segmentation=args.segmentation, compat=args.compat)
+    other = load_other(args.against)
+    ours = lambda: tp.prune(tok, args.method, **fields)            # noqa: E731
+    theirs = lambda: other(tok, args.method, fields)               # noqa: E731
+    a, b = ours(), theirs()                                         # warm-up, and the equality check
+    same_idx = torch.equal(a.indices.cpu(), b.indices.cpu())
+    same_feat = same_idx and torch.equal(a.features.cpu(), b.features.cpu())
+    t_ours, t_theirs = time_alternating([ours, theirs], args.repeats)
+    print(f"{args.method} on {args.frames} x 14 x 14 x {args.dim} ({fields}), {args.repeats} alternating runs, "
+          f"{torch.get_num_threads()} threads")
+    print(f"kept tokens: {a.num_kept} vs {len(b.indices)}; same indices: {same_idx}; same features: {same_feat}")
+    for name, t in (("ours", t_ours), ("against", t_theirs)):
+        print(f"{name:8s} best {min(t) * 1000:9.1f} ms  median {statistics.median(t) * 1000:9.1f} ms  "
+              f"runs {' '.join(f'{x * 1000:.0f}' for x in t)}")
+    print(f"ratio against / ours: best {min(t_theirs) / min(t_ours):.2f}x, "
+          f"median {statistics.median(t_theirs) / statistics.median(t_ours):.2f}x, "
+          f"per pair {' '.join(f'{y / x:.2f}' for x, y in zip(t_ours, t_theirs))}")
+    if not same_idx or not (same_feat or args.indices_only):
+        sys.exit("results differ")
+
+
+if __name__ == "__main__":
+    main()
