@@ -16,6 +16,8 @@ from .methods import names as _method_names
 from .models import apply, remove
 from .tokens import PruneResult, TokenKind, VideoTokens
 
+# The one version string: pyproject.toml reads it (tool.setuptools.dynamic); tests/test_packaging.py checks
+# that the installed metadata agrees.
 __version__ = "0.1.0"
 
 
