@@ -1,6 +1,6 @@
-"""A deliberately naive, dense, fp64 re-statement of tango-spec section 2, used as the test oracle.
+"""A deliberately naive, dense, fp64 re-statement of docs/algorithm.md §2, used as the test oracle.
 
-Written straight from the spec's prose with Python loops and full n x n matrices, sharing no code with
+Written straight from that section's prose with Python loops and full n x n matrices, sharing no code with
 the library, with the library's deterministic tie-break rules (index order instead of random noise).
 """
 

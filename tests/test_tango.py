@@ -9,7 +9,7 @@ from reference_tango import ref_tango
 from tango_prune.core.tango import compressor_budget, tango_prune
 
 
-# -- budgets (tango-spec 2.9) ----------------------------------------------------------------------
+# -- budgets (docs/algorithm.md §2.9) -----------------------------------------------------------------
 @pytest.mark.parametrize("r,kept", [(0.10, 640), (0.15, 960), (0.20, 1280)])
 @pytest.mark.parametrize("segmentation", ["none", "holitom", "fastvid"])
 def test_budget_table_llava_ov(r, kept, segmentation):
@@ -18,7 +18,7 @@ def test_budget_table_llava_ov(r, kept, segmentation):
     assert res.num_kept == kept
     if set(res.info["segments"]) == {1}:
         # single-frame segments: every frame spends its own budget; otherwise context anchors are pooled
-        # over the segment (tango-spec 2.5) and a frame may hold more or fewer of them
+        # over the segment (docs/algorithm.md §2.5) and a frame may hold more or fewer of them
         assert res.per_frame_counts().tolist() == [kept // 32] * 32
 
 

@@ -108,7 +108,7 @@ class PruneConfig:
 _SEGMENTATIONS = ("holitom", "fastvid", "none")
 _COMPAT = ("fixed", "published")
 
-# Model presets: the values the published runs use (tango-spec section 2.10).
+# Model presets: the values the published runs use (docs/algorithm.md §2.10).
 # Sinks are (row, col) cells on the pooled LLM token grid; the published flat indices are
 # OV [28,27,41,169,11,12] on 14x14 and LLaVA-Video [26,157,11] on 13x13.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -130,7 +130,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class TangoConfig(PruneConfig):
     """Configuration of the Tango pruner (arXiv 2604.09547).
 
-    Fields (defaults are the published run values, tango-spec 2.10):
+    Fields (defaults are the published run values, docs/algorithm.md §2.10):
 
     - ``retention``: fraction of visual tokens kept, in (0, 1].
     - ``context_ratio`` (0.4): fraction of each budget spent on merged context anchors; the rest goes to
@@ -146,7 +146,7 @@ class TangoConfig(PruneConfig):
     - ``base_time`` / ``base_space`` (1e4 / 1e3): ST-RoPE bases, time in seconds, space in grid cells.
     - ``sinks``: (row, col) cells whose saliency is zeroed on every frame (attention sinks).
     - ``compat``: ``"fixed"`` (default) or ``"published"``, which reproduces the published anchor /
-      merged-feature permutation bug (tango-spec 2.4) bit for bit.
+      merged-feature permutation bug (docs/algorithm.md §2.4) bit for bit.
     - ``diversity`` / ``strope`` / ``merge_context``: ablation switches; turning one off gives plain top-k
       salient selection, plain cosine geometry, or no context merging (all budget salient).
     - ``fastvid_cuts`` (8), ``holitom_max_window`` (1024): segmentation constants of the published code.
@@ -239,7 +239,7 @@ class TangoConfig(PruneConfig):
         ``model`` is ``"llava-onevision"``, ``"llava-video"`` or ``"qwen2.5-vl"``. The segmentation
         threshold is 0.65 at retention 0.1 and 0.8 otherwise. For LLaVA-Video, whose intra-LLM stage keeps
         half of the tokens from layer 18 of 28 on, the pre-LLM retention is ``min(1, 28 r / 23)`` so that
-        the layer-averaged retention is ``r`` (tango-spec 2.10). ``llm_layers`` is the language model's layer
+        the layer-averaged retention is ``r`` (docs/algorithm.md §2.10). ``llm_layers`` is the language model's layer
         count (28 for the published 7B checkpoints; the model families pass the checkpoint's own).
         """
         if model not in PRESETS:

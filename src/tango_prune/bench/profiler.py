@@ -21,7 +21,7 @@ def sync(device: torch.device) -> None:
 class FirstTokenClock:
     """A logits processor that records when the first token's logits are ready, and counts calls.
 
-    Appended to ``generate``'s processors, as the paper's ``TTFTLogitsProcessor`` (tango-spec section 5);
+    Appended to ``generate``'s processors, as the paper's ``TTFTLogitsProcessor`` (docs/algorithm.md §5);
     it returns the scores unchanged.
     """
 

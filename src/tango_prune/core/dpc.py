@@ -1,6 +1,6 @@
 """DPC-KNN clustering (density peaks with a k-nearest-neighbour density) on one exact distance matrix.
 
-For points x_1..x_n (tango-spec 2.6):
+For points x_1..x_n (docs/algorithm.md §2.6):
 
 - density  rho_i   = exp(-mean of d_ij^2 over the k nearest neighbours j of i),
 - distance delta_i = min d_ij over the points j denser than i; for the densest point, the largest

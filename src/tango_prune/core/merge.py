@@ -1,4 +1,4 @@
-"""Nearest-anchor assignment and weighted cluster merging (tango-spec 2.7), accumulated in fp32."""
+"""Nearest-anchor assignment and weighted cluster merging (docs/algorithm.md §2.7), accumulated in fp32."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Temporal segmentation of a video into runs of similar frames (tango-spec 2.2).
+"""Temporal segmentation of a video into runs of similar frames (docs/algorithm.md §2.2).
 
 - :func:`holitom_segments`: dynamic programme maximising the number of tokens that collapsing static
   positions would remove. The published version builds an (N, N, L) tensor and runs a Python double loop

@@ -1,4 +1,4 @@
-"""ST-RoPE: spatio-temporal rotary embedding used only to measure token distances (tango-spec 1.7).
+"""ST-RoPE: spatio-temporal rotary embedding used only to measure token distances (docs/algorithm.md §1.7).
 
 Channels of an L2-normalised feature are split into three contiguous sections (time, row, column). Inside
 each section of size d, channel j is paired with j + d/2 ("rotate-half") and the pair is rotated by

@@ -1,11 +1,11 @@
 """The Tango pruner: segments -> static/dynamic split -> diverse salient selection -> context merging.
 
-Follows tango-spec section 2 step by step, with the fixes of section 6.1 (see :class:`TangoConfig`):
+Follows docs/algorithm.md §2 step by step, with the fixes of §6.1 (see :class:`TangoConfig`):
 fp32 scores and accumulation, index tie-breaks instead of random noise, no in-place writes to inputs, a
 separate static threshold, de-duplicated indices, and anchors receiving their own merged feature
 (``compat="published"`` restores the published permutation).
 
-Budget arithmetic (tango-spec 2.3-2.5), in exact integers with every ratio read as the decimal the user
+Budget arithmetic (docs/algorithm.md §2.3-2.5), in exact integers with every ratio read as the decimal the user
 wrote (:mod:`tango_prune.core.budget`; ``compat="published"`` keeps the published double expressions):
 
 - A single-frame segment (or a static part) of n tokens keeps K = max(1, ceil(n r)) tokens:
@@ -130,7 +130,7 @@ def _merge_context(feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: Tan
 
 def _compress(feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: float | Fraction, cfg: TangoConfig,
               block_elems: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """``tango_compressor`` (tango-spec 2.4) for B token sets of n tokens each, batched.
+    """``tango_compressor`` (docs/algorithm.md §2.4) for B token sets of n tokens each, batched.
 
     ``feats`` (B, n, D), ``rot`` (B, n, D') distance geometry, ``score`` (B, n) fp32. Returns, per set,
     (local indices, fp32 features, kinds), unsorted.
@@ -192,8 +192,8 @@ class _Geometry:
 
 def _singletons(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset: int, cfg: TangoConfig,
                 block_elems: int, stats: dict, chunk: int = 64) -> _Kept:
-    """Consecutive single-frame segments X (n, L, D): each frame is compressed on its own (tango-spec
-    2.3), batched over frames in chunks so that the work is a few large tensor operations."""
+    """Consecutive single-frame segments X (n, L, D): each frame is compressed on its own (docs/algorithm.md
+    §2.3), batched over frames in chunks so that the work is a few large tensor operations."""
     n, L, _ = X.shape
     geo = _Geometry(X, ts, W, cfg)
     allpos = torch.arange(L, device=X.device)

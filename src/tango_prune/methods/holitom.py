@@ -19,7 +19,7 @@ positions and within one token per frame (plus one per segment) of it otherwise.
 
 Defaults: ``tau_segment`` 0.8, ``tau_static`` 0.8, ``k_neighbors`` 7, ``context_ratio`` 0.4,
 ``max_window`` 1024. The thresholds, k and the window are the values the Tango release uses for its
-HoliTom-derived pipeline (tango-spec 2.10); the context ratio is this project's choice, set equal to
+HoliTom-derived pipeline (docs/algorithm.md §2.10); the context ratio is this project's choice, set equal to
 Tango's so the two differ only in Tango's own contributions (diverse selection, ST-RoPE, segment-wide
 context). HoliTom's own evaluation script runs ``T=0.8 HOLITOM_k=18 HOLITOM_r=0.5``; the exact roles of its
 ``k`` and ``r`` were not verified here, so they are not copied. Needs ``saliency``; any T and any grid.

@@ -1,4 +1,4 @@
-"""Intra-LLM FastV stage of LLaVA-Video (tango-spec 4), as forward pre-hooks on the upstream decoder layers.
+"""Intra-LLM FastV stage of LLaVA-Video (docs/algorithm.md §4), as forward pre-hooks on the upstream decoder layers.
 
 With 1-based ``fastv_layer`` K (default 18 of 28) and keep fraction ``fastv_keep`` (0.5):
 

@@ -5,7 +5,7 @@ hooks (removed before the call returns) on the SigLIP encoder layer whose output
 that layer's input and output for the saliency, and, for the LLaVA-Video layout, one on the projector
 captures the un-pooled projected features. The pruned visual sequences go back into the unmodified upstream
 ``forward`` through its documented ``mm_encoder_outputs`` argument, together with ``input_ids`` /
-``attention_mask`` from which the dropped placeholders were removed (tango-spec 3.1: LLaVA positions are
+``attention_mask`` from which the dropped placeholders were removed (docs/algorithm.md §3.1: LLaVA positions are
 compact).
 
 Two layouts (``variant``):

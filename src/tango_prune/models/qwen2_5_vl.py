@@ -6,10 +6,10 @@ the saliency, which is then computed for that one block only, in fp32, from the 
 model's attention implementation is never switched to eager. The unmodified upstream ``forward`` receives
 the pruned features through ``mm_encoder_outputs`` plus ``input_ids`` / masks without the dropped
 placeholders and explicit ``position_ids`` in which every kept token has its ORIGINAL 3-D M-RoPE position
-(tango-spec 3.2). ``generate`` extends explicit position ids by last + 1, exactly as it does for the
+(docs/algorithm.md §3.2). ``generate`` extends explicit position ids by last + 1, exactly as it does for the
 unpruned model, so decoding positions continue as without pruning.
 
-Saliency (tango-spec 1.4): per temporal step, the mean query of the step's patches attends over the
+Saliency (docs/algorithm.md §1.4): per temporal step, the mean query of the step's patches attends over the
 2x2-averaged keys of its merged tokens; softmax over the step's merged tokens, averaged over heads.
 Timestamps: ``video_timestamps=`` if given, else ``i * second_per_grid_ts`` (the start of each temporal
 pair), else ``i`` seconds.
