@@ -94,6 +94,44 @@ def tiny_qwen2(tmp_path, *, attn: str = "sdpa"):
 QWEN_BUILDERS = {"qwen2.5-vl": tiny_qwen, "qwen2-vl": tiny_qwen2}
 
 
+def tiny_qwen3(tmp_path, *, attn: str = "sdpa"):
+    """Qwen3VLForConditionalGeneration: ViT 32 dims / patch 4 / merge 2, 3 blocks with DeepStack levels after
+    blocks 0 and 1, LLM of 32 dims and 3 layers (the DeepStack features land after layers 0 and 1); the same
+    token ids and geometry as :func:`tiny_qwen`."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    cfg = Qwen3VLConfig(
+        vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
+                           patch_size=4, temporal_patch_size=2, spatial_merge_size=2, in_channels=3,
+                           num_position_embeddings=16, deepstack_visual_indexes=[0, 1]),
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=8, vocab_size=160, max_position_embeddings=4096,
+                         pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                         rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4}),
+        image_token_id=Q_IMAGE, video_token_id=Q_VIDEO, vision_start_token_id=Q_START, vision_end_token_id=Q_END)
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(cfg)
+    # why: random DeepStack mergers are tiny next to the main features; larger ones make a misaligned level
+    # change the logits visibly
+    with torch.no_grad():
+        for p in model.model.visual.deepstack_merger_list.parameters():
+            p.mul_(4.0)
+    return _save_load(model, Qwen3VLForConditionalGeneration, tmp_path / f"qwen3vl_{attn}", attn)
+
+
+def qwen3_ids(grids, prefix=(1, 3), suffix=(4, 5), images=(), stamp=(8, 9)) -> list[int]:
+    """Prompt tokens in the Qwen3-VL layout: every temporal step of a video is its own group, a timestamp
+    (``stamp`` text tokens, the processor's ``<t seconds>``) then vision start / placeholders / end."""
+    ids = list(prefix)
+    for (t, h, w) in images:
+        ids += [Q_START] + [Q_IMAGE] * (t * h * w // 4) + [Q_END, 6]
+    for (t, h, w) in grids:
+        for _ in range(t):
+            ids += list(stamp) + [Q_START] + [Q_VIDEO] * (h * w // 4) + [Q_END]
+        ids += [7]
+    return ids + list(suffix)
+
+
 def qwen_video(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     """pixel_values_videos rows for one video of grid (t, h, w) patches (3 channels x 2 frames x 4 x 4)."""
     return torch.randn(t * h * w, 3 * 2 * 4 * 4, generator=torch.Generator().manual_seed(seed))
