@@ -27,6 +27,7 @@ paper publishes none for Qwen3-VL.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -149,8 +150,7 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
         t, per_step = inp.info["temporal_steps"], inp.info["tokens_per_step"]
         ids = bench_prompt(spec, t * ([cfg.vision_start_token_id] + [cfg.video_token_id] * per_step
                                       + [cfg.vision_end_token_id])).to(device)
-        inp.input_ids = ids
-        inp.common.pop("second_per_grid_ts")
-        inp.common["mm_token_type_ids"] = (2 * (ids == cfg.video_token_id)).to(torch.int)
-        inp.info["prompt_tokens"] = int(ids.shape[1] - inp.info["video_tokens"])
-        return inp
+        common = {k: v for k, v in inp.common.items() if k != "second_per_grid_ts"}
+        common["mm_token_type_ids"] = (2 * (ids == cfg.video_token_id)).to(torch.int)
+        info = dict(inp.info, prompt_tokens=int(ids.shape[1] - inp.info["video_tokens"]))
+        return dataclasses.replace(inp, input_ids=ids, common=common, info=info)
