@@ -213,7 +213,6 @@ class Qwen25VLAdapter(ModelFamily):
         state.last_results = results
         return kwargs
 
-
     def video_columns(self, input_ids: torch.Tensor, token_id: int, lengths: list[int]
                       ) -> list[tuple[int, torch.Tensor]]:
         """For every video, its batch row and the columns of its placeholders in feature order (one
