@@ -1,5 +1,5 @@
-"""tango_prune.apply on upstream Qwen2_5_VLForConditionalGeneration and Qwen2VLForConditionalGeneration (the
-same test set for both families; tiny random weights, saved + reloaded)."""
+"""tango_prune.apply on upstream Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration and
+Qwen3VLForConditionalGeneration (the same test set for both families; tiny random weights, saved + reloaded)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 import tango_prune as tp
 from tango_prune.models import stats
-from tiny_models import QWEN_BUILDERS, left_pad, qwen_ids, qwen_types, qwen_video
+from tiny_models import QWEN_BUILDERS, left_pad, qwen_family_ids, qwen_types, qwen_video
 
 FULL = tp.TangoConfig(retention=1.0, merge_context=False, tau_static=1.0)
 G = (3, 8, 8)  # temporal steps, patch rows, patch cols -> 3 x 4 x 4 merged tokens
@@ -30,14 +30,15 @@ def model(root, family):
 
 
 def _timing(model, spg):
-    """``second_per_grid_ts`` where the family takes it (Qwen2.5-VL); Qwen2-VL's upstream refuses it."""
-    if type(model).__name__ == "Qwen2VLForConditionalGeneration":
+    """``second_per_grid_ts`` where the family takes it (Qwen2.5-VL); Qwen2-VL's and Qwen3-VL's upstream
+    refuse it."""
+    if type(model).__name__ in ("Qwen2VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"):
         return {}
     return {"second_per_grid_ts": spg if isinstance(spg, torch.Tensor) else torch.tensor(spg)}
 
 
 def _inputs(model, grids=(G,), seed=0, spg=0.5):
-    ids = torch.tensor([qwen_ids(grids)])
+    ids = torch.tensor([qwen_family_ids(model, grids)])
     pv = torch.cat([qwen_video(*g, seed=seed + i) for i, g in enumerate(grids)])
     return dict(input_ids=ids, pixel_values_videos=pv, video_grid_thw=torch.tensor(list(grids)),
                 mm_token_type_ids=qwen_types(ids), **_timing(model, [spg] * len(grids)))
@@ -84,23 +85,27 @@ def test_kept_tokens_keep_their_original_mrope_positions(model):
         tp.remove(model)
         h.remove()
     ids = kw["input_ids"][0]
-    start = int((ids == 151).nonzero()[0])
+    video = (ids == 151).nonzero()[:, 0]        # one run (Qwen2/2.5-VL) or one run per step (Qwen3-VL)
     keep = torch.ones(ids.numel(), dtype=torch.bool)
-    keep[start:start + 48] = False
-    keep[start + res.indices] = True
+    keep[video] = False
+    keep[video[res.indices]] = True             # every text token stays, Qwen3-VL's timestamps included
     pos = seen["pos"]
     assert pos.shape == (4, 1, int(keep.sum()))
     assert torch.equal(pos[1:, 0], full_pos[:, 0, keep])            # original (t, h, w) positions, gaps kept
     assert torch.equal(pos[0, 0], torch.arange(int(keep.sum())))     # compact text row (mask construction)
     assert st["visual_tokens_after"] == res.num_kept == out.shape[1] - (ids.numel() - 48)
     assert st["visual_tokens_before"] == 48
-    # Temporal positions follow second_per_grid_ts * tokens_per_second: 0.5 s * 2 = 1 per step here.
-    assert set(pos[1, 0, start:start + res.num_kept].tolist()) <= {start, start + 1, start + 2}
+    # Temporal positions: one per step. Qwen2/2.5-VL advance time by 1 per step here (0.5 s * 2 tokens per
+    # second); Qwen3-VL positions each step as its own group, time being carried by the timestamp text.
+    step_t = set(full_pos[0, 0, video.reshape(3, 16)[:, 0]].tolist())
+    assert set(pos[1, 0, keep.cumsum(0)[video[res.indices]] - 1].tolist()) <= step_t
+    if type(model).__name__ != "Qwen3VLForConditionalGeneration":
+        assert step_t == {int(video[0]), int(video[0]) + 1, int(video[0]) + 2}
 
 
 def test_pruned_batch_of_two_equals_each_alone(model):
     grids = [(3, 8, 8), (2, 8, 4)]
-    rows = [qwen_ids([grids[0]], prefix=(1, 3, 8, 9)), qwen_ids([grids[1]])]
+    rows = [qwen_family_ids(model, [grids[0]], prefix=(1, 3, 8, 9)), qwen_family_ids(model, [grids[1]])]
     pvs = [qwen_video(*grids[0], seed=1), qwen_video(*grids[1], seed=2)]
     spg = torch.tensor([0.5, 1.0])
     tp.apply(model, tp.TangoConfig(retention=0.3))
@@ -125,7 +130,7 @@ def test_pruned_batch_of_two_equals_each_alone(model):
 def test_image_untouched_two_videos_pruned(model):
     img_grid = (1, 4, 4)
     grids = [(2, 8, 8), (3, 4, 8)]
-    ids = torch.tensor([qwen_ids(grids, images=[img_grid])])
+    ids = torch.tensor([qwen_family_ids(model, grids, images=[img_grid])])
     kw = dict(input_ids=ids, pixel_values=qwen_video(*img_grid, seed=9), image_grid_thw=torch.tensor([img_grid]),
               pixel_values_videos=torch.cat([qwen_video(*g, seed=3 + i) for i, g in enumerate(grids)]),
               video_grid_thw=torch.tensor(grids), mm_token_type_ids=qwen_types(ids))

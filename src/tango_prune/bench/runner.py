@@ -174,7 +174,6 @@ def _encode_once(model: Any, spec: BenchSpec, inp: BenchInputs, device: torch.de
     (the upstream encoder output, for the unpruned run) and ``encoded`` (the adapter's output, for the
     pruned runs).
     """
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     family = family_for(model)
     base = model.model
@@ -183,7 +182,9 @@ def _encode_once(model: Any, spec: BenchSpec, inp: BenchInputs, device: torch.de
 
     def timed_upstream(*args: Any, **kwargs: Any) -> Any:
         out, inner["s"] = _timed(lambda: upstream(*args, **kwargs), device)
-        inner["video"] = BaseModelOutputWithPooling(pooler_output=out.pooler_output)  # not the hidden states
+        # Not the hidden states; the other outputs stay (Qwen3-VL's DeepStack levels are part of the video input).
+        inner["video"] = type(out)(**{k: v for k, v in out.items()
+                                      if k not in ("last_hidden_state", "hidden_states", "attentions")})
         return out
 
     with warnings.catch_warnings():

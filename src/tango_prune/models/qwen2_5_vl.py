@@ -103,6 +103,11 @@ class Qwen25VLAdapter(ModelFamily):
     def encode(self, model: Any, pv: torch.Tensor, grid: torch.Tensor
                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-video merged features (n_v, D) in raster order and saliency (t, h', w') fp32."""
+        out, sal = self.encode_videos(model, pv, grid)
+        return list(out.pooler_output), sal
+
+    def encode_videos(self, model: Any, pv: torch.Tensor, grid: torch.Tensor) -> tuple[Any, list[torch.Tensor]]:
+        """The upstream ``get_video_features`` output and the per-video saliency (t, h', w') fp32."""
         base = model.model
         visual = base.visual
         cap: dict[str, Any] = {}
@@ -122,7 +127,7 @@ class Qwen25VLAdapter(ModelFamily):
         cos, sin = cap["pe"]
         with torch.no_grad():
             sal = qwen_frame_saliency(visual.blocks[-1], cap["h"], cos, sin, grid, reverse, vc.spatial_merge_size)
-        return list(out.pooler_output), sal
+        return out, sal
 
     def rewrite(self, model: Any, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Encode and prune the videos of one call and return the kwargs for the upstream forward/generate."""
@@ -148,7 +153,8 @@ class Qwen25VLAdapter(ModelFamily):
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
         # why: features follow the caller's grad mode (gradients reach the vision tower when training); the
         # saliency is computed without a graph.
-        feats, sal = state.encoded if state.encoded is not None else self.encode(model, pv, grid)
+        encoded = state.encoded if state.encoded is not None else self.encode(model, pv, grid)
+        feats, sal = encoded[0], encoded[1]
         if kwargs.get("pixel_values") is not None:
             # why: upstream refuses pixel inputs next to mm_encoder_outputs; images pass through untouched.
             mm["image"] = base.get_image_features(kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"),
@@ -166,7 +172,7 @@ class Qwen25VLAdapter(ModelFamily):
         elif position_ids.dim() != 3 or position_ids.shape[0] != 3:
             raise ValueError(f"position_ids must have shape (3, B, L) or (4, B, L), got {tuple(position_ids.shape)}")
         lengths = [int(f.shape[0]) for f in feats]
-        spans = find_video_spans(input_ids, cfg.video_token_id, lengths)
+        columns = self.video_columns(input_ids, cfg.video_token_id, lengths)
         check_placeholders_unmasked(input_ids, kwargs.get("attention_mask"), cfg.video_token_id)
         spg = kwargs.get("second_per_grid_ts")
         keep = torch.ones_like(input_ids, dtype=torch.bool)
@@ -180,10 +186,10 @@ class Qwen25VLAdapter(ModelFamily):
                 ts = torch.arange(t, dtype=torch.float64, device=feats[v].device) * step
             tokens = VideoTokens(features=feats[v].reshape(t, hs, ws, -1), saliency=sal[v], timestamps=ts)
             res = prune(tokens, state.config)
-            sp = spans[v]
-            drop = torch.ones(sp.length, dtype=torch.bool, device=keep.device)
-            drop[res.indices.to(keep.device)] = False
-            keep[sp.row, sp.start:sp.start + sp.length] = ~drop
+            row, cols = columns[v]
+            kept = torch.zeros(lengths[v], dtype=torch.bool, device=keep.device)
+            kept[res.indices.to(keep.device)] = True
+            keep[row, cols.to(keep.device)] = kept
             seqs.append(res.features)
             results.append(res)
         kwargs["position_ids"] = position_ids
@@ -198,7 +204,7 @@ class Qwen25VLAdapter(ModelFamily):
         n_valid = valid.sum(-1)
         max_pos = pos3.masked_fill(~valid[None].to(pos3.device), -1).amax(dim=(0, 2))
         base.rope_deltas = (max_pos + 1 - n_valid.to(max_pos.device))[:, None]
-        mm["video"] = _output(tuple(seqs))
+        mm["video"] = self.video_output(encoded, results, tuple(seqs))
         kwargs["mm_encoder_outputs"] = mm
         prune_s = timer.stop()
         state.stats.update(vision_s=vision_s, prune_s=prune_s, visual_tokens_before=sum(lengths),
@@ -207,6 +213,16 @@ class Qwen25VLAdapter(ModelFamily):
         state.last_results = results
         return kwargs
 
+    def video_columns(self, input_ids: torch.Tensor, token_id: int, lengths: list[int]
+                      ) -> list[tuple[int, torch.Tensor]]:
+        """For every video, its batch row and the columns of its placeholders in feature order (one
+        contiguous run per video in this family)."""
+        return [(sp.row, torch.arange(sp.start, sp.start + sp.length, device=input_ids.device))
+                for sp in find_video_spans(input_ids, token_id, lengths)]
+
+    def video_output(self, encoded: Any, results: list[Any], features: tuple[torch.Tensor, ...]) -> Any:
+        """The ``mm_encoder_outputs["video"]`` entry carrying the kept features of every video."""
+        return _output(features)
 
     # -- inputs from frames, preset ----------------------------------------------------------------------
     @classmethod
@@ -217,6 +233,23 @@ class Qwen25VLAdapter(ModelFamily):
         the grid, the step duration and the start time of every step."""
         from .llava_onevision import chat_prompt
 
+        pv, (gt, gh, gw), ts = cls.video_patches(config, frames, timestamps, mean, std)
+        m, tps = config.vision_config.spatial_merge_size, config.vision_config.temporal_patch_size
+        n = gt * gh * gw // (m * m)
+        start, pad, end = (tokenizer.convert_ids_to_tokens(i) for i in
+                           (config.vision_start_token_id, config.video_token_id, config.vision_end_token_id))
+        text = chat_prompt(tokenizer, start + pad + end, question).replace(pad, pad * n, 1)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        step_ts = torch.from_numpy(ts[::tps].copy())
+        spg = float(step_ts[1] - step_ts[0]) if gt > 1 else 1.0
+        return {"input_ids": ids, "pixel_values_videos": pv, "video_grid_thw": torch.tensor([[gt, gh, gw]]),
+                "second_per_grid_ts": torch.tensor([spg]), "video_timestamps": step_ts[None]}
+
+    @staticmethod
+    def video_patches(config: Any, frames: Any, timestamps: Any, mean: Any, std: Any
+                      ) -> tuple[torch.Tensor, tuple[int, int, int], np.ndarray]:
+        """Patch rows of frames resized to about 256 merged tokens per temporal step, their grid, and the
+        frame times padded like the frames (the last one repeats up to a whole temporal patch)."""
         vc = config.vision_config
         ps, tps, m = vc.patch_size, vc.temporal_patch_size, vc.spatial_merge_size
         unit = ps * m
@@ -227,16 +260,8 @@ class Qwen25VLAdapter(ModelFamily):
         ts = np.asarray(timestamps, dtype=np.float64)
         if T % tps:
             ts = np.concatenate([ts, np.repeat(ts[-1:], tps - T % tps)])   # the last frame repeats, as upstream
-        pv, (gt, gh, gw) = qwen_patches(normalise(frames, (h, w), mean, std)[None], ps, m, tps)
-        n = gt * gh * gw // (m * m)
-        start, pad, end = (tokenizer.convert_ids_to_tokens(i) for i in
-                           (config.vision_start_token_id, config.video_token_id, config.vision_end_token_id))
-        text = chat_prompt(tokenizer, start + pad + end, question).replace(pad, pad * n, 1)
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
-        step_ts = torch.from_numpy(ts[::tps].copy())
-        spg = float(step_ts[1] - step_ts[0]) if gt > 1 else 1.0
-        return {"input_ids": ids, "pixel_values_videos": pv, "video_grid_thw": torch.tensor([[gt, gh, gw]]),
-                "second_per_grid_ts": torch.tensor([spg]), "video_timestamps": step_ts[None]}
+        pv, grid = qwen_patches(normalise(frames, (h, w), mean, std)[None], ps, m, tps)
+        return pv, grid, ts
 
     @classmethod
     def tango_config(cls, config: Any, variant: str | None, retention: float) -> tuple[Any, list[str]]:
@@ -295,7 +320,7 @@ class Qwen25VLAdapter(ModelFamily):
     @staticmethod
     def bench_first_video_features(encoded: Any, inp: Any) -> torch.Tensor:
         """The first video's features (T, H, W, D): temporal steps x merged rows x merged columns."""
-        feats, sal = encoded
+        feats, sal = encoded[0], encoded[1]
         t, h, w = sal[0].shape
         return feats[0].reshape(t, h, w, -1)
 
