@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from . import data as D
 from .evaluate import accuracy
 from .model import TestbedProcessor, build_config, build_tokenizer
+from .oracle import cell_labels, cell_objects, evidence_cells
 
 __all__ = ["TrainConfig", "train", "video_features", "write_reference"]
 
@@ -75,9 +76,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     easy_steps: int = 400           #: curriculum: first language steps ask only look-up questions, few bg tokens
     easy_keep: float = 0.15         #: fraction of background tokens kept during the easy steps
-    drop_prob: float = 0.5          #: after the easy steps, chance that a sample drops background tokens
+    full_layout_prob: float = 0.3   #: after the easy steps, chance that a sample shows every token (see _layout)
+    frame_prob: float = 0.5         #: otherwise, chance that only ``min_frames..T`` random frames are shown
+    min_frames: int = 6
+    any_drop_prob: float = 0.5      #: otherwise, chance that dropping hits object tokens too (else background only)
     aux_weight: float = 0.5         #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
-    attn_weight: float = 1.0        #: weight of the evidence-attention loss of the last LLM layer (0 = off)
+    attn_weight: float = 0.0        #: weight of the evidence-attention loss of the last LLM layer (0 = off)
     retrieval: bool = True          #: add the easy look-up questions to training (see data.questions_for)
     eval_every: int = 250
     eval_size: int = 128            #: test questions scored at each evaluation (the first ones of the split)
@@ -90,6 +94,7 @@ class TrainConfig:
     patch_size: int = 6
     save_stage: bool = False        #: write the frozen tower and feature cache to ``out_dir/stage.pt``
     stage_from: str | None = None   #: reuse a ``stage.pt`` (skips the vision and cache stages)
+    vision_from: str | None = None  #: take the (frozen) vision tower of a saved testbed model (skips the vision stage)
 
     def __post_init__(self) -> None:
         for name in ("vision_steps", "vision_batch", "cache_clips", "lm_steps", "lm_batch", "questions_per_clip",
@@ -97,9 +102,13 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name in ("drop_prob", "easy_keep"):
+        for name in ("full_layout_prob", "frame_prob", "any_drop_prob", "easy_keep"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not isinstance(self.min_frames, int) or not 1 <= self.min_frames <= D.NUM_FRAMES:
+            raise ValueError(f"min_frames must be an int in [1, {D.NUM_FRAMES}], got {self.min_frames!r}")
+        if self.stage_from is not None and self.vision_from is not None:
+            raise ValueError("stage_from and vision_from are exclusive: a stage already holds its vision tower")
         if not isinstance(self.easy_steps, int) or not 0 <= self.easy_steps < self.lm_steps:
             raise ValueError(f"easy_steps must be an int in [0, lm_steps), got {self.easy_steps!r}")
         for name in ("aux_weight", "attn_weight"):
@@ -140,20 +149,12 @@ def _patch_labels(ids: np.ndarray, patch: int, classes: int, min_frac: float = 0
     return lab
 
 
-def _cell_labels(ids: np.ndarray, cell: int, classes: int) -> np.ndarray:
-    """(T, H, W) ids (0 = background) -> (T * g * g,) int64: per pooled cell (one LLM token) the id covering
-    most of it, 0 where fewer than 4 object pixels fall in the cell."""
-    T, H, W = ids.shape
-    onehot = np.eye(classes, dtype=np.int32)[ids.astype(np.int64)]
-    cnt = onehot.reshape(T, H // cell, cell, W // cell, cell, classes).sum(axis=(2, 4))[..., 1:]
-    return np.where(cnt.max(-1) >= 4, cnt.argmax(-1) + 1, 0).reshape(-1)
+_cell_labels = cell_labels   # per pooled cell the dominant id (see oracle.cell_labels)
 
 
 def _cell_objects(shape_ids: np.ndarray, cell: int) -> np.ndarray:
-    """(T, H, W) shape ids -> (T * g * g,) int8: per pooled cell the shape index (into ``SHAPES``) covering
-    most of it, -1 where fewer than 4 object pixels fall in the cell. Shapes are distinct within a clip, so
-    this identifies the object."""
-    return (_cell_labels(shape_ids, cell, len(D.SHAPES) + 1) - 1).astype(np.int8)
+    """Per pooled cell the shape index covering it, -1 for background (:func:`.oracle.cell_objects`)."""
+    return cell_objects(shape_ids, cell)
 
 
 def _aux_targets(objects, cell_obj: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,20 +257,35 @@ def _cache_stage(model, proc: TestbedProcessor, cfg: TrainConfig, log) -> list[t
     return cache
 
 
-def _evidence(q: D.Question, objects, cell_obj: np.ndarray, T: int) -> np.ndarray:
-    """(N,) bool: the visual tokens that hold the answer to ``q`` (its subject's tokens, in the frames that
-    matter for the question type; every object token for ``count``)."""
-    n = cell_obj.shape[0]
-    if q.subject is None:
-        return cell_obj >= 0
-    frame = np.arange(n) // (n // T)
-    ev = cell_obj == D.SHAPES.index(q.subject)
-    if q.qtype == "change_to":
-        o = next(o for o in objects if o.shape == q.subject)
-        ev &= frame >= o.change_frame
-    elif q.qtype == "end":
-        ev &= frame >= T - 3
-    return ev
+def _layout(rng: np.random.Generator, cfg: TrainConfig, obj: np.ndarray, T: int) -> np.ndarray:
+    """(N,) bool: the visual tokens one training sample shows the LLM, drawn from a distribution of layouts.
+
+    With probability ``full_layout_prob`` every token. Otherwise, like the many frame counts, samplings and
+    token budgets a real Video LLM is trained on:
+    - with probability ``frame_prob`` only ``min_frames..T`` frames at irregular (random, sorted) times;
+    - within the frames shown, a random rate of the tokens (a fresh rate per frame around a per-sample
+      rate), any token with probability ``any_drop_prob``, else only background tokens (``obj`` False).
+
+    Nothing here looks at saliency, clusters, a pruning method's rule or the question: only at the frame
+    index, and, for the background-only mode, at whether a token shows an object at all."""
+    n = obj.shape[0]
+    keep = np.ones(n, dtype=bool)
+    if rng.random() < cfg.full_layout_prob:
+        return keep
+    per = n // T
+    frame = np.arange(n) // per
+    if rng.random() < cfg.frame_prob:
+        shown = np.zeros(T, dtype=bool)
+        shown[rng.choice(T, size=int(rng.integers(cfg.min_frames, T + 1)), replace=False)] = True
+        keep &= shown[frame]
+    rate = rng.uniform(0.05, 1.0)
+    frame_rate = np.clip(rate * rng.uniform(0.5, 1.5, size=T), 0.02, 1.0)
+    drop_any = rng.random() < cfg.any_drop_prob
+    kept = rng.random(n) < frame_rate[frame]
+    keep &= kept if drop_any else (kept | obj)
+    if not keep.any():       # an empty video is not a layout any model sees
+        keep[int(rng.integers(n))] = True
+    return keep
 
 
 def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) -> list[dict]:
@@ -290,16 +306,15 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
         else:   # at most two look-up questions, so the test types get most of the packed slots
             qs = [q for q in qs if q.qtype not in ("color", "shape")] + [look[i] for i in rng.permutation(len(look))[:2]]
         obj = cell_obj >= 0
-        keep = np.ones(obj.shape[0], dtype=bool)
         if easy:
             keep = obj | (rng.random(obj.shape[0]) < cfg.easy_keep)
-        elif rng.random() < cfg.drop_prob:
-            keep = obj | (rng.random(obj.shape[0]) < rng.uniform(0.0, 1.0))
+        else:
+            keep = _layout(rng, cfg, obj, T)
         ids, labels, queries = [], [], []
         for q in (qs[i] for i in rng.permutation(len(qs))[:cfg.questions_per_clip]):
             p = tok(proc.prompt(q.text, q.options), add_special_tokens=False)["input_ids"]
             a = tok(q.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            ev = np.nonzero(_evidence(q, objects, cell_obj, T)[keep])[0]
+            ev = np.nonzero(evidence_cells(q, objects, cell_obj, T)[keep])[0]
             if ev.size:   # (answer-predicting position, visual evidence, the question's words) in text offsets
                 n_q = len(tok(q.text, add_special_tokens=False)["input_ids"])
                 queries.append((len(ids) + len(p) - 1, torch.from_numpy(ev), torch.arange(n_q) + len(ids) + 2))
@@ -392,20 +407,44 @@ def _lm_loss(model, aux, items, aux_layer: int, attn: bool) -> tuple[torch.Tenso
 
 
 def write_reference(model, proc: TestbedProcessor, directory: str | Path, subset: int = 48,
-                    batch_size: int = 16) -> dict:
-    """Score the first ``subset`` held-out questions and record the exact count in ``reference.json``
+                    batch_size: int = 16, check_subset: int = 24) -> dict:
+    """Score the first ``subset`` held-out questions, and the instrument-check cells on the first
+    ``check_subset`` (:func:`.evaluate.check_cells`), and record the exact counts in ``reference.json``
     (what the test suite checks the shipped weights against)."""
+    from .evaluate import check_cells
+
     with torch.no_grad():
         res = accuracy(model.eval(), proc, range(subset), batch_size=batch_size)
-    ref = {"subset": subset, "batch_size": batch_size, "correct": res["correct"], "total": res["total"]}
+        chk = check_cells(model, proc, check_subset, batch_size=8)
+    ref = {"subset": subset, "batch_size": batch_size, "correct": res["correct"], "total": res["total"],
+           "checks": {"subset": check_subset, "batch_size": 8, "full": chk["full"]["correct"],
+                      "cells": {name: {r: x["correct"] for r, x in cells.items()}
+                                for name, cells in chk["results"].items()}}}
     Path(directory, "reference.json").write_text(json.dumps(ref, indent=2) + "\n")
     return ref
+
+
+def _load_vision_tower(model, directory: str) -> None:
+    """Copy the vision tower of the testbed model saved in ``directory`` into ``model`` and freeze it (the
+    tower is frozen after the vision stage anyway, so this is the same as re-running that stage when the
+    saved model was trained with the same vision settings)."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    if not (Path(directory) / "config.json").is_file():
+        raise ValueError(f"vision_from must be a saved testbed model directory, got {directory!r}")
+    src = LlavaOnevisionForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+    mine, theirs = model.config.vision_config, src.config.vision_config
+    for k in ("hidden_size", "num_hidden_layers", "patch_size", "image_size", "intermediate_size"):
+        if getattr(mine, k) != getattr(theirs, k):
+            raise ValueError(f"vision_from has vision {k}={getattr(theirs, k)}, this run needs {getattr(mine, k)}")
+    model.model.vision_tower.load_state_dict(src.model.vision_tower.state_dict())
+    model.model.vision_tower.eval().requires_grad_(False)
 
 
 def _stage_key(cfg: TrainConfig) -> dict:
     """The settings that determine the vision and cache stages (a saved stage is only reused if they match)."""
     return {k: getattr(cfg, k) for k in ("seed", "vision_steps", "vision_batch", "cache_clips", "lr", "warmup",
-                                         "weight_decay", "vision_hidden", "vision_layers", "patch_size")}
+                                         "weight_decay", "vision_hidden", "vision_layers", "patch_size", "vision_from")}
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
@@ -439,7 +478,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         t_vision = t_cache = 0.0
         log(f"vision tower and {len(cache)} cached clips loaded from {cfg.stage_from}")
     else:
-        _vision_stage(model, aux, proc, cfg, log)
+        if cfg.vision_from is not None:
+            _load_vision_tower(model, cfg.vision_from)
+            log(f"vision tower loaded from {cfg.vision_from} (frozen; vision stage skipped)")
+        else:
+            _vision_stage(model, aux, proc, cfg, log)
         t_vision = time.time() - t0
         cache = _cache_stage(model, proc, cfg, log)
         t_cache = time.time() - t0 - t_vision
