@@ -148,3 +148,19 @@ def test_merge_of_split_runs_equals_one_run(tiny_dir, tmp_path):
     for k in ("methods", "rows", "results", "full", "checks"):
         assert m[k] == o[k], k
     assert E.oracle_row().name not in tp.methods()
+
+
+def test_merge_joins_retentions_and_refuses_duplicate_cells():
+    def rep(rows, rets, full=3):
+        return {"n": 4, "retentions": rets, "full": {"correct": full, "total": 4, "accuracy": full / 4},
+                "methods": rows, "results": {m: {str(r): {"correct": 1, "total": 4, "accuracy": 0.25,
+                                                           "relative": 0.25 / (full / 4)} for r in rets}
+                                             for m in rows}}
+
+    m = E.merge_reports([rep(["random"], [0.1]), rep(["random", "uniform"], [1.0])])
+    assert m["retentions"] == [1.0, 0.1] and set(m["results"]["random"]) == {"1.0", "0.1"}
+    assert "| uniform | 25.0 (33.3%) | - |" in E.markdown_table(m)
+    with pytest.raises(ValueError, match="same cell twice"):
+        E.merge_reports([rep(["random"], [0.1]), rep(["random"], [0.1])])
+    with pytest.raises(ValueError, match="full-token"):
+        E.merge_reports([rep(["random"], [0.1]), rep(["uniform"], [0.1], full=2)])

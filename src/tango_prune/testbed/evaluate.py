@@ -105,16 +105,23 @@ def _pruned(model, config, variant: str | None = None):
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One row of the table: ``method`` (a registered name, or :data:`~.oracle.ORACLE`) with config
-    ``overrides`` and, for LLaVA, a token-layout ``variant`` (``None``: the model's own)."""
+    ``overrides``, for LLaVA a token-layout ``variant`` (``None``: the model's own), and ``retention_scale``:
+    the pre-LLM retention is ``min(1, r * retention_scale)`` (an intra-LLM stage removes the rest)."""
 
     name: str
     method: str
     overrides: dict = dataclasses.field(default_factory=dict)
     variant: str | None = None
+    retention_scale: float = 1.0
 
     def spec(self) -> dict:
         """The JSON form recorded in reports."""
-        return {"method": self.method, "overrides": dict(self.overrides), "variant": self.variant}
+        return {"method": self.method, "overrides": dict(self.overrides), "variant": self.variant,
+                "retention_scale": self.retention_scale}
+
+    def retention(self, r: float) -> float:
+        """The pre-LLM retention this row uses for table column ``r``."""
+        return min(1.0, float(r) * self.retention_scale)
 
 
 #: Tango's ablations (each switches one published component off; every other field stays the default)
@@ -125,6 +132,11 @@ TANGO_ABLATIONS = (
     Row("tango (no static collapse)", "tango", {"tau_static": 1.0}),
     Row("tango (segmentation none)", "tango", {"segmentation": "none"}),
     Row("tango (segmentation fastvid)", "tango", {"segmentation": "fastvid"}),
+    # LLaVA-Video: 2x2 average pooling, per-row newlines, and the intra-LLM FastV stage. The published run
+    # prunes at layer 18 of 28 (keeps 0.5), so 23/28 of the layer-averaged tokens; on the 4-layer testbed
+    # layer 3 keeps (3 + 0.5) / 4, and the pre-LLM retention is scaled by 8/7 so the average is r.
+    Row("tango (llava-video layout + FastV)", "tango", {"fastv_layer": 3, "fastv_keep": 0.5},
+        variant="llava-video", retention_scale=8 / 7),
 )
 
 
@@ -149,6 +161,7 @@ def _score_row(model, proc, row: Row, retention: float, indices: list[int], batc
     import tango_prune as tp
     from .oracle import ORACLE, registered
 
+    retention = row.retention(retention)
     if row.method != ORACLE:
         with _pruned(model, tp.make_config(row.method, retention=retention, **row.overrides), row.variant):
             return accuracy(model, proc, indices, batch_size, progress)
@@ -290,28 +303,38 @@ def check_report(report, where: str) -> None:
 
 
 def merge_reports(reports: Sequence[dict]) -> dict:
-    """One report from several runs over disjoint rows (e.g. run in parallel processes); they must share the
-    question subset, the retentions, the overrides and the unpruned result."""
+    """One report from several runs (e.g. run in parallel processes, or over different retentions); they
+    must share the question subset, the overrides and the unpruned result. Rows and retentions are the
+    union (retentions in :data:`RETENTIONS` order); a row must have the same spec everywhere, and a cell
+    may come from one report only."""
     if not reports:
         raise ValueError("reports must hold at least one report")
     for i, r in enumerate(reports):
         check_report(r, f"report {i + 1}")
     first = reports[0]
     out = {**first, "methods": [], "rows": {}, "results": {}, "seconds": 0.0, "complete": True}
+    rets: list[float] = []
     for r in reports:
-        if (r["n"], r["retentions"], r["full"]["correct"], r.get("overrides", {})) != (
-                first["n"], first["retentions"], first["full"]["correct"], first.get("overrides", {})):
-            raise ValueError("reports must share n, retentions, overrides and the full-token result to be merged")
+        if (r["n"], r["full"]["correct"], r.get("overrides", {})) != (
+                first["n"], first["full"]["correct"], first.get("overrides", {})):
+            raise ValueError("reports must share n, overrides and the full-token result to be merged")
+        rets += [float(x) for x in r["retentions"] if float(x) not in rets]
         for m in r["methods"]:
-            if m in out["rows"]:
-                raise ValueError(f"reports must cover disjoint methods, {m!r} appears twice")
-            out["methods"].append(m)
-            out["rows"][m] = r.get("rows", {}).get(m, {"method": m, "overrides": r.get("overrides", {}),
-                                                        "variant": None})
-            if m in r["results"]:
-                out["results"][m] = r["results"][m]
+            spec = r.get("rows", {}).get(m, {"method": m, "overrides": r.get("overrides", {}), "variant": None})
+            if m not in out["rows"]:
+                out["methods"].append(m)
+                out["rows"][m] = spec
+            elif out["rows"][m] != spec:
+                raise ValueError(f"reports must give row {m!r} the same method, overrides and layout")
+            for key, cell in r["results"].get(m, {}).items():
+                if key in out["results"].setdefault(m, {}):
+                    raise ValueError(f"reports must not score the same cell twice: {m!r} at r={key}")
+                out["results"][m][key] = cell
         out["seconds"] = max(out["seconds"], r.get("seconds", 0.0))
         out["complete"] = out["complete"] and r.get("complete", True)
+    order = {float(x): i for i, x in enumerate(RETENTIONS)}
+    out["retentions"] = sorted(rets, key=lambda x: (order.get(x, len(order)), -x))
+    out["results"] = {m: c for m, c in out["results"].items() if c}
     out["checks"] = instrument_checks(out)
     return out
 
