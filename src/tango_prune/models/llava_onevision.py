@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..api import prune
 from ..tokens import PruneResult, VideoTokens
-from .common import Timer, compact_kwargs, find_video_spans, pad_id, parse_timestamps
+from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_video_spans, pad_id, parse_timestamps
 
 __all__ = ["LlavaOnevisionAdapter", "siglip_head_saliency", "siglip_received_attention"]
 
@@ -214,6 +214,7 @@ class LlavaOnevisionAdapter:
         ts = parse_timestamps(raw_ts, V, T, feats.device)
         span_len = self.upstream_tokens_per_video(model, T)
         spans = find_video_spans(input_ids, cfg.video_token_id, [span_len] * V)
+        check_placeholders_unmasked(input_ids, kwargs.get("attention_mask"), cfg.video_token_id)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
         seqs, results = [], []
         for v in range(V):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..api import prune
 from ..tokens import VideoTokens
-from .common import Timer, compact_kwargs, find_video_spans, pad_id, parse_timestamps
+from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_video_spans, pad_id, parse_timestamps
 
 __all__ = ["Qwen25VLAdapter", "qwen_frame_saliency"]
 
@@ -149,6 +149,7 @@ class Qwen25VLAdapter:
             raise ValueError(f"position_ids must have shape (3, B, L) or (4, B, L), got {tuple(position_ids.shape)}")
         lengths = [int(f.shape[0]) for f in feats]
         spans = find_video_spans(input_ids, cfg.video_token_id, lengths)
+        check_placeholders_unmasked(input_ids, kwargs.get("attention_mask"), cfg.video_token_id)
         T_list = [int(t) for t in grid[:, 0].tolist()]
         spg = kwargs.get("second_per_grid_ts")
         keep = torch.ones_like(input_ids, dtype=torch.bool)
