@@ -1,14 +1,15 @@
 """Rebuild the testbed accuracy table in priority order, resumably, in parallel processes.
 
-    python benchmarks/testbed_table.py --out OUT [--procs 2] [--limit N] [--stages 1,2,3,4]
+    python benchmarks/testbed_table.py --out OUT [--limit N] [--stages 1,2,3,4,5]
         [--final-json docs/testbed_eval.json --final-markdown docs/testbed_eval.md --plot docs/testbed_eval.png]
 
-Stages (each a set of ``tango-prune eval --resume`` runs, split over ``--procs`` processes, 1 thread each):
+Stages (each one or two ``tango-prune eval --resume`` runs in parallel, 1 thread each), most needed first:
 
-1. every registered method and the evidence oracle at r = 1.0 and 0.1 (the instrument checks need these);
-2. Tango's ablations and the LLaVA-Video layout row at r = 1.0 and 0.1;
-3. every method and the oracle at r = 0.25, 0.2, 0.15, 0.05;
-4. the ablations at r = 0.25, 0.2, 0.15, 0.05.
+1. the cells the instrument checks read: Tango, the evidence oracle, random and uniform at r = 1.0 and 0.1;
+2. the other registered methods at r = 1.0 and 0.1;
+3. Tango's ablations and the LLaVA-Video layout row at r = 1.0 and 0.1;
+4. every method and the oracle at r = 0.25, 0.2, 0.15, 0.05;
+5. the ablations at r = 0.25, 0.2, 0.15, 0.05.
 
 Every run writes its partial report atomically after each finished cell; rerunning the script continues where
 it stopped. After each stage the reports written so far are merged into the final files (a partial table says
@@ -23,22 +24,28 @@ import sys
 from pathlib import Path
 
 ALL = (1.0, 0.25, 0.2, 0.15, 0.1, 0.05)
-FIRST = (1.0, 0.1)
-REST = tuple(r for r in ALL if r not in FIRST)
+FIRST = "1,0.1"
+REST = "0.25,0.2,0.15,0.05"
 
 
-def _split(items: list[str], n: int) -> list[list[str]]:
-    return [items[i::n] for i in range(n) if items[i::n]]
-
-
-def _runs(stage: int, methods: list[str], procs: int) -> list[tuple[str, list[str]]]:
-    rets = FIRST if stage in (1, 2) else REST
-    flag = ["--retentions", ",".join(f"{r:g}" for r in rets)]
-    if stage in (1, 3):
-        groups = _split(methods, procs)
-        return [(f"s{stage}p{i}", flag + ["--methods", ",".join(g)] + (["--oracle"] if i == 0 else []))
-                for i, g in enumerate(groups)]
-    return [(f"s{stage}", flag + ["--methods", "", "--ablations"])]
+def _runs(stage: int, methods: list[str]) -> list[tuple[str, list[str]]]:
+    """The parallel runs of one stage: (report name, extra ``tango-prune eval`` arguments)."""
+    checks = ["tango", "random", "uniform"]      # what the instrument checks read, with the oracle
+    others = [m for m in methods if m not in checks]
+    if stage == 1:
+        return [("s1a", ["--methods", "tango", "--oracle", "--retentions", FIRST]),
+                ("s1b", ["--methods", "random,uniform", "--retentions", FIRST])]
+    if stage == 2:
+        return [("s2a", ["--methods", ",".join(others[0::2]), "--retentions", FIRST]),
+                ("s2b", ["--methods", ",".join(others[1::2]), "--retentions", FIRST])]
+    if stage == 3:
+        return [("s3", ["--methods", "", "--ablations", "--retentions", FIRST])]
+    if stage == 4:
+        return [("s4a", ["--methods", ",".join(["tango"] + others[0::2]), "--oracle", "--retentions", REST]),
+                ("s4b", ["--methods", ",".join(["random", "uniform"] + others[1::2]), "--retentions", REST])]
+    if stage == 5:
+        return [("s5", ["--methods", "", "--ablations", "--retentions", REST])]
+    raise ValueError(f"stage must be 1..5, got {stage}")
 
 
 def _merge(out: Path, args: argparse.Namespace) -> None:
@@ -67,9 +74,8 @@ def main() -> int:
     """Run the requested stages and merge every report written so far."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="directory of the per-run reports")
-    ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--stages", default="1,2,3,4")
+    ap.add_argument("--stages", default="1,2,3,4,5")
     ap.add_argument("--final-json", default=None)
     ap.add_argument("--final-markdown", default=None)
     ap.add_argument("--plot", default=None)
@@ -86,7 +92,7 @@ def main() -> int:
         cli += ["--model", args.model]
     for stage in (int(s) for s in args.stages.split(",")):
         jobs = []
-        for name, extra in _runs(stage, tp.methods(), args.procs):
+        for name, extra in _runs(stage, tp.methods()):
             cmd = cli + extra + ["--json", str(out / f"{name}.json"), "--markdown", str(out / f"{name}.md")]
             log = open(out / f"{name}.log", "a")
             jobs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
