@@ -66,6 +66,8 @@ def test_bad_train_config_raises():
         TR.TrainConfig(out_dir="x", lm_steps=10, easy_steps=10)
     with pytest.raises(ValueError, match="text_hidden"):
         TR.TrainConfig(out_dir="x", text_hidden=100, text_heads=3)
+    with pytest.raises(ValueError, match="stop_after"):
+        TR.TrainConfig(out_dir="x", lm_steps=10, stop_after=11)
     with pytest.raises(ValueError, match="aux_weight"):
         TR.TrainConfig(out_dir="x", aux_weight=-1.0)
 

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--threads", type=int, default=defaults.threads)
     t.add_argument("--eval-every", type=int, default=defaults.eval_every)
     t.add_argument("--eval-size", type=int, default=defaults.eval_size)
+    t.add_argument("--stop-after", type=int, default=None,
+                   help="end the language stage after N steps, with the learning-rate schedule of --lm-steps "
+                        "(the same weights as that run's checkpoint at step N)")
     t.add_argument("--log", default=None, help="also append progress lines to this file")
 
 
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                           vision_from=args.vision_from, text_hidden=args.text_hidden,
                           text_layers=args.text_layers, text_heads=args.text_heads, save_stage=args.save_stage,
                           stage_from=args.stage_from, threads=args.threads, eval_every=args.eval_every,
-                          eval_size=args.eval_size)
+                          eval_size=args.eval_size, stop_after=args.stop_after)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

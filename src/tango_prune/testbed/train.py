@@ -84,6 +84,7 @@ class TrainConfig:
     attn_weight: float = 0.0        #: weight of the evidence-attention loss of the last LLM layer (0 = off)
     retrieval: bool = True          #: add the easy look-up questions to training (see data.questions_for)
     eval_every: int = 250
+    stop_after: int | None = None   #: end the language stage after this many steps (the schedule still spans lm_steps)
     eval_size: int = 128            #: test questions scored at each evaluation (the first ones of the split)
     threads: int = 1                #: 1 is fastest on a shared 2-core CPU (no OpenMP spin-waiting)
     vision_hidden: int = 128
@@ -105,6 +106,9 @@ class TrainConfig:
         for name in ("full_layout_prob", "frame_prob", "any_drop_prob", "easy_keep"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.stop_after is not None and (not isinstance(self.stop_after, int) or
+                                            not 1 <= self.stop_after <= self.lm_steps):
+            raise ValueError(f"stop_after must be None or an int in [1, lm_steps], got {self.stop_after!r}")
         if not isinstance(self.min_frames, int) or not 1 <= self.min_frames <= D.NUM_FRAMES:
             raise ValueError(f"min_frames must be an int in [1, {D.NUM_FRAMES}], got {self.min_frames!r}")
         if self.stage_from is not None and self.vision_from is not None:
@@ -500,7 +504,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     history, ema = [], None
     model.train()
     t_lm = time.time()
-    for step in range(cfg.lm_steps):
+    # why stop_after: a run cut short at step N is the same run as the first N steps of the full schedule
+    for step in range(cfg.lm_steps if cfg.stop_after is None else cfg.stop_after):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.lm_steps, cfg, cfg.lm_lr)
         loss, aux_loss, attn_loss = _lm_loss(model, lm_aux, _lm_batch(cfg, proc, cache, step), aux_layer,
@@ -514,7 +519,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         if step % 50 == 0:
             log(f"lm step {step} {time.time() - t_lm:.0f}s lr {_lr(step, cfg.lm_steps, cfg, cfg.lm_lr):.2e} " +
                 " ".join(f"{k} {v:.3f}" for k, v in ema.items()))
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.lm_steps:
+        if (step + 1) % cfg.eval_every == 0 or step + 1 in (cfg.lm_steps, cfg.stop_after):
             model.eval()
             res = accuracy(model, proc, range(cfg.eval_size))
             model.train()
