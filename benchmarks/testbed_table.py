@@ -3,10 +3,11 @@
     python benchmarks/testbed_table.py --out OUT [--limit N] [--stages 1,2,3,4,5]
         [--final-json docs/testbed_eval.json --final-markdown docs/testbed_eval.md --plot docs/testbed_eval.png]
 
-Stages (each one or two ``tango-prune eval --resume`` runs in parallel, 1 thread each), most needed first:
+Stages (each a few ``tango-prune eval --resume`` runs in parallel, 1 thread each), most needed first:
 
-1. the cells the instrument checks read: Tango, the evidence oracle, random and uniform at r = 1.0 and 0.1;
-2. the other registered methods at r = 1.0 and 0.1;
+1. the cells the instrument checks read: Tango at r = 1.0 and 0.1, the evidence oracle, random and uniform
+   at r = 0.1;
+2. the other registered methods at r = 1.0 and 0.1, and the oracle, random and uniform at r = 1.0;
 3. Tango's ablations and the LLaVA-Video layout row at r = 1.0 and 0.1;
 4. every method and the oracle at r = 0.25, 0.2, 0.15, 0.05;
 5. the ablations at r = 0.25, 0.2, 0.15, 0.05.
@@ -33,11 +34,12 @@ def _runs(stage: int, methods: list[str]) -> list[tuple[str, list[str]]]:
     checks = ["tango", "random", "uniform"]      # what the instrument checks read, with the oracle
     others = [m for m in methods if m not in checks]
     if stage == 1:
-        return [("s1a", ["--methods", "tango", "--oracle", "--retentions", FIRST]),
-                ("s1b", ["--methods", "random,uniform", "--retentions", FIRST])]
+        return [("s1a", ["--methods", "tango", "--retentions", FIRST]),
+                ("s1b", ["--methods", "random,uniform", "--oracle", "--retentions", "0.1"])]
     if stage == 2:
         return [("s2a", ["--methods", ",".join(others[0::2]), "--retentions", FIRST]),
-                ("s2b", ["--methods", ",".join(others[1::2]), "--retentions", FIRST])]
+                ("s2b", ["--methods", ",".join(others[1::2]), "--retentions", FIRST]),
+                ("s2c", ["--methods", "random,uniform", "--oracle", "--retentions", "1"])]
     if stage == 3:
         return [("s3", ["--methods", "", "--ablations", "--retentions", FIRST])]
     if stage == 4:
