@@ -17,21 +17,22 @@
    (cross-entropy on the answer word and ``<eos>``). Every step draws clips from the cache and fresh
    questions (new option orders) about them; several questions per clip are packed into one sequence
    (``<video>... question : ... answer : A <eos> question : ...``); evaluation always asks one question right
-   after the video. Three training-only aids:
+   after the video. Training-only aids:
    - *Curriculum*: the first ``easy_steps`` ask only two easy look-up types (``color``, ``shape``) with few
      background tokens; later at most two look-ups per clip are packed with the eight test types.
    - *Per-token auxiliary loss* (``aux_weight``): each object token predicts, from the LLM's middle layer, its
      object's shape and colour and what is causally visible up to its frame (motion direction, entered late,
      changed colour).
-   - *Evidence-attention loss* (``attn_weight``): head 0 of the second-to-last layer attends from the
-     answer-predicting position to the question's words, head 0 of the last layer to the visual tokens that
-     hold the evidence (``data.Question.subject``).
+   - *Evidence-attention loss* (``attn_weight``, default 0 = off, kept for the ablation): head 0 of the
+     second-to-last layer attends from the answer-predicting position to the question's words, head 0 of the
+     last layer to the visual tokens that hold the evidence (``data.Question.subject``).
 
-Robustness to shorter visual sequences (the LLM-side analogue of real models trained on many resolutions and
-frame counts): after the easy steps, with probability ``drop_prob`` a sample keeps every video token that
-shows an object but only a random fraction of the background tokens, in their original order with compact
-positions, as pruned inputs are re-inserted. Answers stay correct because no object token is dropped. No
-pruning method is used in training.
+A distribution of layouts (issue 10): after the easy steps every sample is shown one layout drawn by
+:func:`_layout` (all tokens; or a random subset of 6-16 frames at irregular times and/or a random fraction
+of the tokens, object tokens included in half of the samples), in order with compact positions, as pruned
+inputs are re-inserted. It looks only at frame indices and at whether a token shows an object at all, never
+at saliency, clusters, a pruning method's rule or the question's evidence, so the instrument is not tuned
+to any method. The evidence-attention loss is off by default (``attn_weight=0``).
 
 The auxiliary heads are training-only and not saved; the shipped checkpoint is a plain
 ``LlavaOnevisionForConditionalGeneration``.
