@@ -66,6 +66,8 @@ def test_bad_train_config_raises():
         TR.TrainConfig(out_dir="x", lm_steps=10, easy_steps=10)
     with pytest.raises(ValueError, match="text_hidden"):
         TR.TrainConfig(out_dir="x", text_hidden=100, text_heads=3)
+    with pytest.raises(ValueError, match="layouts"):
+        TR.TrainConfig(out_dir="x", layouts="random")
     with pytest.raises(ValueError, match="stop_after"):
         TR.TrainConfig(out_dir="x", lm_steps=10, stop_after=11)
     with pytest.raises(ValueError, match="aux_weight"):
@@ -75,7 +77,7 @@ def test_bad_train_config_raises():
 def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
     common = ["testbed", "train", "--seed", "1", "--vision-steps", "2", "--cache-clips", "20", "--lm-steps", "3",
               "--lm-batch", "2", "--easy-steps", "1", "--eval-every", "3", "--eval-size", "2", "--text-hidden", "32",
-              "--text-layers", "2", "--text-heads", "2"]
+              "--text-layers", "2", "--text-heads", "2", "--layouts", "distribution", "--attn-weight", "0"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(common + ["--out", str(a), "--save-stage"]) == 0
     assert main(common + ["--out", str(b), "--stage-from", str(a / "stage.pt")]) == 0
@@ -99,3 +101,11 @@ def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
         assert torch.equal(pa, pc), n
     assert not any(p.requires_grad for p in fresh.model.vision_tower.parameters())
     assert main(["testbed", "train", "--out", str(tmp_path / "d"), "--vision-from", str(tmp_path)]) == 2
+
+
+def test_shipped_training_record_is_a_config_of_this_code():
+    from tango_prune.testbed.model import WEIGHTS_DIR
+
+    rec = json.loads((WEIGHTS_DIR / "training.json").read_text())
+    cfg = TR.TrainConfig(**rec["config"])   # the recorded command still means the same run
+    assert cfg.layouts == "background" and cfg.attn_weight == 1.0 and cfg.lm_steps == 3000

@@ -32,8 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="weight of the per-visual-token auxiliary loss inside the LLM (0 = off)")
     t.add_argument("--attn-weight", type=float, default=defaults.attn_weight,
                    help="weight of the evidence-attention loss of the last LLM layer (0 = off)")
+    t.add_argument("--layouts", choices=["background", "distribution"], default=defaults.layouts,
+                   help="token layouts after the easy steps: background-only dropping (the shipped recipe) or "
+                        "the distribution of frame counts and token drops of issue 10")
+    t.add_argument("--drop-prob", type=float, default=defaults.drop_prob,
+                   help="background layouts: chance that a sample keeps only part of its background tokens")
     t.add_argument("--full-layout-prob", type=float, default=defaults.full_layout_prob,
-                   help="after the easy steps, chance that a sample shows every visual token")
+                   help="distribution layouts: chance that a sample shows every visual token")
     t.add_argument("--frame-prob", type=float, default=defaults.frame_prob,
                    help="otherwise, chance that only a random subset of --min-frames..16 frames is shown")
     t.add_argument("--min-frames", type=int, default=defaults.min_frames)
@@ -65,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(out_dir=str(args.out), seed=args.seed, vision_steps=args.vision_steps,
                           cache_clips=args.cache_clips, lm_steps=args.lm_steps, lm_batch=args.lm_batch, lr=args.lr, lm_lr=args.lm_lr,
                           easy_steps=args.easy_steps, aux_weight=args.aux_weight,
-                          attn_weight=args.attn_weight, full_layout_prob=args.full_layout_prob,
+                          attn_weight=args.attn_weight, layouts=args.layouts, drop_prob=args.drop_prob,
+                          full_layout_prob=args.full_layout_prob,
                           frame_prob=args.frame_prob, min_frames=args.min_frames, any_drop_prob=args.any_drop_prob,
                           vision_from=args.vision_from, text_hidden=args.text_hidden,
                           text_layers=args.text_layers, text_heads=args.text_heads, save_stage=args.save_stage,

@@ -27,12 +27,15 @@
      second-to-last layer attends from the answer-predicting position to the question's words, head 0 of the
      last layer to the visual tokens that hold the evidence (``data.Question.subject``).
 
-A distribution of layouts (issue 10): after the easy steps every sample is shown one layout drawn by
-:func:`_layout` (all tokens; or a random subset of 6-16 frames at irregular times and/or a random fraction
-of the tokens, object tokens included in half of the samples), in order with compact positions, as pruned
-inputs are re-inserted. It looks only at frame indices and at whether a token shows an object at all, never
-at saliency, clusters, a pruning method's rule or the question's evidence, so the instrument is not tuned
-to any method. The evidence-attention loss is off by default (``attn_weight=0``).
+Token layouts after the easy steps (``layouts``), always in their original order with compact positions, as
+pruned inputs are re-inserted:
+
+- ``"background"`` (the shipped recipe): with probability ``drop_prob`` a sample keeps every token that shows
+  an object and a random fraction of the background tokens.
+- ``"distribution"`` (issue 10): every sample is shown one layout drawn by :func:`_layout`: all tokens; or a
+  random subset of 6-16 frames at irregular times and/or a random fraction of the tokens, object tokens
+  included in half of the samples. It looks only at frame indices and at whether a token shows an object at
+  all, never at saliency, clusters, a pruning method's rule or the question's evidence.
 
 The auxiliary heads are training-only and not saved; the shipped checkpoint is a plain
 ``LlavaOnevisionForConditionalGeneration``.
@@ -59,6 +62,10 @@ from .oracle import cell_labels, cell_objects, evidence_cells
 __all__ = ["TrainConfig", "train", "video_features", "write_reference"]
 
 
+#: how visual tokens are dropped in training after the curriculum (see TrainConfig.layouts)
+LAYOUTS = ("background", "distribution")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one training run (all of them; the run is a pure function of this object)."""
@@ -77,12 +84,14 @@ class TrainConfig:
     weight_decay: float = 0.01
     easy_steps: int = 400           #: curriculum: first language steps ask only look-up questions, few bg tokens
     easy_keep: float = 0.15         #: fraction of background tokens kept during the easy steps
-    full_layout_prob: float = 0.3   #: after the easy steps, chance that a sample shows every token (see _layout)
+    layouts: str = "background"     #: "background" (the shipped recipe) or "distribution" (issue 10, see _layout)
+    drop_prob: float = 0.5          #: "background": after the easy steps, chance that background tokens are dropped
+    full_layout_prob: float = 0.3   #: "distribution": after the easy steps, chance that a sample shows every token
     frame_prob: float = 0.5         #: otherwise, chance that only ``min_frames..T`` random frames are shown
     min_frames: int = 6
     any_drop_prob: float = 0.5      #: otherwise, chance that dropping hits object tokens too (else background only)
     aux_weight: float = 0.5         #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
-    attn_weight: float = 0.0        #: weight of the evidence-attention loss of the last LLM layer (0 = off)
+    attn_weight: float = 1.0        #: weight of the evidence-attention loss of the last LLM layer (0 = off)
     retrieval: bool = True          #: add the easy look-up questions to training (see data.questions_for)
     eval_every: int = 250
     stop_after: int | None = None   #: end the language stage after this many steps (the schedule still spans lm_steps)
@@ -104,7 +113,9 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name in ("full_layout_prob", "frame_prob", "any_drop_prob", "easy_keep"):
+        if self.layouts not in LAYOUTS:
+            raise ValueError(f"layouts must be one of {LAYOUTS}, got {self.layouts!r}")
+        for name in ("drop_prob", "full_layout_prob", "frame_prob", "any_drop_prob", "easy_keep"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.stop_after is not None and (not isinstance(self.stop_after, int) or
@@ -311,10 +322,13 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
         else:   # at most two look-up questions, so the test types get most of the packed slots
             qs = [q for q in qs if q.qtype not in ("color", "shape")] + [look[i] for i in rng.permutation(len(look))[:2]]
         obj = cell_obj >= 0
+        keep = np.ones(obj.shape[0], dtype=bool)
         if easy:
             keep = obj | (rng.random(obj.shape[0]) < cfg.easy_keep)
-        else:
+        elif cfg.layouts == "distribution":
             keep = _layout(rng, cfg, obj, T)
+        elif rng.random() < cfg.drop_prob:   # the shipped recipe: object tokens are never dropped
+            keep = obj | (rng.random(obj.shape[0]) < rng.uniform(0.0, 1.0))
         ids, labels, queries = [], [], []
         for q in (qs[i] for i in rng.permutation(len(qs))[:cfg.questions_per_clip]):
             p = tok(proc.prompt(q.text, q.options), add_special_tokens=False)["input_ids"]
