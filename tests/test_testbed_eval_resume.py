@@ -164,3 +164,17 @@ def test_merge_joins_retentions_and_refuses_duplicate_cells():
         E.merge_reports([rep(["random"], [0.1]), rep(["random"], [0.1])])
     with pytest.raises(ValueError, match="full-token"):
         E.merge_reports([rep(["random"], [0.1]), rep(["uniform"], [0.1], full=2)])
+
+
+def test_reports_are_replaced_atomically_with_a_normal_mode(tmp_path):
+    import os
+
+    rep = {"n": 1, "retentions": [0.1], "full": {"correct": 1, "total": 1, "accuracy": 1.0}, "methods": [],
+           "results": {}}
+    js = tmp_path / "r.json"
+    E.save_report(rep, js, None)
+    E.save_report({**rep, "n": 1}, js, None)
+    assert json.loads(js.read_text())["n"] == 1 and not list(tmp_path.glob(".*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert js.stat().st_mode & 0o777 == 0o666 & ~umask
