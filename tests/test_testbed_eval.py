@@ -43,7 +43,8 @@ def test_eval_cli_writes_json_and_markdown(tmp_path, capsys):
 
 def test_demo_writes_video_and_picture(tmp_path):
     torch.set_num_threads(1)
-    rep = run_demo(tmp_path)
+    rep = run_demo(tmp_path, subset=range(2))
+    assert rep["subset"]["full"]["total"] == 2 and rep["subset"]["pruned"]["visual_tokens"] < 577
     assert (tmp_path / "demo.mp4").is_file() and (tmp_path / "kept_tokens.png").is_file()
     assert rep["pruned"]["visual_tokens"] < rep["full"]["visual_tokens"]
     assert rep["kept"] == sum(rep["kinds"].values())

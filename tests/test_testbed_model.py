@@ -33,6 +33,19 @@ def test_shipped_model_reaches_recorded_accuracy(shipped):
     assert res["correct"] == ref["correct"]
 
 
+def test_shipped_model_reproduces_recorded_instrument_check_counts(shipped):
+    """The instrument checks on a small fixed subset: every cell they read, with its exact recorded count."""
+    from tango_prune.testbed.evaluate import check_cells
+
+    model, proc = shipped
+    ref = json.loads((WEIGHTS_DIR / "reference.json").read_text())["checks"]
+    rep = check_cells(model, proc, ref["subset"], ref["batch_size"])
+    assert rep["full"]["correct"] == ref["full"]
+    assert {n: {r: x["correct"] for r, x in c.items()} for n, c in rep["results"].items()} == ref["cells"]
+    assert [c["name"] for c in rep["checks"]] == ["full", "redundancy-robust", "evidence oracle", "headroom"]
+    assert all(c["passed"] is not None for c in rep["checks"])
+
+
 def test_training_features_are_the_standard_video_path(shipped):
     model, proc = shipped
     s = D.make_sample(D.TEST, 0)

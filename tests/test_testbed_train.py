@@ -34,11 +34,42 @@ def test_cell_objects_and_aux_targets_follow_the_objects():
         assert flags[k, 1] == float(o.color_after is not None and k // (g * g) >= o.change_frame)
 
 
+def test_layouts_drop_frames_and_tokens_but_never_everything():
+    clip = D.make_clip(D.TRAIN, 5)
+    obj = TR._cell_objects(clip.shape_ids, 12) >= 0
+    T, n = D.NUM_FRAMES, obj.shape[0]
+    frame = np.arange(n) // (n // T)
+    full = TR.TrainConfig(out_dir="x", full_layout_prob=1.0)
+    assert TR._layout(np.random.default_rng(0), full, obj, T).all()
+    bg_only = TR.TrainConfig(out_dir="x", full_layout_prob=0.0, frame_prob=0.0, any_drop_prob=0.0)
+    anyd = TR.TrainConfig(out_dir="x", full_layout_prob=0.0, frame_prob=1.0, any_drop_prob=1.0, min_frames=6)
+    sizes, objects_dropped = [], 0
+    for seed in range(40):
+        k = TR._layout(np.random.default_rng(seed), bg_only, obj, T)
+        assert k[obj].all()                     # background-only mode never drops an object token
+        k = TR._layout(np.random.default_rng(seed), anyd, obj, T)
+        assert k.any()
+        shown = np.unique(frame[k])
+        assert len(shown) <= T
+        objects_dropped += int((~k[obj]).sum() > 0)
+        sizes.append(int(k.sum()))
+        assert np.array_equal(k, TR._layout(np.random.default_rng(seed), anyd, obj, T))   # seeded
+    assert objects_dropped > 30 and len(set(sizes)) > 20   # a distribution of layouts, objects included
+    with pytest.raises(ValueError, match="min_frames"):
+        TR.TrainConfig(out_dir="x", min_frames=0)
+    with pytest.raises(ValueError, match="exclusive"):
+        TR.TrainConfig(out_dir="x", stage_from="a", vision_from="b")
+
+
 def test_bad_train_config_raises():
     with pytest.raises(ValueError, match="easy_steps"):
         TR.TrainConfig(out_dir="x", lm_steps=10, easy_steps=10)
     with pytest.raises(ValueError, match="text_hidden"):
         TR.TrainConfig(out_dir="x", text_hidden=100, text_heads=3)
+    with pytest.raises(ValueError, match="layouts"):
+        TR.TrainConfig(out_dir="x", layouts="random")
+    with pytest.raises(ValueError, match="stop_after"):
+        TR.TrainConfig(out_dir="x", lm_steps=10, stop_after=11)
     with pytest.raises(ValueError, match="aux_weight"):
         TR.TrainConfig(out_dir="x", aux_weight=-1.0)
 
@@ -46,7 +77,7 @@ def test_bad_train_config_raises():
 def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
     common = ["testbed", "train", "--seed", "1", "--vision-steps", "2", "--cache-clips", "20", "--lm-steps", "3",
               "--lm-batch", "2", "--easy-steps", "1", "--eval-every", "3", "--eval-size", "2", "--text-hidden", "32",
-              "--text-layers", "2", "--text-heads", "2"]
+              "--text-layers", "2", "--text-heads", "2", "--layouts", "distribution", "--attn-weight", "0"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(common + ["--out", str(a), "--save-stage"]) == 0
     assert main(common + ["--out", str(b), "--stage-from", str(a / "stage.pt")]) == 0
@@ -60,3 +91,21 @@ def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
     assert rec["config"]["text_layers"] == 2 and len(rec["history"]) == 1
     assert json.loads((a / "reference.json").read_text())["total"] == 48
     assert main(["testbed", "train", "--out", str(tmp_path / "c"), "--stage-from", str(tmp_path / "nope.pt")]) == 2
+    # --vision-from takes a saved model's (frozen) tower and skips the vision stage
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    fresh = LlavaOnevisionForConditionalGeneration(ma.config)
+    TR._load_vision_tower(fresh, str(a))
+    for (n, pa), pc in zip(ma.model.vision_tower.state_dict().items(),
+                           fresh.model.vision_tower.state_dict().values()):
+        assert torch.equal(pa, pc), n
+    assert not any(p.requires_grad for p in fresh.model.vision_tower.parameters())
+    assert main(["testbed", "train", "--out", str(tmp_path / "d"), "--vision-from", str(tmp_path)]) == 2
+
+
+def test_shipped_training_record_is_a_config_of_this_code():
+    from tango_prune.testbed.model import WEIGHTS_DIR
+
+    rec = json.loads((WEIGHTS_DIR / "training.json").read_text())
+    cfg = TR.TrainConfig(**rec["config"])   # the recorded command still means the same run
+    assert cfg.layouts == "background" and cfg.attn_weight == 1.0 and cfg.lm_steps == 3000

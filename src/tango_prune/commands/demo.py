@@ -1,8 +1,9 @@
 """``tango-prune demo``: the main job on embedded defaults (no downloads).
 
 Part 1, model-free: tokens of a generated shapes video are pruned at 10% and the kept tokens drawn.
-Part 2, with the shipped testbed Video LLM (an upstream ``LlavaOnevisionForConditionalGeneration``): a
-generated mp4 is decoded with PyAV and answered with all tokens and with the method at the retention.
+Part 2, with the shipped testbed Video LLM (an upstream ``LlavaOnevisionForConditionalGeneration``): accuracy
+with all tokens and with the method at the retention on the first ``--subset`` held-out questions (with token
+counts and timings), then a generated mp4 decoded with PyAV and answered both ways.
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, default=256, help="feature dimension (default: 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-model", action="store_true", help="skip part 2 (the shipped testbed model)")
+    p.add_argument("--subset", type=int, default=100,
+                   help="part 2 scores the first N held-out questions with and without pruning (default: 100)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate, prune, print the budget summary, write ``kept_tokens.png`` and ``summary.json``."""
     from .. import prune  # late import keeps CLI start-up light
+    from ..testbed.data import TEST_SIZE
+
+    if isinstance(args.subset, bool) or not 1 <= args.subset <= TEST_SIZE:
+        raise ValueError(f"--subset must be in [1, {TEST_SIZE}], got {args.subset}")
 
     frames = render_shapes_video(args.frames, size=16 * args.grid, num_shapes=4, seed=args.seed,
                                  cut_every=max(2, args.frames // 2))
@@ -67,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
         from ..testbed.demo import run_demo  # needs transformers and PyAV
 
         print("\n-- the shipped testbed Video LLM on a generated mp4 --")
-        run_demo(os.path.join(args.out, "testbed"), method=cfg.method, retention=cfg.retention)
+        run_demo(os.path.join(args.out, "testbed"), method=cfg.method, retention=cfg.retention, subset=range(args.subset))
     return 0

@@ -16,10 +16,12 @@ import torch
 from . import data as D
 from .visualize import render_kept
 
-__all__ = ["answer", "compare", "run_demo", "DEMO_INDEX"]
+__all__ = ["answer", "compare", "subset_accuracy", "run_demo", "DEMO_INDEX", "DEMO_SUBSET"]
 
 #: held-out item used by :func:`run_demo` (a "which shape changes color ?" question)
 DEMO_INDEX = 2
+#: the demo's accuracy subset: the first 100 held-out questions (a fixed rule, not chosen by outcome)
+DEMO_SUBSET = range(100)
 
 
 @torch.no_grad()
@@ -98,15 +100,18 @@ def compare(model, proc, frames: np.ndarray, question: str, options: Sequence[st
     return out
 
 
+def _times(r: dict) -> str:
+    return (f"vision {1e3 * r['vision_s']:.1f} ms  pruning {1e3 * r['prune_s']:.1f} ms  "
+            f"LLM prefill {1e3 * r['llm_s']:.1f} ms")
+
+
 def format_report(rep: dict, question: str) -> str:
     """Human-readable lines for :func:`compare`'s result."""
     lines = [f"question: {question}"]
     for key, label in (("full", "all tokens"), ("pruned", f"{rep['method']} @ {rep['retention']:g}")):
         r = rep[key]
         lines.append(f"{label:>16}: answer {r['answer']!r:14} visual tokens {r['visual_tokens']:4d}  "
-                     f"LLM sequence {r['sequence_tokens']:4d}  vision {1e3 * r['vision_s']:.1f} ms  "
-                     f"pruning {1e3 * r['prune_s']:.1f} ms  LLM prefill {1e3 * r['llm_s']:.1f} ms  "
-                     f"total {1e3 * r['total_s']:.1f} ms")
+                     f"LLM sequence {r['sequence_tokens']:4d}  {_times(r)}  total {1e3 * r['total_s']:.1f} ms")
     if rep.get("kinds"):
         lines.append("kept tokens by kind: " + ", ".join(f"{k} {v}" for k, v in rep["kinds"].items()))
     if rep.get("png"):
@@ -114,11 +119,56 @@ def format_report(rep: dict, question: str) -> str:
     return "\n".join(lines)
 
 
+def subset_accuracy(model, proc, indices, method: str = "tango", retention: float = 0.1) -> dict:
+    """Answer held-out questions ``indices`` one at a time (:func:`answer`) with all tokens and with
+    ``method`` at ``retention``; per setting the correct count, and per question the mean visual tokens,
+    LLM sequence length and time split (vision, pruning, LLM; seconds)."""
+    import tango_prune as tp
+
+    from .evaluate import _test_sample
+
+    samples = [_test_sample(i) for i in indices]
+    if not samples:
+        raise ValueError("indices must name at least one held-out question")
+    keys = ("visual_tokens", "sequence_tokens", "vision_s", "prune_s", "llm_s", "total_s")
+    out = {}
+    for setting in ("full", "pruned"):
+        if setting == "pruned":
+            tp.apply(model, tp.make_config(method, retention=retention))
+        try:
+            rs = [(s, answer(model, proc, s.clip.frames, s.question.text, s.question.options,
+                             [t / D.FPS for t in range(s.clip.frames.shape[0])], repeats=1)) for s in samples]
+        finally:
+            if setting == "pruned":
+                tp.remove(model)
+        out[setting] = {"correct": sum(int(r["answer"] == s.question.answer) for s, r in rs), "total": len(rs),
+                        **{k: sum(float(r[k]) for _, r in rs) / len(rs) for k in keys}}
+    out.update(method=method, retention=retention, indices=[int(i) for i in indices])
+    return out
+
+
+def format_subset(rep: dict) -> str:
+    """Human-readable lines for :func:`subset_accuracy`'s result."""
+    n = rep["full"]["total"]
+    lines = [f"accuracy on held-out questions {rep['indices'][0]}..{rep['indices'][-1]} ({n} questions; "
+             "per question: mean visual tokens, LLM sequence and time split)"]
+    for key, label in (("full", "all tokens"), ("pruned", f"{rep['method']} @ {rep['retention']:g}")):
+        r = rep[key]
+        lines.append(f"{label:>16}: {r['correct']:3d}/{n} correct ({100 * r['correct'] / n:.1f}%)  visual tokens "
+                     f"{r['visual_tokens']:5.1f}  LLM sequence {r['sequence_tokens']:5.1f}  {_times(r)}")
+    f, p = rep["full"]["correct"], rep["pruned"]["correct"]
+    lines.append(f"{rep['method']} @ {rep['retention']:g} keeps {100 * p / f if f else 0.0:.1f}% of full-token "
+                 "accuracy on this subset")
+    return "\n".join(lines)
+
+
 def run_demo(out_dir: str | Path, index: int = DEMO_INDEX, method: str = "tango", retention: float = 0.1,
-             model_dir: str | Path | None = None) -> dict:
-    """Write held-out clip ``index`` as ``demo.mp4`` in ``out_dir``, decode it with PyAV, answer its question
-    with the shipped model with and without ``method`` at ``retention``, print the comparison and write
-    ``kept_tokens.png``. Returns the comparison dict (plus ``video``, ``question``, ``expected``)."""
+             model_dir: str | Path | None = None, subset=DEMO_SUBSET) -> dict:
+    """First score the held-out questions ``subset`` (default the first 100) with all tokens and with
+    ``method`` at ``retention`` and print accuracy, token counts and timings (:func:`subset_accuracy`). Then
+    write held-out clip ``index`` as ``demo.mp4`` in ``out_dir``, decode it with PyAV, answer its question
+    with and without pruning, print the comparison and write ``kept_tokens.png``. Returns the comparison
+    dict (plus ``video``, ``question``, ``expected`` and ``subset``, the accuracy summary)."""
     from .model import load
 
     out_dir = Path(out_dir)
@@ -127,8 +177,11 @@ def run_demo(out_dir: str | Path, index: int = DEMO_INDEX, method: str = "tango"
     video = D.write_mp4(sample.clip.frames, out_dir / "demo.mp4")
     frames, ts = D.read_video(video)
     model, proc = load(model_dir)
+    acc = subset_accuracy(model, proc, subset, method, retention)
+    print(format_subset(acc))
+    print()
     q = sample.question
     rep = compare(model, proc, frames, q.text, q.options, ts, method, retention, out_dir / "kept_tokens.png")
-    rep.update(video=str(video), question=q.text, options=list(q.options), expected=q.answer)
+    rep.update(video=str(video), question=q.text, options=list(q.options), expected=q.answer, subset=acc)
     print(format_report(rep, f"{q.text} (options: {' '.join(q.options)}; expected {q.answer})"))
     return rep

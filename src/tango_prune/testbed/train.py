@@ -17,21 +17,25 @@
    (cross-entropy on the answer word and ``<eos>``). Every step draws clips from the cache and fresh
    questions (new option orders) about them; several questions per clip are packed into one sequence
    (``<video>... question : ... answer : A <eos> question : ...``); evaluation always asks one question right
-   after the video. Three training-only aids:
+   after the video. Training-only aids:
    - *Curriculum*: the first ``easy_steps`` ask only two easy look-up types (``color``, ``shape``) with few
      background tokens; later at most two look-ups per clip are packed with the eight test types.
    - *Per-token auxiliary loss* (``aux_weight``): each object token predicts, from the LLM's middle layer, its
      object's shape and colour and what is causally visible up to its frame (motion direction, entered late,
      changed colour).
-   - *Evidence-attention loss* (``attn_weight``): head 0 of the second-to-last layer attends from the
-     answer-predicting position to the question's words, head 0 of the last layer to the visual tokens that
-     hold the evidence (``data.Question.subject``).
+   - *Evidence-attention loss* (``attn_weight``, default 0 = off, kept for the ablation): head 0 of the
+     second-to-last layer attends from the answer-predicting position to the question's words, head 0 of the
+     last layer to the visual tokens that hold the evidence (``data.Question.subject``).
 
-Robustness to shorter visual sequences (the LLM-side analogue of real models trained on many resolutions and
-frame counts): after the easy steps, with probability ``drop_prob`` a sample keeps every video token that
-shows an object but only a random fraction of the background tokens, in their original order with compact
-positions, as pruned inputs are re-inserted. Answers stay correct because no object token is dropped. No
-pruning method is used in training.
+Token layouts after the easy steps (``layouts``), always in their original order with compact positions, as
+pruned inputs are re-inserted:
+
+- ``"background"`` (the shipped recipe): with probability ``drop_prob`` a sample keeps every token that shows
+  an object and a random fraction of the background tokens.
+- ``"distribution"`` (issue 10): every sample is shown one layout drawn by :func:`_layout`: all tokens; or a
+  random subset of 6-16 frames at irregular times and/or a random fraction of the tokens, object tokens
+  included in half of the samples. It looks only at frame indices and at whether a token shows an object at
+  all, never at saliency, clusters, a pruning method's rule or the question's evidence.
 
 The auxiliary heads are training-only and not saved; the shipped checkpoint is a plain
 ``LlavaOnevisionForConditionalGeneration``.
@@ -53,8 +57,13 @@ import torch.nn.functional as F
 from . import data as D
 from .evaluate import accuracy
 from .model import TestbedProcessor, build_config, build_tokenizer
+from .oracle import cell_labels, cell_objects, evidence_cells
 
 __all__ = ["TrainConfig", "train", "video_features", "write_reference"]
+
+
+#: how visual tokens are dropped in training after the curriculum (see TrainConfig.layouts)
+LAYOUTS = ("background", "distribution")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +84,17 @@ class TrainConfig:
     weight_decay: float = 0.01
     easy_steps: int = 400           #: curriculum: first language steps ask only look-up questions, few bg tokens
     easy_keep: float = 0.15         #: fraction of background tokens kept during the easy steps
-    drop_prob: float = 0.5          #: after the easy steps, chance that a sample drops background tokens
+    layouts: str = "background"     #: "background" (the shipped recipe) or "distribution" (issue 10, see _layout)
+    drop_prob: float = 0.5          #: "background": after the easy steps, chance that background tokens are dropped
+    full_layout_prob: float = 0.3   #: "distribution": after the easy steps, chance that a sample shows every token
+    frame_prob: float = 0.5         #: otherwise, chance that only ``min_frames..T`` random frames are shown
+    min_frames: int = 6
+    any_drop_prob: float = 0.5      #: otherwise, chance that dropping hits object tokens too (else background only)
     aux_weight: float = 0.5         #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
     attn_weight: float = 1.0        #: weight of the evidence-attention loss of the last LLM layer (0 = off)
     retrieval: bool = True          #: add the easy look-up questions to training (see data.questions_for)
     eval_every: int = 250
+    stop_after: int | None = None   #: end the language stage after this many steps (the schedule still spans lm_steps)
     eval_size: int = 128            #: test questions scored at each evaluation (the first ones of the split)
     threads: int = 1                #: 1 is fastest on a shared 2-core CPU (no OpenMP spin-waiting)
     vision_hidden: int = 128
@@ -90,6 +105,7 @@ class TrainConfig:
     patch_size: int = 6
     save_stage: bool = False        #: write the frozen tower and feature cache to ``out_dir/stage.pt``
     stage_from: str | None = None   #: reuse a ``stage.pt`` (skips the vision and cache stages)
+    vision_from: str | None = None  #: take the (frozen) vision tower of a saved testbed model (skips the vision stage)
 
     def __post_init__(self) -> None:
         for name in ("vision_steps", "vision_batch", "cache_clips", "lm_steps", "lm_batch", "questions_per_clip",
@@ -97,9 +113,18 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name in ("drop_prob", "easy_keep"):
+        if self.layouts not in LAYOUTS:
+            raise ValueError(f"layouts must be one of {LAYOUTS}, got {self.layouts!r}")
+        for name in ("drop_prob", "full_layout_prob", "frame_prob", "any_drop_prob", "easy_keep"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.stop_after is not None and (not isinstance(self.stop_after, int) or
+                                            not 1 <= self.stop_after <= self.lm_steps):
+            raise ValueError(f"stop_after must be None or an int in [1, lm_steps], got {self.stop_after!r}")
+        if not isinstance(self.min_frames, int) or not 1 <= self.min_frames <= D.NUM_FRAMES:
+            raise ValueError(f"min_frames must be an int in [1, {D.NUM_FRAMES}], got {self.min_frames!r}")
+        if self.stage_from is not None and self.vision_from is not None:
+            raise ValueError("stage_from and vision_from are exclusive: a stage already holds its vision tower")
         if not isinstance(self.easy_steps, int) or not 0 <= self.easy_steps < self.lm_steps:
             raise ValueError(f"easy_steps must be an int in [0, lm_steps), got {self.easy_steps!r}")
         for name in ("aux_weight", "attn_weight"):
@@ -140,20 +165,12 @@ def _patch_labels(ids: np.ndarray, patch: int, classes: int, min_frac: float = 0
     return lab
 
 
-def _cell_labels(ids: np.ndarray, cell: int, classes: int) -> np.ndarray:
-    """(T, H, W) ids (0 = background) -> (T * g * g,) int64: per pooled cell (one LLM token) the id covering
-    most of it, 0 where fewer than 4 object pixels fall in the cell."""
-    T, H, W = ids.shape
-    onehot = np.eye(classes, dtype=np.int32)[ids.astype(np.int64)]
-    cnt = onehot.reshape(T, H // cell, cell, W // cell, cell, classes).sum(axis=(2, 4))[..., 1:]
-    return np.where(cnt.max(-1) >= 4, cnt.argmax(-1) + 1, 0).reshape(-1)
+_cell_labels = cell_labels   # per pooled cell the dominant id (see oracle.cell_labels)
 
 
 def _cell_objects(shape_ids: np.ndarray, cell: int) -> np.ndarray:
-    """(T, H, W) shape ids -> (T * g * g,) int8: per pooled cell the shape index (into ``SHAPES``) covering
-    most of it, -1 where fewer than 4 object pixels fall in the cell. Shapes are distinct within a clip, so
-    this identifies the object."""
-    return (_cell_labels(shape_ids, cell, len(D.SHAPES) + 1) - 1).astype(np.int8)
+    """Per pooled cell the shape index covering it, -1 for background (:func:`.oracle.cell_objects`)."""
+    return cell_objects(shape_ids, cell)
 
 
 def _aux_targets(objects, cell_obj: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,20 +273,35 @@ def _cache_stage(model, proc: TestbedProcessor, cfg: TrainConfig, log) -> list[t
     return cache
 
 
-def _evidence(q: D.Question, objects, cell_obj: np.ndarray, T: int) -> np.ndarray:
-    """(N,) bool: the visual tokens that hold the answer to ``q`` (its subject's tokens, in the frames that
-    matter for the question type; every object token for ``count``)."""
-    n = cell_obj.shape[0]
-    if q.subject is None:
-        return cell_obj >= 0
-    frame = np.arange(n) // (n // T)
-    ev = cell_obj == D.SHAPES.index(q.subject)
-    if q.qtype == "change_to":
-        o = next(o for o in objects if o.shape == q.subject)
-        ev &= frame >= o.change_frame
-    elif q.qtype == "end":
-        ev &= frame >= T - 3
-    return ev
+def _layout(rng: np.random.Generator, cfg: TrainConfig, obj: np.ndarray, T: int) -> np.ndarray:
+    """(N,) bool: the visual tokens one training sample shows the LLM, drawn from a distribution of layouts.
+
+    With probability ``full_layout_prob`` every token. Otherwise, like the many frame counts, samplings and
+    token budgets a real Video LLM is trained on:
+    - with probability ``frame_prob`` only ``min_frames..T`` frames at irregular (random, sorted) times;
+    - within the frames shown, a random rate of the tokens (a fresh rate per frame around a per-sample
+      rate), any token with probability ``any_drop_prob``, else only background tokens (``obj`` False).
+
+    Nothing here looks at saliency, clusters, a pruning method's rule or the question: only at the frame
+    index, and, for the background-only mode, at whether a token shows an object at all."""
+    n = obj.shape[0]
+    keep = np.ones(n, dtype=bool)
+    if rng.random() < cfg.full_layout_prob:
+        return keep
+    per = n // T
+    frame = np.arange(n) // per
+    if rng.random() < cfg.frame_prob:
+        shown = np.zeros(T, dtype=bool)
+        shown[rng.choice(T, size=int(rng.integers(cfg.min_frames, T + 1)), replace=False)] = True
+        keep &= shown[frame]
+    rate = rng.uniform(0.05, 1.0)
+    frame_rate = np.clip(rate * rng.uniform(0.5, 1.5, size=T), 0.02, 1.0)
+    drop_any = rng.random() < cfg.any_drop_prob
+    kept = rng.random(n) < frame_rate[frame]
+    keep &= kept if drop_any else (kept | obj)
+    if not keep.any():       # an empty video is not a layout any model sees
+        keep[int(rng.integers(n))] = True
+    return keep
 
 
 def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) -> list[dict]:
@@ -293,13 +325,15 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
         keep = np.ones(obj.shape[0], dtype=bool)
         if easy:
             keep = obj | (rng.random(obj.shape[0]) < cfg.easy_keep)
-        elif rng.random() < cfg.drop_prob:
+        elif cfg.layouts == "distribution":
+            keep = _layout(rng, cfg, obj, T)
+        elif rng.random() < cfg.drop_prob:   # the shipped recipe: object tokens are never dropped
             keep = obj | (rng.random(obj.shape[0]) < rng.uniform(0.0, 1.0))
         ids, labels, queries = [], [], []
         for q in (qs[i] for i in rng.permutation(len(qs))[:cfg.questions_per_clip]):
             p = tok(proc.prompt(q.text, q.options), add_special_tokens=False)["input_ids"]
             a = tok(q.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            ev = np.nonzero(_evidence(q, objects, cell_obj, T)[keep])[0]
+            ev = np.nonzero(evidence_cells(q, objects, cell_obj, T)[keep])[0]
             if ev.size:   # (answer-predicting position, visual evidence, the question's words) in text offsets
                 n_q = len(tok(q.text, add_special_tokens=False)["input_ids"])
                 queries.append((len(ids) + len(p) - 1, torch.from_numpy(ev), torch.arange(n_q) + len(ids) + 2))
@@ -392,20 +426,44 @@ def _lm_loss(model, aux, items, aux_layer: int, attn: bool) -> tuple[torch.Tenso
 
 
 def write_reference(model, proc: TestbedProcessor, directory: str | Path, subset: int = 48,
-                    batch_size: int = 16) -> dict:
-    """Score the first ``subset`` held-out questions and record the exact count in ``reference.json``
+                    batch_size: int = 16, check_subset: int = 24) -> dict:
+    """Score the first ``subset`` held-out questions, and the instrument-check cells on the first
+    ``check_subset`` (:func:`.evaluate.check_cells`), and record the exact counts in ``reference.json``
     (what the test suite checks the shipped weights against)."""
+    from .evaluate import check_cells
+
     with torch.no_grad():
         res = accuracy(model.eval(), proc, range(subset), batch_size=batch_size)
-    ref = {"subset": subset, "batch_size": batch_size, "correct": res["correct"], "total": res["total"]}
+        chk = check_cells(model, proc, check_subset, batch_size=8)
+    ref = {"subset": subset, "batch_size": batch_size, "correct": res["correct"], "total": res["total"],
+           "checks": {"subset": check_subset, "batch_size": 8, "full": chk["full"]["correct"],
+                      "cells": {name: {r: x["correct"] for r, x in cells.items()}
+                                for name, cells in chk["results"].items()}}}
     Path(directory, "reference.json").write_text(json.dumps(ref, indent=2) + "\n")
     return ref
+
+
+def _load_vision_tower(model, directory: str) -> None:
+    """Copy the vision tower of the testbed model saved in ``directory`` into ``model`` and freeze it (the
+    tower is frozen after the vision stage anyway, so this is the same as re-running that stage when the
+    saved model was trained with the same vision settings)."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    if not (Path(directory) / "config.json").is_file():
+        raise ValueError(f"vision_from must be a saved testbed model directory, got {directory!r}")
+    src = LlavaOnevisionForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+    mine, theirs = model.config.vision_config, src.config.vision_config
+    for k in ("hidden_size", "num_hidden_layers", "patch_size", "image_size", "intermediate_size"):
+        if getattr(mine, k) != getattr(theirs, k):
+            raise ValueError(f"vision_from has vision {k}={getattr(theirs, k)}, this run needs {getattr(mine, k)}")
+    model.model.vision_tower.load_state_dict(src.model.vision_tower.state_dict())
+    model.model.vision_tower.eval().requires_grad_(False)
 
 
 def _stage_key(cfg: TrainConfig) -> dict:
     """The settings that determine the vision and cache stages (a saved stage is only reused if they match)."""
     return {k: getattr(cfg, k) for k in ("seed", "vision_steps", "vision_batch", "cache_clips", "lr", "warmup",
-                                         "weight_decay", "vision_hidden", "vision_layers", "patch_size")}
+                                         "weight_decay", "vision_hidden", "vision_layers", "patch_size", "vision_from")}
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
@@ -439,7 +497,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         t_vision = t_cache = 0.0
         log(f"vision tower and {len(cache)} cached clips loaded from {cfg.stage_from}")
     else:
-        _vision_stage(model, aux, proc, cfg, log)
+        if cfg.vision_from is not None:
+            _load_vision_tower(model, cfg.vision_from)
+            log(f"vision tower loaded from {cfg.vision_from} (frozen; vision stage skipped)")
+        else:
+            _vision_stage(model, aux, proc, cfg, log)
         t_vision = time.time() - t0
         cache = _cache_stage(model, proc, cfg, log)
         t_cache = time.time() - t0 - t_vision
@@ -457,7 +519,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     history, ema = [], None
     model.train()
     t_lm = time.time()
-    for step in range(cfg.lm_steps):
+    # why stop_after: a run cut short at step N is the same run as the first N steps of the full schedule
+    for step in range(cfg.lm_steps if cfg.stop_after is None else cfg.stop_after):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.lm_steps, cfg, cfg.lm_lr)
         loss, aux_loss, attn_loss = _lm_loss(model, lm_aux, _lm_batch(cfg, proc, cache, step), aux_layer,
@@ -471,7 +534,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         if step % 50 == 0:
             log(f"lm step {step} {time.time() - t_lm:.0f}s lr {_lr(step, cfg.lm_steps, cfg, cfg.lm_lr):.2e} " +
                 " ".join(f"{k} {v:.3f}" for k, v in ema.items()))
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.lm_steps:
+        if (step + 1) % cfg.eval_every == 0 or step + 1 in (cfg.lm_steps, cfg.stop_after):
             model.eval()
             res = accuracy(model, proc, range(cfg.eval_size))
             model.train()
