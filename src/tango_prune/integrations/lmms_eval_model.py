@@ -78,7 +78,8 @@ class _TangoVideoLLM(lmms):
             load["attn_implementation"] = a["attn_implementation"]
         if a["device_map"] is not None:
             load["device_map"] = a["device_map"]
-        model = getattr(transformers, cls).from_pretrained(directory, **load).eval()
+        # the name as given (a hub id stays a hub id): LLaVA-Video is auto-detected from the checkpoint name
+        model = getattr(transformers, cls).from_pretrained(a["pretrained"], **load).eval()
         if a["device_map"] is None:
             # one model copy per process: the accelerator's device, or the harness's --device when single-process
             dev = a["device"] if (a["device"] and self._world_size == 1) else self.accelerator.device

@@ -15,6 +15,7 @@ the main process writes files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -82,11 +83,22 @@ def lmms_evaluate(*, model: str, model_args: str, tasks: list[str], limit: int |
                   include_path: str | None) -> Any:
     """One ``lmms_eval.evaluator.simple_evaluate`` call (batch size 1, no sample logs); its results dict."""
     from lmms_eval.evaluator import simple_evaluate
-    from lmms_eval.tasks import TaskManager
 
-    manager = TaskManager("WARNING", include_path=include_path, model_name=model)
+    manager = _task_manager(include_path, model)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:  # lmms-eval itself fails with a bare KeyError
+        raise ValueError(f"unknown lmms-eval task(s) {unknown}" + ("" if include_path else
+                         " (tasks of your own need --include-path)"))
     return simple_evaluate(model=model, model_args=model_args, tasks=tasks, batch_size=1, limit=limit,
                            log_samples=False, task_manager=manager, verbosity="WARNING")
+
+
+@functools.lru_cache(maxsize=4)
+def _task_manager(include_path: str | None, model: str) -> Any:
+    # why: indexing lmms-eval's task YAMLs takes ~10 s; every run of a sweep shares one index
+    from lmms_eval.tasks import TaskManager
+
+    return TaskManager("WARNING", include_path=include_path, model_name=model)
 
 
 def _process_state() -> tuple[bool, Callable[[], None]]:
