@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import tango_prune as tp  # noqa: E402
 from tango_prune.cli import main  # noqa: E402
 from tango_prune.integrations.lmms_eval import MODEL_IDS  # noqa: E402
-from tango_prune.integrations.lmms_eval_testbed import TASK, write_testbed_task  # noqa: E402
+from tango_prune.integrations.lmms_eval_testbed import TASK, write_task, write_testbed_task  # noqa: E402
 from test_cli_run import _save_tokenizer, _write_video  # noqa: E402
 from tiny_models import tiny_llava, tiny_qwen  # noqa: E402
 
@@ -44,24 +44,6 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
 def process_results(doc, results):
     return {"answered": 1.0}
 '''
-_TINY_YAML = """task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files: {data}
-test_split: train
-output_type: generate_until
-doc_to_visual: !function utils.doc_to_visual
-doc_to_text: !function utils.doc_to_text
-doc_to_target: question
-process_results: !function utils.process_results
-generation_kwargs:
-  max_new_tokens: 3
-  temperature: 0
-metric_list:
-  - metric: answered
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +51,7 @@ def tiny_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_task")
     _write_video(root / "clip.mp4")
     rows = [{"video": "clip.mp4", "question": q} for q in ("w1 w2 w3", "w4 w5")]
-    data = root / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "utils.py").write_text(_TINY_UTILS)
-    (root / f"{TINY_TASK}.yaml").write_text(_TINY_YAML.format(task=TINY_TASK, data=json.dumps(str(data))))
-    return root
+    return write_task(root, TINY_TASK, rows, _TINY_UTILS, metric="answered", target="question", max_new_tokens=3)
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("lmms_eval") is None:
         raise ValueError("lmms-eval is not installed: pip install 'tango-prune[lmms-eval]'")
-    from ..integrations.lmms_eval_sweep import sweep
+    from ..integrations.lmms_eval_sweep import markdown_table, process_state, sweep
 
     try:
         retentions = [float(x) for x in _list(args.retentions, "--retentions")]
@@ -58,22 +58,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--retentions must be comma-separated numbers: {exc}") from None
     methods = tp.methods() if args.methods is None else _list(args.methods, "--methods")
     model, pretrained, tasks, include = args.model, args.pretrained, args.tasks, args.include_path
+    is_main, barrier = process_state()
     if args.testbed is not None:
-        from ..integrations.lmms_eval_testbed import write_testbed_task
+        from ..integrations.lmms_eval_testbed import testbed_task_paths, write_testbed_task
 
         if pretrained or tasks or include or model != "tango_llava_onevision":
             raise ValueError("--testbed sets the model, --pretrained, --tasks and --include-path itself")
-        made = write_testbed_task(Path(args.out) / "testbed_task", args.testbed)
+        if is_main:  # under accelerate launch one process writes the task, the others wait for it
+            write_testbed_task(Path(args.out) / "testbed_task", args.testbed)
+        barrier()
+        made = testbed_task_paths(Path(args.out) / "testbed_task")
         pretrained, tasks, include = made["pretrained"], made["task"], made["include_path"]
     if not pretrained:
         raise ValueError("--pretrained is required (or --testbed N)")
     summary = sweep(args.out, model=model, pretrained=pretrained, tasks=_list(tasks, "--tasks"), methods=methods,
                     retentions=retentions, model_args=args.model_args, include_path=include, limit=args.limit,
                     log=lambda s: print(s, file=sys.stderr))
-    from ..integrations.lmms_eval_sweep import markdown_table
-
-    print(markdown_table(summary), end="")
-    print(f"wrote {Path(args.out) / 'sweep.md'}, sweep.json and sweep.png")
+    if is_main:
+        print(markdown_table(summary), end="")
+        print(f"wrote {Path(args.out) / 'sweep.md'}, sweep.json and sweep.png")
     if summary["failed"]:
         print(f"tango-prune lmms-eval: {len(summary['failed'])} run(s) failed: {', '.join(summary['failed'])}",
               file=sys.stderr)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from .lmms_eval import NONE
 
-__all__ = ["Run", "plan", "sweep", "lmms_evaluate", "task_score", "markdown_table", "save_plot"]
+__all__ = ["Run", "plan", "sweep", "lmms_evaluate", "process_state", "task_score", "markdown_table", "save_plot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,18 +101,22 @@ def _task_manager(include_path: str | None, model: str) -> Any:
     return TaskManager("WARNING", include_path=include_path, model_name=model)
 
 
-def _process_state() -> tuple[bool, Callable[[], None]]:
+def process_state() -> tuple[bool, Callable[[], None]]:
     """(is the main process, barrier) under ``accelerate launch``; a single process without accelerate."""
     try:
         from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
     except ImportError:
         return True, lambda: None
-    state = PartialState()
+    # why: the first PartialState fixes the backend for the process; `accelerate launch --cpu` asks for gloo
+    # through this variable, which Accelerator() reads but a bare PartialState() does not
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     return state.is_main_process, state.wait_for_everyone
 
 
-def _evaluate_run(run: Run, settings: dict, evaluate: Callable[..., Any]) -> dict:
-    """One run through lmms-eval; never raises for an evaluation failure (it is recorded)."""
+def _evaluate_run(run: Run, settings: dict, evaluate: Callable[..., Any], is_main: bool = True) -> dict:
+    """One run through lmms-eval; never raises for an evaluation failure (it is recorded). Only the main
+    process of a distributed run gets results back; the others record a run that did not raise as ok."""
     args = f"pretrained={settings['pretrained']},method={run.method}"
     if run.method != NONE:
         args += f",retention={run.retention!r}"
@@ -128,7 +132,9 @@ def _evaluate_run(run: Run, settings: dict, evaluate: Callable[..., Any]) -> dic
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         results = None
     else:
-        if not isinstance(results, dict):
+        if results is None and not is_main:
+            record.update(status="ok", note="results are gathered on the main process")
+        elif not isinstance(results, dict):
             record.update(status="failed", error="lmms-eval returned no results")
     record["seconds"] = round(time.time() - t0, 1)
     if results is None or "status" in record:
@@ -177,7 +183,7 @@ def sweep(out_dir: str | Path, *, model: str, pretrained: str, tasks: Sequence[s
             raise ValueError(f"model_args must not set {key} (the sweep sets it), got {model_args!r}")
     runs = plan(methods, retentions)
     evaluate = evaluate or lmms_evaluate
-    is_main, barrier = _process_state()
+    is_main, barrier = process_state()
     settings = {"model": model, "pretrained": pretrained, "tasks": list(tasks), "model_args": model_args,
                 "include_path": include_path, "limit": limit}
     out = Path(out_dir)
@@ -200,7 +206,7 @@ def sweep(out_dir: str | Path, *, model: str, pretrained: str, tasks: Sequence[s
             records.append(done[run.key])
             continue
         log(f"[{i}/{len(runs)}] {run.key}: evaluating {','.join(tasks)}")
-        rec = _evaluate_run(run, settings, evaluate)
+        rec = _evaluate_run(run, settings, evaluate, is_main)
         if is_main:
             _write_json_atomic(run_dir / f"{run.key}.json", rec)
         log(f"[{i}/{len(runs)}] {run.key}: {rec['status']}" + (f" ({rec['error']})" if rec["status"] != "ok" else

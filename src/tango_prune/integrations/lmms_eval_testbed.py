@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TASK", "write_testbed_task", "write_lossless_mp4"]
+__all__ = ["TASK", "write_task", "write_testbed_task", "testbed_task_paths", "write_lossless_mp4"]
 
 #: Name of the task (and of its YAML file).
 TASK = "tango_testbed"
@@ -54,20 +54,36 @@ test_split: train
 output_type: generate_until
 doc_to_visual: !function utils.doc_to_visual
 doc_to_text: !function utils.doc_to_text
-doc_to_target: answer
+doc_to_target: {target}
 process_results: !function utils.process_results
 generation_kwargs:
-  max_new_tokens: 1
+  max_new_tokens: {max_new_tokens}
   temperature: 0
   do_sample: false
   num_beams: 1
 metric_list:
-  - metric: accuracy
+  - metric: {metric}
     aggregation: mean
     higher_is_better: true
 metadata:
   version: 0.0
 """
+
+
+def write_task(directory: str | Path, task: str, rows: list[dict], utils: str, *, metric: str, target: str,
+               max_new_tokens: int) -> Path:
+    """Write an offline generation task: ``{task}.jsonl`` (``rows``), ``utils.py`` (``utils``: the source
+    defining ``doc_to_visual``, ``doc_to_text`` and ``process_results``, which returns ``{metric: value}``)
+    and ``{task}.yaml`` (``dataset_path: json``, greedy decoding, the mean of ``metric``; ``target`` is the
+    doc field holding the reference). Returns ``directory``, the ``--include_path`` of the task."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / f"{task}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "utils.py").write_text(utils)
+    (root / f"{task}.yaml").write_text(_YAML.format(task=task, data=json.dumps(str(data.resolve())), target=target,
+                                                    max_new_tokens=max_new_tokens, metric=metric))
+    return root
 
 
 def write_lossless_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
@@ -110,10 +126,7 @@ def write_testbed_task(directory: str | Path, limit: int = 48) -> dict[str, str]
         write_lossless_mp4(s.clip.frames, root / rel, D.FPS)
         rows.append({"index": i, "video": rel, "question": s.question.text, "options": list(s.question.options),
                      "answer": s.question.answer, "qtype": s.question.qtype})
-    data = root / f"{TASK}.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "utils.py").write_text(_UTILS)
-    (root / f"{TASK}.yaml").write_text(_YAML.format(task=TASK, data=json.dumps(str(data.resolve()))))
+    write_task(root, TASK, rows, _UTILS, metric="accuracy", target="answer", max_new_tokens=1)
     model = root / "model"
     model.mkdir(exist_ok=True)
     for name in _MODEL_FILES:
@@ -121,4 +134,10 @@ def write_testbed_task(directory: str | Path, limit: int = 48) -> dict[str, str]
     proc = load_processor()
     proc.tokenizer.chat_template = _CHAT_TEMPLATE
     proc.save_pretrained(model)
-    return {"task": TASK, "include_path": str(root.resolve()), "pretrained": str(model.resolve())}
+    return testbed_task_paths(root)
+
+
+def testbed_task_paths(directory: str | Path) -> dict[str, str]:
+    """What :func:`write_testbed_task` returns for ``directory``, without writing anything."""
+    root = Path(directory)
+    return {"task": TASK, "include_path": str(root.resolve()), "pretrained": str((root / "model").resolve())}
