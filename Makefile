@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/prune_speed.py
 
 clean:
-	rm -rf $(VENV) $(LMMS_VENV) demo_out build src/*.egg-info
+	rm -rf $(VENV) demo_out build src/*.egg-info
 
 # Second environment for the lmms-eval plugin (`make test` runs it too): lmms-eval pins av<16 and breaks with
 # filelock 4, and its torchvision requirement pulls the CUDA wheel, which breaks every transformers model
@@ -36,7 +36,7 @@ LMMS_VENV  ?= .venv-lmms
 LMMS_PY    := $(LMMS_VENV)/bin/python
 LMMS_STAMP := $(LMMS_VENV)/.installed
 
-.PHONY: venv-lmms test-lmms
+.PHONY: venv-lmms test-lmms clean-lmms
 
 venv-lmms: $(LMMS_STAMP)
 
@@ -53,3 +53,8 @@ test-lmms: $(LMMS_STAMP)
 	$(LMMS_PY) -m pytest tests/test_lmms_eval*.py
 
 test: test-lmms
+
+clean-lmms:
+	rm -rf $(LMMS_VENV)
+
+clean: clean-lmms

@@ -171,3 +171,23 @@ def test_sweep_rejects_bad_settings(tmp_path):
         sweep(tmp_path, **kw, model_args="frames=8,retention=0.5")
     with pytest.raises(ValueError, match="limit must be"):
         sweep(tmp_path, **kw, limit=0)
+
+
+def test_cli_input_errors(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from tango_prune.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lmms_eval" else real(name, *a))
+    assert main(["lmms-eval", "--testbed", "2", "--out", str(tmp_path)]) == 2
+    assert "lmms-eval is not installed: pip install 'tango-prune[lmms-eval]'" in capsys.readouterr().err
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "lmms_eval" else real(name, *a))
+    for argv, msg in ((["--tasks", "t"], "--pretrained is required"),
+                      (["--testbed", "2", "--pretrained", "/c"], "--testbed sets the model"),
+                      (["--pretrained", "/c", "--tasks", " , "], "--tasks must list at least one value"),
+                      (["--pretrained", "/c", "--tasks", "t", "--retentions", "a"], "--retentions must be"),
+                      (["--pretrained", "/c", "--tasks", "t", "--methods", "nope"], "methods must be registered")):
+        assert main(["lmms-eval", "--out", str(tmp_path), *argv]) == 2, argv
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing was evaluated
