@@ -182,7 +182,8 @@ def test_cli_input_errors(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lmms_eval" else real(name, *a))
     assert main(["lmms-eval", "--testbed", "2", "--out", str(tmp_path)]) == 2
     assert "lmms-eval is not installed: pip install 'tango-prune[lmms-eval]'" in capsys.readouterr().err
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "lmms_eval" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "lmms_eval" else real(name, *a))
     for argv, msg in ((["--tasks", "t"], "--pretrained is required"),
                       (["--testbed", "2", "--pretrained", "/c"], "--testbed sets the model"),
                       (["--pretrained", "/c", "--tasks", " , "], "--tasks must list at least one value"),

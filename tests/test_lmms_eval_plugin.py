@@ -114,8 +114,10 @@ def test_model_args_errors_through_lmms_eval(llava_dir, qwen_dir, tmp_path):
 
 
 def _cli_answer(capsys, model_dir, extra):
-    rc = main(["run", "--model", model_dir, "--video", str(extra.pop("video")), "--question", extra.pop("question"),
-               "--frames", "4", "--max-new-tokens", "3", "--device", "cpu", *sum(([k, v] for k, v in extra.items()), [])])
+    video, question = str(extra.pop("video")), extra.pop("question")
+    opts = [x for kv in extra.items() for x in kv]
+    rc = main(["run", "--model", model_dir, "--video", video, "--question", question, "--frames", "4",
+               "--max-new-tokens", "3", "--device", "cpu", *opts])
     out = capsys.readouterr().out
     assert rc == 0, out
     return out.split("answer:", 1)[1].splitlines()[0].strip()

@@ -105,8 +105,8 @@ class _TangoVideoLLM(lmms):
                 base = tp.make_config(a["method"], retention=a["retention"])
             self.prune_config = base.replace(**a["overrides"]) if a["overrides"] else base
             tp.apply(model, self.prune_config, variant=a["variant"])
-        # per (task, split, doc): visual tokens before/after and pruning seconds; keyed so that the padding
-        # requests lmms-eval adds to short ranks are not counted twice
+        # per (task, split, doc): visual tokens before/after, pruning seconds, generated tokens; keyed so that
+        # the padding requests lmms-eval adds to short ranks are not counted twice
         self._stats: dict[tuple, tuple[float, float, float]] = {}
 
     @property
@@ -120,6 +120,7 @@ class _TangoVideoLLM(lmms):
         return 1
 
     def _answer(self, context: str, visuals: Any, gen_kwargs: dict[str, Any]) -> tuple[str, tuple[float, ...]]:
+        """The answer and (visual tokens before, after, pruning seconds, generated tokens) of one request."""
         import tango_prune as tp
         from tango_prune.video import load_video
 
@@ -149,15 +150,16 @@ class _TangoVideoLLM(lmms):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.no_grad():
             out = self.model.generate(**inputs, **gen, pad_token_id=pad)
-        text = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        new = out[0, inputs["input_ids"].shape[1]:]
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
         for term in until:
             if term:
                 text = text.split(term)[0]
         if self.prune_config is None:
-            return text.strip(), (n, n, 0.0)
+            return text.strip(), (n, n, 0.0, float(len(new)))
         st = tp.models.stats(self.model)
         return text.strip(), (float(st["visual_tokens_before"]), float(st["visual_tokens_after"]),
-                              float(st["prune_s"]))
+                              float(st["prune_s"]), float(len(new)))
 
     def generate_until(self, requests: list[Any]) -> list[str]:
         """Answer each request (context, generation kwargs, doc_to_visual, doc id, task, split) in order."""
@@ -179,9 +181,9 @@ class _TangoVideoLLM(lmms):
         """Add the mean token counts and pruning time over all ranks to lmms-eval's metric log."""
         from lmms_eval.models.model_utils.gen_metrics import log_metrics
 
-        sums = torch.zeros(4, dtype=torch.float64)
-        for before, after, prune_s in self._stats.values():
-            sums += torch.tensor([before, after, prune_s, 1.0], dtype=torch.float64)
+        sums = torch.zeros(5, dtype=torch.float64)
+        for before, after, prune_s, generated in self._stats.values():
+            sums += torch.tensor([before, after, prune_s, 1.0, generated], dtype=torch.float64)
         if self._world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             # every rank calls generate_until (lmms-eval pads ranks), so this collective cannot hang
             backend = torch.distributed.get_backend()
@@ -190,7 +192,9 @@ class _TangoVideoLLM(lmms):
             torch.distributed.all_reduce(sums)
             sums = sums.cpu()
         n = max(float(sums[3]), 1.0)
-        log_metrics(total_elapsed_time=seconds, total_gen_tokens=0, avg_speed=0.0, additional_metrics={
+        generated = int(sums[4])
+        log_metrics(total_elapsed_time=seconds, total_gen_tokens=generated,
+                    avg_speed=generated / seconds if seconds > 0 else 0.0, additional_metrics={
             "tango_visual_tokens_before": float(sums[0]) / n, "tango_visual_tokens_after": float(sums[1]) / n,
             "tango_prune_ms": 1e3 * float(sums[2]) / n, "tango_requests": float(sums[3])})
 

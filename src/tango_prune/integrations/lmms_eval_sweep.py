@@ -165,8 +165,8 @@ def sweep(out_dir: str | Path, *, model: str, pretrained: str, tasks: Sequence[s
     """Run (or resume) the sweep into ``out_dir``; returns the summary also written as ``sweep.json``.
 
     ``model`` is a ``tango_*`` model id, ``model_args`` extra plugin arguments (``frames=32,dtype=bfloat16``)
-    added to every run. ``evaluate`` (keyword arguments ``model``, ``model_args``, ``tasks``, ``limit``, ``include_path``; returns
-    lmms-eval's results dict) defaults to :func:`lmms_evaluate`. The summary has
+    added to every run. ``evaluate`` (keyword arguments ``model``, ``model_args``, ``tasks``, ``limit``,
+    ``include_path``; returns lmms-eval's results dict) defaults to :func:`lmms_evaluate`. The summary has
     ``runs`` (one record per run, ``status`` ``ok`` or ``failed``), ``failed`` (their keys) and the settings.
     """
     from .lmms_eval import MODEL_IDS
