@@ -21,6 +21,13 @@ def make_tokens(T=4, H=6, W=6, D=24, seed=0, static=0, dtype=torch.float32, fps=
     return tp.VideoTokens(features=F.to(dtype), saliency=S, timestamps=ts)
 
 
+@pytest.fixture(autouse=True)
+def _run_in_a_temporary_directory(tmp_path, monkeypatch):
+    """Tests never write into the working directory: each one runs with its own temporary cwd, so a default
+    output path (``bench_out``, ``demo_out``, ``kept_tokens.png``) lands there."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def tokens_factory():
     return make_tokens

@@ -71,3 +71,11 @@ def test_frozen():
     with pytest.raises(Exception):
         c.retention = 0.5
     assert c.replace(retention=0.5).retention == 0.5 and c.retention == 0.1
+
+
+@pytest.mark.parametrize("make", [lambda: tp.TangoConfig(no_such=1), lambda: tp.TangoConfig().replace(no_such=1),
+                                  lambda: tp.make_config("topk", no_such=1)])
+def test_unknown_fields_are_value_errors(make):
+    """An unknown field is a bad value (ValueError naming it), never a TypeError from the dataclass."""
+    with pytest.raises(ValueError, match="no_such"):
+        make()

@@ -60,7 +60,7 @@ def test_visual_token_count_matches_result(model):
     try:
         out = _logits(model, input_ids=ids, pixel_values_videos=_video())
         st = stats(model)
-        res = model._tango_prune_state.extra["last_results"][0]
+        res = tp.models.last_results(model)[0]
     finally:
         tp.remove(model)
     n_text = ids.shape[1] - (T * 16 + 1)
@@ -151,7 +151,7 @@ def test_several_videos_and_an_image_in_one_prompt(model):
         assert torch.allclose(_logits(model, **kw), ref, atol=1e-5, rtol=0)
         model._tango_prune_state.config = tp.TangoConfig(retention=0.25)  # same patch, another budget
         out = _logits(model, **kw)
-        res = model._tango_prune_state.extra["last_results"]
+        res = tp.models.last_results(model)
     finally:
         tp.remove(model)
     assert len(res) == 2
@@ -200,7 +200,7 @@ def test_pruned_logits_equal_a_hand_built_reference(model):
     tp.apply(model, tp.TangoConfig(retention=0.3))
     try:
         out = _logits(model, input_ids=ids, pixel_values_videos=px)
-        res = model._tango_prune_state.extra["last_results"][0]
+        res = tp.models.last_results(model)[0]
     finally:
         tp.remove(model)
     emb = model.get_input_embeddings()

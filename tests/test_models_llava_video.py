@@ -51,7 +51,7 @@ def test_llava_video_layout_counts(model):
         model._tango_prune_state.config = tp.TangoConfig(retention=0.3)
         with torch.no_grad():
             out2 = model(input_ids=ids, pixel_values_videos=_video()).logits
-        res = model._tango_prune_state.extra["last_results"][0]
+        res = tp.models.last_results(model)[0]
         after = stats(model)["visual_tokens_after"]
     finally:
         tp.remove(model)

@@ -65,7 +65,7 @@ def test_kept_tokens_keep_their_original_mrope_positions(model):
     tp.apply(model, tp.TangoConfig(retention=0.25))
     try:
         out = _logits(model, **kw)
-        res = model._tango_prune_state.extra["last_results"][0]
+        res = tp.models.last_results(model)[0]
         st = stats(model)
     finally:
         tp.remove(model)
@@ -122,7 +122,7 @@ def test_image_untouched_two_videos_pruned(model):
         assert torch.allclose(_logits(model, **kw), ref, atol=1e-5, rtol=0)
         model._tango_prune_state.config = tp.TangoConfig(retention=0.25)
         out = _logits(model, **kw)
-        res = model._tango_prune_state.extra["last_results"]
+        res = tp.models.last_results(model)
     finally:
         tp.remove(model)
     assert len(res) == 2

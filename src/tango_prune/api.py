@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from . import methods as _methods
@@ -19,10 +20,12 @@ def make_config(method: str | PruneConfig | None = None, **kwargs: Any) -> Prune
         return method
     name = "tango" if method is None else method
     spec = _methods.get(name)
-    try:
-        return spec.config_class(**kwargs)
-    except TypeError as exc:  # unknown keyword
-        raise ValueError(f"invalid option for method {name!r}: {exc}") from None
+    fields = sorted(f.name for f in dataclasses.fields(spec.config_class))
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+        raise ValueError(f"invalid option for method {name!r}: unknown field(s) {unknown}; expected a subset of "
+                         f"{fields}")
+    return spec.config_class(**kwargs)
 
 
 def prune(tokens: VideoTokens, method: str | PruneConfig | None = None, **kwargs: Any) -> PruneResult:

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad input: one clear line, no traceback
         print(f"tango-prune {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # long runs keep their finished results on disk and resume from them
+        print(f"tango-prune {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -37,6 +37,15 @@ class PruneConfig:
     method: ClassVar[str] = ""
     retention: float = 0.1
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "PruneConfig":
+        # why: an unknown field is a bad value, not a Python type error: ValueError naming it and the fields,
+        # the same as from_dict, replace() and make_config.
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected a subset of {sorted(names)}")
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         check_unit_interval("retention", self.retention, low_open=True, high_open=False)
         self._validate()
@@ -229,7 +238,7 @@ class TangoConfig(PruneConfig):
         the layer-averaged retention is ``r`` (tango-spec 2.10).
         """
         if model not in PRESETS:
-            raise ValueError(f"model must be one of {sorted(PRESETS)}, got {model!r}")
+            raise ValueError(f"model must name a preset, one of {sorted(PRESETS)}, got {model!r}")
         check_unit_interval("retention", retention, low_open=True, high_open=False)
         fields: dict[str, Any] = dict(PRESETS[model])
         fields.update(segmentation="holitom", context_ratio=0.4, alpha=1.5, beta=0.6, k_neighbors=7,

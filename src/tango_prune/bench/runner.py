@@ -120,12 +120,20 @@ def load_model(name_or_dir: str, dtype: torch.dtype, device: str) -> tuple[Any, 
     elif os.path.isdir(name_or_dir):
         import transformers
 
-        with open(os.path.join(name_or_dir, "config.json"), encoding="utf-8") as fh:
-            arch = (json.load(fh).get("architectures") or [""])[0]
-        cls = getattr(transformers, arch, None)
+        try:
+            with open(os.path.join(name_or_dir, "config.json"), encoding="utf-8") as fh:
+                arch = (json.load(fh).get("architectures") or [""])[0]
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ValueError(f"model directory {name_or_dir!r} has no valid config.json ({exc})") from None
+        cls = getattr(transformers, str(arch), None)
         if cls is None:
             raise ValueError(f"model directory {name_or_dir!r} names an unknown architecture {arch!r}")
-        model = cls.from_pretrained(name_or_dir, dtype=dtype).eval()
+        try:
+            model = cls.from_pretrained(name_or_dir, dtype=dtype).eval()
+        except Exception as exc:  # noqa: BLE001 - missing/truncated weights: OSError, SafetensorError, ...
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise ValueError(f"model directory {name_or_dir!r}: cannot load the weights ({type(exc).__name__}: "
+                             f"{first})") from None
         desc = f"{arch} from {name_or_dir}"
     else:
         raise ValueError(f"model must be a preset ({sorted(PRESETS)}) or a model directory, got {name_or_dir!r}")
@@ -195,12 +203,16 @@ def _encode_once(model: Any, spec: BenchSpec, inp: BenchInputs, device: torch.de
 
 def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
               log: Callable[[str], None] | None = None,
-              on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+              on_row: Callable[[dict[str, Any]], None] | None = None,
+              done_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run the benchmark described by ``spec``; returns a JSON-serialisable report (see module docstring).
 
     ``model`` may be passed in already built (tests); otherwise it is loaded from ``spec.model``. ``on_row``
-    is called with every finished row (for partial reports on long runs).
+    is called with every finished row (for partial reports on long runs). ``done_rows`` are rows of an
+    interrupted run of the same spec: they are kept as they are and not measured again (the unpruned row
+    among them stays the reference of the ratios); the report counts them in ``resumed_rows``.
     """
+    done = {(r["method"], float(r["retention"])): r for r in (done_rows or [])}
     log = log or (lambda s: None)
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -225,26 +237,32 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
     log(f"vision {enc['vision_s']:.2f}s, with saliency {enc['vision_saliency_s']:.2f}s")
 
     # -- unpruned baseline: the upstream generate with the encoder output passed in ---------------------------
-    base_runs = []
-    for i in range(n_runs):
-        r = timed_generate(model, family.unpruned_kwargs(inp, attn, enc["video"]), spec.new_tokens, device)
-        if i >= spec.warmup:
-            base_runs.append(r)
-        bar.step("unpruned")
-    base = {"method": "none", "retention": 1.0, "visual_tokens": vinfo["video_tokens"], "kept": None,
-            "vision_s": enc["vision_s"], "prune_s": 0.0, "prefill_s": _median(base_runs, "ttft_s"),
-            "decode_tok_s": _median(base_runs, "decode_tok_s"), "peak_mib": max(r["peak_mib"] for r in base_runs),
-            "repeats": [r["ttft_s"] for r in base_runs]}
-    base["ttft_s"] = base["vision_s"] + base["prefill_s"]
+    if ("none", 1.0) in done:
+        base = done[("none", 1.0)]
+    else:
+        base_runs = []
+        for i in range(n_runs):
+            r = timed_generate(model, family.unpruned_kwargs(inp, attn, enc["video"]), spec.new_tokens, device)
+            if i >= spec.warmup:
+                base_runs.append(r)
+            bar.step("unpruned")
+        base = {"method": "none", "retention": 1.0, "visual_tokens": vinfo["video_tokens"], "kept": None,
+                "vision_s": enc["vision_s"], "prune_s": 0.0, "prefill_s": _median(base_runs, "ttft_s"),
+                "decode_tok_s": _median(base_runs, "decode_tok_s"),
+                "peak_mib": max(r["peak_mib"] for r in base_runs), "repeats": [r["ttft_s"] for r in base_runs]}
+        base["ttft_s"] = base["vision_s"] + base["prefill_s"]
+        _finish(base, base)
+        if on_row:
+            on_row(base)
     rows = [base]
-    _finish(base, base)
-    if on_row:
-        on_row(base)
 
     # -- every method and retention through tango_prune.apply, the encoder pass served from the cache -------
     first = True
     for method in spec.methods:
         for r_keep in spec.retentions:
+            if (method, float(r_keep)) in done:
+                rows.append(done[(method, float(r_keep))])
+                continue
             _models.apply(model, name=method, retention=r_keep, **spec.overrides.get(method, {}))
             # why: an instance attribute of this adapter object only; it goes with the adapter at remove().
             getattr(model, "_tango_prune_state").adapter.encode = lambda *a, **k: enc["encoded"]
@@ -258,7 +276,7 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
                     st = _models.stats(model)
                     r.update(prune_s=st["prune_s"], prefill_s=r["ttft_s"] - st["vision_s"] - st["prune_s"],
                              visual_tokens=st["visual_tokens_after"], kept=sum(st.get("kept_per_video", [0])))
-                    last = getattr(model, "_tango_prune_state").extra.get("last_results") or []
+                    last = _models.last_results(model)
                     r["prune_info"] = {k: v for k, v in (last[0].info if last else {}).items()
                                        if k in ("segments", "static_positions", "by_kind")}
                     if i >= spec.warmup + extra:
@@ -282,7 +300,7 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
                            "pass: the upstream encoder alone for 'none', the encoder plus the saliency map for "
                            "the pruning methods",
             "feature_similarity": _feature_similarity(family.first_video_features(enc["encoded"], inp)),
-            "rows": rows}
+            "rows": rows, "resumed_rows": sum(1 for r in rows if any(r is d for d in done.values()))}
 
 
 def _feature_similarity(feats: torch.Tensor) -> dict[str, float]:

@@ -8,33 +8,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..video import load_video  # the one decoder; re-exported for the bench
+
 __all__ = ["load_video", "synthetic_video", "to_pixels", "qwen_patches", "tokens_per_frame"]
-
-
-def load_video(path: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``frames`` frames sampled uniformly over the file at ``path``.
-
-    Returns (uint8 RGB array (frames, h, w, 3), timestamps in seconds (frames,)). Raises ``ValueError`` for
-    an unreadable file or a video shorter than one frame.
-    """
-    import av
-
-    if frames < 1:
-        raise ValueError(f"frames must be >= 1, got {frames}")
-    try:
-        container = av.open(path)
-    except (OSError, av.error.FFmpegError) as exc:  # type: ignore[attr-defined]
-        raise ValueError(f"video must be a readable video file, got {path!r}: {exc}") from None
-    with container:
-        stream = container.streams.video[0]
-        decoded, times = [], []
-        for frame in container.decode(stream):
-            decoded.append(frame.to_ndarray(format="rgb24"))
-            times.append(float(frame.time) if frame.time is not None else len(times) / 30.0)
-    if not decoded:
-        raise ValueError(f"video {path!r} has no decodable frames")
-    pick = np.round(np.linspace(0, len(decoded) - 1, frames)).astype(int)
-    return np.stack([decoded[i] for i in pick]), np.asarray([times[i] for i in pick], dtype=np.float64)
 
 
 def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:

@@ -18,9 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checks import load_hf_config, load_pretrained, positive_int, resolve_device
+
 NAME = "run"
 HELP = "answer a question about a video with a pruned Hugging Face Video LLM"
 
+_VARIANTS = {"llava": ("llava-onevision", "llava-video"), "qwen": ("qwen2.5-vl",)}
 _DEFAULT_MEAN_STD = {"llava": ([0.5] * 3, [0.5] * 3),
                      "qwen": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711])}
 
@@ -32,24 +35,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", required=True, help="question about the video")
     parser.add_argument("--method", default="tango", help="pruning method (default tango)")
     parser.add_argument("--retention", type=float, default=0.1, help="fraction of visual tokens kept (default 0.1)")
-    parser.add_argument("--frames", type=int, default=None,
+    parser.add_argument("--frames", type=positive_int, default=None,
                         help="frames sampled uniformly (default 32 for LLaVA, 16 for Qwen2.5-VL)")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length limit (default 32)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=32, help="answer length limit (default 32)")
     parser.add_argument("--variant", default=None, help="LLaVA token layout: llava-onevision or llava-video")
+    parser.add_argument("--saliency-head", default=None, metavar="DIR_OR_HUB_ID",
+                        help="LLaVA: score patches with this original SigLIP checkpoint's post_layernorm + "
+                             "attention-pooling head, the paper's setting (e.g. google/siglip-so400m-patch14-384)")
     parser.add_argument("--no-prune", action="store_true", help="run the unpruned model (baseline)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
 
 
 def _load_config(model_dir: str) -> tuple[Any, str]:
-    from transformers import AutoConfig
-
     from ..models import SUPPORTED
 
-    if not os.path.isdir(model_dir):
-        raise ValueError(f"--model: model directory {model_dir!r} does not exist")
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise ValueError(f"--model: {model_dir!r} has no config.json (not a Hugging Face checkpoint directory)")
-    config = AutoConfig.from_pretrained(model_dir)
+    config = load_hf_config(model_dir, "--model")
     archs = list(getattr(config, "architectures", None) or [])
     cls = next((a for a in archs if a in SUPPORTED), None)
     if cls is None:
@@ -175,17 +175,21 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.retention <= 1:
         raise ValueError(f"--retention must be in (0, 1], got {args.retention}")
+    if args.method not in tp.methods():
+        raise ValueError(f"--method must be one of {tp.methods()}, got {args.method!r}")
+    device = resolve_device(args.device, "--device")
     config, cls = _load_config(args.model)
     family = "qwen" if cls.startswith("Qwen") else "llava"
+    variants = _VARIANTS[family]
+    if args.variant is not None and args.variant not in variants:
+        raise ValueError(f"--variant must be one of {list(variants)} for {cls}, got {args.variant!r}")
     frames_n = args.frames or (16 if family == "qwen" else 32)
     frames, ts = load_video(args.video, frames_n)
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
     except Exception as exc:  # missing or broken tokenizer files
         raise ValueError(f"--model: cannot load a tokenizer from {args.model!r}: {exc}") from None
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    model = getattr(transformers, cls).from_pretrained(args.model).to(device).eval()
+    model = load_pretrained(getattr(transformers, cls), args.model, "--model").to(device).eval()
     mean, std = _preprocessing(args.model, family)
     build = _qwen_inputs if family == "qwen" else _llava_inputs
     inputs = build(config, tokenizer, frames, ts, args.question, mean, std)
@@ -197,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         inputs.pop("video_timestamps")
     else:
         cfg = _method_config(tp, args, config, family, model)
-        tp.apply(model, cfg, variant=args.variant)
+        tp.apply(model, cfg, variant=args.variant, saliency_head=args.saliency_head)
     first = _FirstToken(device)
     start = time.perf_counter()
     with torch.no_grad():

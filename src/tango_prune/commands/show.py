@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._checks import check_out_file, load_hf_config
+
 NAME = "show"
 HELP = ("Answer a question about a video with the shipped testbed model, with and without pruning; print "
         "answers, token counts and the time split, and draw the kept tokens as PNG.")
@@ -32,7 +34,18 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--method must be one of {tp.methods()}, got {args.method!r}")
     if not 0.0 < args.retention <= 1.0:
         raise ValueError(f"--retention must be in (0, 1], got {args.retention}")
-    model, proc = load(args.model)
+    check_out_file(args.out, "--out", (".png",))
+    if args.model is not None:
+        load_hf_config(args.model, "--model")
+        try:
+            model, proc = load(args.model)
+        except ValueError as exc:
+            raise ValueError(f"--model: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - truncated weights, missing processor files
+            raise ValueError(f"--model: cannot load the testbed model from {args.model!r} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    else:
+        model, proc = load(None)
     frames, ts = D.read_video(args.video, D.NUM_FRAMES, proc.image_size)
     options = args.options.split() if args.options else None
     rep = compare(model, proc, frames, args.question, options, ts, args.method, args.retention, args.out)

@@ -18,8 +18,10 @@ sequence.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import warnings
 from typing import Any
 
 import torch
@@ -28,7 +30,7 @@ from ..api import make_config
 from ..config import PruneConfig
 from .common import STATE_ATTR, PatchState
 
-__all__ = ["apply", "remove", "stats", "is_applied", "SUPPORTED"]
+__all__ = ["apply", "remove", "stats", "last_results", "is_applied", "SUPPORTED"]
 
 #: Upstream classes :func:`apply` accepts, by class name, with the adapter module that handles them.
 SUPPORTED: dict[str, str] = {
@@ -37,14 +39,14 @@ SUPPORTED: dict[str, str] = {
 }
 
 
-def _make_adapter(model: Any, variant: str | None) -> Any:
+def _make_adapter(model: Any, variant: str | None, saliency_head: Any = None) -> Any:
     cls = type(model).__name__
     if cls == "LlavaOnevisionForConditionalGeneration":
         from .llava_onevision import LlavaOnevisionAdapter
-        return LlavaOnevisionAdapter(model, variant)
+        return LlavaOnevisionAdapter(model, variant, saliency_head)
     if cls == "Qwen2_5_VLForConditionalGeneration":
         from .qwen2_5_vl import Qwen25VLAdapter
-        return Qwen25VLAdapter(model, variant)
+        return Qwen25VLAdapter(model, variant, saliency_head)
     raise ValueError(f"model must be one of {sorted(SUPPORTED)}, got {cls}")
 
 
@@ -54,14 +56,18 @@ def is_applied(model: Any) -> bool:
 
 
 def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | None = None,
-          retention: float | None = None, variant: str | None = None, **fields: Any) -> Any:
+          retention: float | None = None, variant: str | None = None, saliency_head: Any = None,
+          **fields: Any) -> Any:
     """Enable visual token pruning on an upstream Hugging Face Video LLM instance; returns the same model.
 
     ``config`` is a method config (e.g. ``TangoConfig.preset("llava-onevision", retention=0.1)``) or a
     method name; alternatively ``name="topk", retention=0.1``. Extra keyword ``fields`` override config
     fields. ``variant`` selects the LLaVA token layout, ``"llava-onevision"`` or ``"llava-video"`` (default:
-    ``"llava-video"`` when the checkpoint path names LLaVA-Video, else OneVision). Applying twice raises
-    ``ValueError``; call :func:`remove` first.
+    ``"llava-video"`` when the checkpoint path names LLaVA-Video, else OneVision). ``saliency_head`` (LLaVA
+    only) is a directory or hub id of an original SigLIP checkpoint whose ``post_layernorm`` and
+    attention-pooling ``head`` score the patches, the paper's setting (e.g.
+    ``"google/siglip-so400m-patch14-384"``); without it, a checkpoint that has no head falls back to the
+    mean received attention. Applying twice raises ``ValueError``; call :func:`remove` first.
     """
     if is_applied(model):
         raise ValueError("model is already patched by tango_prune.apply; call tango_prune.remove(model) first")
@@ -70,11 +76,11 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
     if retention is not None:
         fields["retention"] = retention
     cfg = make_config(config if config is not None else name, **fields)
-    adapter = _make_adapter(model, variant)
+    adapter = _make_adapter(model, variant, saliency_head)
     if getattr(cfg, "fastv_layer", None) is not None and not getattr(adapter, "supports_fastv", False):
         raise ValueError(f"fastv_layer is only supported for LLaVA models, got {type(model).__name__}; "
                          "set fastv_layer=None")
-    state = PatchState(adapter=adapter, config=cfg, originals={})
+    state = PatchState(adapter=adapter, config=cfg, originals={}, variant=variant, saliency_head=saliency_head)
     orig_forward = model.forward  # bound class method
     orig_generate = model.generate
     sig = inspect.signature(orig_forward)
@@ -126,7 +132,28 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
     setattr(model, STATE_ATTR, state)
     model.forward = forward
     model.generate = generate
+    # why: the wrappers above are closures over this instance; a plain deepcopy would copy them as they are
+    # and the copy would run the original's weights. copy.deepcopy looks __deepcopy__ up on the instance.
+    model.__deepcopy__ = functools.partial(_deepcopy_patched, model)
     return model
+
+
+def _deepcopy_patched(model: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy`` of a patched model: an independent copy, patched with the same config."""
+    state = getattr(model, STATE_ATTR)
+    cfg, variant, head, last = state.config, state.variant, state.saliency_head, dict(state.stats)
+    remove(model)
+    try:
+        clone = copy.deepcopy(model, memo)
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the adapter warned once already at the first apply
+            apply(model, cfg, variant=variant, saliency_head=head)
+        getattr(model, STATE_ATTR).stats.update(last)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        apply(clone, cfg, variant=variant, saliency_head=head)
+    return clone
 
 
 def _fastv_mode(state: PatchState, kwargs: dict[str, Any], rewritten: bool) -> str | None:
@@ -167,6 +194,7 @@ def remove(model: Any) -> Any:
             model.__dict__[attr] = state.originals[attr]
         else:
             model.__dict__.pop(attr, None)
+    model.__dict__.pop("__deepcopy__", None)
     delattr(model, STATE_ATTR)
     return model
 
@@ -178,3 +206,12 @@ def stats(model: Any) -> dict[str, Any]:
     if not isinstance(state, PatchState):
         raise ValueError("model is not patched by tango_prune.apply")
     return dict(state.stats)
+
+
+def last_results(model: Any) -> list[Any]:
+    """The :class:`~tango_prune.PruneResult` of every video of the last call with videos, in input order
+    (kept indices into each video's (T, H, W) grid, their positions, features and the method's ``info``)."""
+    state = getattr(model, STATE_ATTR, None)
+    if not isinstance(state, PatchState):
+        raise ValueError("model is not patched by tango_prune.apply")
+    return list(state.extra.get("last_results") or [])

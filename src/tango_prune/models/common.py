@@ -3,7 +3,15 @@
 An adapter turns the video inputs of one call into *visual sequences*: for every video, the embeddings that
 reach the language model and the offsets (inside that video's placeholder span) of the placeholders they
 occupy. :func:`compact_inputs` then drops the other placeholders from ``input_ids`` / ``attention_mask`` /
-any other per-token tensor, row by row, and re-pads the batch on the side it was padded before.
+any other per-token tensor, row by row, and re-pads the batch **on the left**, always.
+
+Why always left: pruning keeps a different number of tokens per row (data-dependent methods, the LLaVA-Video
+newlines), so rows of an unpadded batch come out with different lengths. Padding them on the right would put
+pad tokens between a shorter row's prompt and the tokens ``generate`` appends, which silently changes its
+answer. Left padding is what ``generate`` expects, and for ``forward`` it changes nothing either: RoPE
+attention only sees relative positions, and padding is masked. The input's own padding is dropped first, so
+every batch (left-padded, right-padded, unpadded, no mask) is rewritten to the same canonical layout and each
+row computes what it would compute alone.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import torch
 from ..config import PruneConfig
 
 __all__ = ["PatchState", "VideoSpan", "find_video_spans", "compact_inputs", "compact_kwargs", "parse_timestamps",
-           "pad_id", "Timer", "STATE_ATTR"]
+           "pad_id", "Timer", "STATE_ATTR", "check_placeholders_unmasked"]
 
 #: Name of the attribute holding the :class:`PatchState` on a patched model instance.
 STATE_ATTR = "_tango_prune_state"
@@ -30,6 +38,8 @@ class PatchState:
     adapter: Any
     config: PruneConfig
     originals: dict[str, Any]
+    variant: str | None = None
+    saliency_head: Any = None
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     hooks: list[Any] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -73,28 +83,27 @@ def find_video_spans(input_ids: torch.Tensor, token_id: int, lengths: list[int])
 def compact_inputs(keep: torch.Tensor, attention_mask: torch.Tensor | None,
                    tensors: dict[str, tuple[torch.Tensor, int, Any]]) -> tuple[dict[str, torch.Tensor], torch.Tensor,
                                                                                  torch.Tensor]:
-    """Drop the columns where ``keep`` (B, L) is False and re-pad each row to the longest kept row.
+    """Keep the columns where ``keep`` (B, L) is True and the input is not padding; left-pad every row.
 
     ``tensors`` maps a name to ``(tensor, seq_dim, pad_value)``; each tensor has the batch dimension right
-    before ``seq_dim`` (``seq_dim`` is the last dim; e.g. (B, L) or (4, B, L)). Padding goes on the left when
-    the input was left padded (some row starts with a masked position), else on the right.
+    before ``seq_dim`` (``seq_dim`` is the last dim; e.g. (B, L) or (4, B, L)). Columns where
+    ``attention_mask`` is 0 are dropped too, and the kept columns of every row are right-aligned, whatever
+    side (if any) the input was padded on: see the module docstring for why.
     Returns ``(new_tensors, new_attention_mask, index)`` where ``index`` (B, L') holds, for every new
     column, the old column it came from (-1 for padding). Inputs are never modified.
     """
     B, L = keep.shape
+    if attention_mask is not None:
+        if attention_mask.shape != keep.shape:
+            raise ValueError(f"attention_mask must have shape {tuple(keep.shape)}, got {tuple(attention_mask.shape)}")
+        keep = keep & (attention_mask.to(keep.device) != 0)
     counts = keep.sum(dim=1)
     Lp = int(counts.max()) if B else 0
-    left = attention_mask is not None and bool((attention_mask[:, 0] == 0).any())
-    index = torch.full((B, Lp), -1, dtype=torch.long, device=keep.device)
-    cols = torch.arange(L, device=keep.device)
-    for b in range(B):
-        kept = cols[keep[b]]
-        n = kept.numel()
-        if left:
-            index[b, Lp - n:] = kept
-        else:
-            index[b, :n] = kept
-    valid = index >= 0
+    # Stable sort puts dropped columns (key 0) first and kept ones (key 1) last, in their original order:
+    # the last ``Lp`` sorted columns are each row's kept columns, right-aligned, with no Python loop.
+    order = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, L - Lp:]
+    valid = torch.arange(Lp, device=keep.device)[None, :] >= (Lp - counts)[:, None]
+    index = torch.where(valid, order, torch.full_like(order, -1))
     safe = index.clamp(min=0)
     out: dict[str, torch.Tensor] = {}
     for name, (t, _dim, pad) in tensors.items():
@@ -108,6 +117,15 @@ def compact_inputs(keep: torch.Tensor, attention_mask: torch.Tensor | None,
     else:
         am = valid.to(torch.long)
     return out, am, index
+
+
+def check_placeholders_unmasked(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_id: int) -> None:
+    """``ValueError`` when ``attention_mask`` masks a video placeholder: padding columns are dropped by
+    :func:`compact_inputs`, and a masked placeholder would then lose the feature the model scatters into it."""
+    if attention_mask is None:
+        return
+    if bool((attention_mask[input_ids == token_id] == 0).any()):
+        raise ValueError("attention_mask must be 1 on every video placeholder token (only padding may be masked)")
 
 
 class Timer:

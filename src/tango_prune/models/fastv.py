@@ -141,16 +141,14 @@ class FastV:
                 out[row, start + top] = merged.to(hidden.dtype)
         spans = run["fastv_plan"]["spans"]
         self.state.stats["visual_tokens_after_fastv"] = sum(max(1, round(n * self.keep)) for _, _, n in spans)
+        # Rows keep different numbers of tokens: right-align them (left padding) so that the tokens generate
+        # appends follow every row's prompt directly; positions travel with the gathered rotary embeddings.
+        keep &= self._valid(B, L, dev)
         counts = keep.sum(1)
         Lp = int(counts.max())
-        left = bool((~self._valid(B, L, dev))[:, 0].any())
-        cols = torch.full((B, Lp), -1, dtype=torch.long, device=dev)
-        for b in range(B):
-            kept = torch.nonzero(keep[b]).squeeze(1)
-            if left:
-                cols[b, Lp - kept.numel():] = kept
-            else:
-                cols[b, :kept.numel()] = kept
+        order = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, L - Lp:]
+        real = torch.arange(Lp, device=dev)[None, :] >= (Lp - counts)[:, None]
+        cols = torch.where(real, order, torch.full_like(order, -1))
         valid = (cols >= 0) & torch.gather(self._valid(B, L, dev), 1, cols.clamp(min=0))
         safe = cols.clamp(min=0)
         new_hidden = torch.gather(out, 1, safe[..., None].expand(B, Lp, D))

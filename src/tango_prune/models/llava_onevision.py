@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..api import prune
 from ..tokens import PruneResult, VideoTokens
-from .common import Timer, compact_kwargs, find_video_spans, pad_id, parse_timestamps
+from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_video_spans, pad_id, parse_timestamps
 
 __all__ = ["LlavaOnevisionAdapter", "siglip_head_saliency", "siglip_received_attention"]
 
@@ -38,8 +38,10 @@ VARIANTS = ("llava-onevision", "llava-video")
 def siglip_head_saliency(vision_tower: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Head-averaged attention of SigLIP's attention-pooling probe over the patch tokens, fp32 (N, P).
 
-    ``hidden`` (N, P, Dv) are the patch features the LLM receives; as in the published code they are
-    post-layernormed before the probe attends to them.
+    ``vision_tower`` is any module with SigLIP's ``post_layernorm`` and ``head`` (the tower itself, or a
+    :class:`~tango_prune.models.siglip_head.SaliencyHead` loaded from the original checkpoint). ``hidden``
+    (N, P, Dv) are the patch features the LLM receives; as in the published code they are post-layernormed
+    before the probe attends to them.
     """
     head = vision_tower.head
     mha = head.attention
@@ -81,17 +83,26 @@ class LlavaOnevisionAdapter:
     model_class = "LlavaOnevisionForConditionalGeneration"
     supports_fastv = True
 
-    def __init__(self, model: torch.nn.Module, variant: str | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, variant: str | None = None, saliency_head: Any = None) -> None:
         if variant is None:
             variant = self.detect_variant(model)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS} for {self.model_class}, got {variant!r}")
         self.variant = variant
         vt = model.model.vision_tower
-        self.has_head = getattr(vt, "use_head", False) and hasattr(vt, "head")
+        #: the module whose post_layernorm + attention-pooling head score the patches (None: fallback)
+        self.head_module: Any = vt if getattr(vt, "use_head", False) and hasattr(vt, "head") else None
+        if saliency_head is not None:
+            from .siglip_head import load_saliency_head
+
+            ref = next(vt.parameters())
+            self.head_module = load_saliency_head(saliency_head, model.config.vision_config.hidden_size,
+                                                  device=ref.device, dtype=ref.dtype)
+        self.has_head = self.head_module is not None
         if not self.has_head:
             warnings.warn("tango-prune: this LLaVA checkpoint has no SigLIP attention-pooling head; saliency falls "
-                          "back to the mean attention each patch receives in the last used vision layer",
+                          "back to the mean attention each patch receives in the last used vision layer (pass "
+                          "saliency_head='google/siglip-so400m-patch14-384' for the paper's setting)",
                           stacklevel=4)
 
     @staticmethod
@@ -134,8 +145,8 @@ class LlavaOnevisionAdapter:
                                           vision_feature_select_strategy=vfss, return_dict=True)
             with torch.no_grad():
                 hidden = cap["out"][:, 1:] if vfss == "default" else cap["out"]
-                if self.has_head:
-                    sal = siglip_head_saliency(vt, hidden)
+                if self.head_module is not None:
+                    sal = siglip_head_saliency(self.head_module, hidden)
                 else:
                     sal = siglip_received_attention(layer, cap["in"])
                     sal = sal[:, 1:] if vfss == "default" else sal
@@ -200,20 +211,22 @@ class LlavaOnevisionAdapter:
         device = input_ids.device
         timer = Timer(pv.device).start()
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
-        with torch.no_grad():
-            feats, sal = self.encode(model, pv, vfl, vfss)
-            if kwargs.get("pixel_values") is not None:
-                # why: upstream refuses pixel inputs next to mm_encoder_outputs, so images are encoded here,
-                # by the unchanged upstream method, and passed the same way (untouched).
-                mm["image"] = model.model.get_image_features(
-                    kwargs.pop("pixel_values"), kwargs.get("image_sizes"), vision_feature_layer=vfl,
-                    vision_feature_select_strategy=vfss, vision_aspect_ratio=kwargs.get("vision_aspect_ratio"),
-                    batch_num_images=kwargs.get("batch_num_images"), return_dict=True)
+        # why: features follow the caller's grad mode (training through a pruned model keeps gradients to the
+        # vision tower and projector); only the saliency is computed without a graph.
+        feats, sal = self.encode(model, pv, vfl, vfss)
+        if kwargs.get("pixel_values") is not None:
+            # why: upstream refuses pixel inputs next to mm_encoder_outputs, so images are encoded here,
+            # by the unchanged upstream method, and passed the same way (untouched).
+            mm["image"] = model.model.get_image_features(
+                kwargs.pop("pixel_values"), kwargs.get("image_sizes"), vision_feature_layer=vfl,
+                vision_feature_select_strategy=vfss, vision_aspect_ratio=kwargs.get("vision_aspect_ratio"),
+                batch_num_images=kwargs.get("batch_num_images"), return_dict=True)
         vision_s = timer.stop()
         timer.start()
         ts = parse_timestamps(raw_ts, V, T, feats.device)
         span_len = self.upstream_tokens_per_video(model, T)
         spans = find_video_spans(input_ids, cfg.video_token_id, [span_len] * V)
+        check_placeholders_unmasked(input_ids, kwargs.get("attention_mask"), cfg.video_token_id)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
         seqs, results = [], []
         for v in range(V):

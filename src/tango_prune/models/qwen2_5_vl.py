@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..api import prune
 from ..tokens import VideoTokens
-from .common import Timer, compact_kwargs, find_video_spans, pad_id, parse_timestamps
+from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_video_spans, pad_id, parse_timestamps
 
 __all__ = ["Qwen25VLAdapter", "qwen_frame_saliency"]
 
@@ -75,9 +75,12 @@ class Qwen25VLAdapter:
     model_class = "Qwen2_5_VLForConditionalGeneration"
     supports_fastv = False
 
-    def __init__(self, model: torch.nn.Module, variant: str | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, variant: str | None = None, saliency_head: Any = None) -> None:
         if variant not in (None, "qwen2.5-vl"):
             raise ValueError(f"variant must be None or 'qwen2.5-vl' for {self.model_class}, got {variant!r}")
+        if saliency_head is not None:
+            raise ValueError(f"saliency_head applies to SigLIP (LLaVA) vision towers, not {self.model_class}; its "
+                             "saliency comes from its own last ViT block")
 
     def encode(self, model: torch.nn.Module, pv: torch.Tensor, grid: torch.Tensor
                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -129,12 +132,13 @@ class Qwen25VLAdapter:
         merge = cfg.vision_config.spatial_merge_size
         timer = Timer(pv.device).start()
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
-        with torch.no_grad():
-            feats, sal = self.encode(model, pv, grid)
-            if kwargs.get("pixel_values") is not None:
-                # why: upstream refuses pixel inputs next to mm_encoder_outputs; images pass through untouched.
-                mm["image"] = base.get_image_features(kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"),
-                                                      return_dict=True)
+        # why: features follow the caller's grad mode (gradients reach the vision tower when training); the
+        # saliency is computed without a graph.
+        feats, sal = self.encode(model, pv, grid)
+        if kwargs.get("pixel_values") is not None:
+            # why: upstream refuses pixel inputs next to mm_encoder_outputs; images pass through untouched.
+            mm["image"] = base.get_image_features(kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"),
+                                                  return_dict=True)
         vision_s = timer.stop()
         timer.start()
         position_ids = kwargs.get("position_ids")
@@ -149,6 +153,7 @@ class Qwen25VLAdapter:
             raise ValueError(f"position_ids must have shape (3, B, L) or (4, B, L), got {tuple(position_ids.shape)}")
         lengths = [int(f.shape[0]) for f in feats]
         spans = find_video_spans(input_ids, cfg.video_token_id, lengths)
+        check_placeholders_unmasked(input_ids, kwargs.get("attention_mask"), cfg.video_token_id)
         T_list = [int(t) for t in grid[:, 0].tolist()]
         spg = kwargs.get("second_per_grid_ts")
         keep = torch.ones_like(input_ids, dtype=torch.bool)

@@ -369,28 +369,16 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float = FPS) -> Path:
 
 def read_video(path: str | Path, num_frames: int = NUM_FRAMES, size: int = IMAGE_SIZE) -> tuple[np.ndarray,
                                                                                                np.ndarray]:
-    """Decode ``path`` with PyAV, sample ``num_frames`` uniformly and resize to ``size`` x ``size``.
+    """Decode ``path`` with :func:`tango_prune.video.load_video` (``num_frames`` frames sampled uniformly,
+    real timestamps, never a frame twice) and resize the frames to ``size`` x ``size``.
 
-    Returns ``(frames uint8 (num_frames, size, size, 3), timestamps float64 (num_frames,) in seconds)``.
+    Returns ``(frames uint8 (T, size, size, 3), timestamps float64 (T,) in seconds)`` with
+    ``T = min(num_frames, frames in the file)``.
     """
-    import av
     from PIL import Image
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"video must be an existing file, got {str(path)!r}")
-    if not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
-    decoded, times = [], []
-    try:
-        with av.open(str(path)) as container:
-            for fr in container.decode(video=0):
-                decoded.append(fr.to_ndarray(format="rgb24"))
-                times.append(float(fr.time) if fr.time is not None else len(times) / FPS)
-    except av.error.FFmpegError as exc:
-        raise ValueError(f"video could not be decoded by PyAV: {str(path)!r} ({exc})") from None
-    if not decoded:
-        raise ValueError(f"video has no decodable frames: {str(path)!r}")
-    pick = np.linspace(0, len(decoded) - 1, num_frames).round().astype(int)
-    out = np.stack([np.asarray(Image.fromarray(decoded[i]).resize((size, size), Image.BILINEAR)) for i in pick])
-    return out, np.asarray([times[i] for i in pick], np.float64)
+    from ..video import load_video
+
+    frames, ts = load_video(path, num_frames)
+    out = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
+    return out, ts
