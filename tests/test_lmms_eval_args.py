@@ -34,6 +34,7 @@ def test_model_ids_and_defaults():
     (LLAVA, {"pretrained": "/c", "retention": 1.5}, r"retention must be a number in \(0, 1\]"),
     (LLAVA, {"pretrained": "/c", "method": "none", "retention": 0.1}, "retention must be unset or 1"),
     (QWEN, {"pretrained": "/c", "variant": "llava-video"}, "variant applies to LLaVA models only"),
+    (QWEN, {"pretrained": "/c", "saliency_head": "/siglip"}, "saliency_head applies to LLaVA models only"),
     (LLAVA, {"pretrained": "/c", "variant": "llava-next"}, "variant must be llava-onevision or llava-video"),
     (LLAVA, {"pretrained": "/c", "frames": 0}, "frames must be an integer >= 1"),
     (LLAVA, {"pretrained": "/c", "dtype": "float8"}, "dtype must be one of"),

@@ -58,7 +58,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--retentions must be comma-separated numbers: {exc}") from None
     methods = tp.methods() if args.methods is None else _list(args.methods, "--methods")
     model, pretrained, tasks, include = args.model, args.pretrained, args.tasks, args.include_path
+    from ._checks import check_out_dir
+
     is_main, barrier = process_state()
+    if is_main:
+        check_out_dir(args.out)
     if args.testbed is not None:
         from ..integrations.lmms_eval_testbed import testbed_task_paths, write_testbed_task
 

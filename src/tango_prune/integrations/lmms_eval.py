@@ -13,8 +13,9 @@ requested. Usage::
 ``model_args`` (see :data:`MODEL_ARGS`): ``pretrained`` (checkpoint directory or hub id), ``method`` (a
 registered pruning method, or ``none`` for the unpruned model), ``retention``, ``variant`` (LLaVA token
 layout, auto-detected as in ``tango-prune run``), ``frames``, ``config`` (a ``PruneConfig`` JSON file),
-``dtype``, ``attn_implementation``, ``device_map``, ``max_new_tokens``, and any field of the method's
-config class as an override (e.g. ``tau_static=1.0``). Anything else is a ``ValueError``.
+``saliency_head`` (LLaVA: the original SigLIP checkpoint whose pooling head scores patches), ``dtype``,
+``attn_implementation``, ``device_map``, ``max_new_tokens``, and any field of the method's config class as an
+override (e.g. ``tau_static=1.0``). Anything else is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ MODEL_ARGS: dict[str, str] = {
     "variant": "LLaVA token layout: llava-onevision or llava-video (default: auto-detected)",
     "frames": "frames sampled uniformly per video (default 32 for LLaVA, 16 for Qwen2.5-VL)",
     "config": "JSON file of a PruneConfig (PruneConfig.save); method/retention/overrides apply on top",
+    "saliency_head": "LLaVA: original SigLIP checkpoint (directory or hub id) whose attention-pooling head "
+                     "scores the patches, the paper's setting (e.g. google/siglip-so400m-patch14-384)",
     "dtype": "auto, float32, bfloat16 or float16 (default auto)",
     "attn_implementation": "transformers attention backend, e.g. sdpa or flash_attention_2",
     "device_map": "transformers device_map (e.g. auto) instead of one device per process",
@@ -133,6 +136,8 @@ def parse_model_args(model_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
             raise ValueError(f"model_args retention must be a number in (0, 1], got {r!r}")
         out["retention"] = float(r)
+    if out["saliency_head"] is not None and out["family"] != "llava":
+        raise ValueError(f"model_args saliency_head applies to LLaVA models only, got it for {model_id}")
     if out["variant"] is not None:
         if out["family"] != "llava":
             raise ValueError(f"model_args variant applies to LLaVA models only, got variant={out['variant']!r} "

@@ -56,6 +56,7 @@ class _TangoVideoLLM(lmms):
         import tango_prune as tp
 
         from ..commands import run as _run  # the input builders of `tango-prune run` (private, read-only)
+        from ..commands._checks import load_pretrained
 
         a = parse_model_args(self.MODEL_ID, kwargs)
         self.args = a
@@ -79,7 +80,7 @@ class _TangoVideoLLM(lmms):
         if a["device_map"] is not None:
             load["device_map"] = a["device_map"]
         # the name as given (a hub id stays a hub id): LLaVA-Video is auto-detected from the checkpoint name
-        model = getattr(transformers, cls).from_pretrained(a["pretrained"], **load).eval()
+        model = load_pretrained(getattr(transformers, cls), a["pretrained"], "model_args pretrained", **load).eval()
         if a["device_map"] is None:
             # one model copy per process: the accelerator's device, or the harness's --device when single-process
             dev = a["device"] if (a["device"] and self._world_size == 1) else self.accelerator.device
@@ -104,7 +105,7 @@ class _TangoVideoLLM(lmms):
             else:
                 base = tp.make_config(a["method"], retention=a["retention"])
             self.prune_config = base.replace(**a["overrides"]) if a["overrides"] else base
-            tp.apply(model, self.prune_config, variant=a["variant"])
+            tp.apply(model, self.prune_config, variant=a["variant"], saliency_head=a["saliency_head"])
         # per (task, split, doc): visual tokens before/after, pruning seconds, generated tokens; keyed so that
         # the padding requests lmms-eval adds to short ranks are not counted twice
         self._stats: dict[tuple, tuple[float, float, float]] = {}

@@ -18,12 +18,12 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..commands._checks import atomic_write_json, atomic_write_text
 from .lmms_eval import NONE
 
 __all__ = ["Run", "plan", "sweep", "lmms_evaluate", "process_state", "task_score", "markdown_table", "save_plot"]
@@ -71,12 +71,6 @@ def task_score(results: dict, task: str) -> tuple[str, float] | None:
             if isinstance(value, (int, float)) and math.isfinite(value):
                 return name, float(value)
     return None
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)  # a crash leaves either the old file or the new one, never half of one
 
 
 def lmms_evaluate(*, model: str, model_args: str, tasks: list[str], limit: int | None,
@@ -208,15 +202,15 @@ def sweep(out_dir: str | Path, *, model: str, pretrained: str, tasks: Sequence[s
         log(f"[{i}/{len(runs)}] {run.key}: evaluating {','.join(tasks)}")
         rec = _evaluate_run(run, settings, evaluate, is_main)
         if is_main:
-            _write_json_atomic(run_dir / f"{run.key}.json", rec)
+            atomic_write_json(str(run_dir / f"{run.key}.json"), rec)
         log(f"[{i}/{len(runs)}] {run.key}: {rec['status']}" + (f" ({rec['error']})" if rec["status"] != "ok" else
                                                               f" in {rec['seconds']}s"))
         records.append(rec)
     summary = {"settings": settings, "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in records],
                "failed": [r["key"] for r in records if r["status"] != "ok"]}
     if is_main:
-        _write_json_atomic(out / "sweep.json", summary)
-        (out / "sweep.md").write_text(markdown_table(summary))
+        atomic_write_json(str(out / "sweep.json"), summary)
+        atomic_write_text(str(out / "sweep.md"), markdown_table(summary))
         save_plot(summary, out / "sweep.png")
     return summary
 
