@@ -10,7 +10,7 @@ import torch
 
 import tango_prune as tp
 from tango_prune.bench import BenchSpec, markdown_table, run_bench
-from tango_prune.bench.families import family_for
+from tango_prune.bench.families import pruned_kwargs, unpruned_kwargs
 from tango_prune.bench.presets import PRESETS, build
 from tango_prune.bench.runner import _check_supported, _encode_once, _inputs
 from tango_prune.bench.video import qwen_patches, synthetic_video, to_pixels
@@ -90,13 +90,12 @@ def test_unpruned_and_full_retention_runs_generate_the_same_tokens(tiny):
     dev = torch.device("cpu")
     inp = _inputs(tiny, spec, dev)
     enc = _encode_once(tiny, spec, inp, dev)
-    fam = family_for(tiny)
     mask = torch.ones_like(inp.input_ids)
     with torch.no_grad():
-        ref = tiny.generate(**fam.unpruned_kwargs(inp, mask, enc["video"]), max_new_tokens=4, do_sample=False)
+        ref = tiny.generate(**unpruned_kwargs(inp, mask, enc["video"]), max_new_tokens=4, do_sample=False)
         tp.apply(tiny, name="random", retention=1.0)
         try:
-            out = tiny.generate(**fam.pruned_kwargs(inp, mask), max_new_tokens=4, do_sample=False)
+            out = tiny.generate(**pruned_kwargs(inp, mask), max_new_tokens=4, do_sample=False)
         finally:
             tp.remove(tiny)
     assert torch.equal(ref, out)

@@ -111,19 +111,21 @@ def test_fastv_scores_are_the_causal_attention_of_the_last_prompt_token(root):
         with torch.no_grad():
             m(input_ids=ids, pixel_values_videos=px)
         h.remove()
-        scores = m._tango_prune_state.extra["fastv_last_scores"]
-        plan = m._tango_prune_state.extra["fastv_plan"]
-        # Reference: the same pruned pre-LLM input through the unhooked LLM with eager attention weights.
-        fastv = m._tango_prune_state.extra.pop("fastv")
-        fastv.remove()
+        fastv, = tp.models.stages(m)
+        scores, plan = fastv.last_scores, fastv.plan
+    finally:
+        tp.remove(m)
+    # Reference: the same pruned pre-LLM input through the LLM without the stage, eager attention weights.
+    tp.apply(m, tp.TangoConfig(retention=0.5), variant="llava-video")
+    try:
+        assert tp.models.stages(m) == ()
         with torch.no_grad():
             ref = m(input_ids=ids, pixel_values_videos=px, output_attentions=True).attentions[1]
     finally:
-        m._tango_prune_state.extra["fastv"] = None
         tp.remove(m)
-    L = plan["prompt_len"]
+    L = plan.prompt_len
     assert torch.allclose(scores[0], ref[0, :, L - 1].float().mean(0), atol=1e-6)
-    (row, start, n), = plan["spans"]
+    (row, start, n), = plan.spans
     assert seen["len"] == L - n + round(n * 0.5)
 
 

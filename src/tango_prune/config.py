@@ -229,13 +229,14 @@ class TangoConfig(PruneConfig):
         return self.context_ratio if self.merge_context else 0.0
 
     @classmethod
-    def preset(cls, model: str, retention: float = 0.1, **overrides: Any) -> "TangoConfig":
+    def preset(cls, model: str, retention: float = 0.1, *, llm_layers: int = 28, **overrides: Any) -> "TangoConfig":
         """The published run configuration for ``model`` at overall ``retention``.
 
         ``model`` is ``"llava-onevision"``, ``"llava-video"`` or ``"qwen2.5-vl"``. The segmentation
         threshold is 0.65 at retention 0.1 and 0.8 otherwise. For LLaVA-Video, whose intra-LLM stage keeps
         half of the tokens from layer 18 of 28 on, the pre-LLM retention is ``min(1, 28 r / 23)`` so that
-        the layer-averaged retention is ``r`` (tango-spec 2.10).
+        the layer-averaged retention is ``r`` (tango-spec 2.10). ``llm_layers`` is the language model's layer
+        count (28 for the published 7B checkpoints; the model families pass the checkpoint's own).
         """
         if model not in PRESETS:
             raise ValueError(f"model must name a preset, one of {sorted(PRESETS)}, got {model!r}")
@@ -245,7 +246,9 @@ class TangoConfig(PruneConfig):
                       tau_static=0.8, tau_segment=0.65 if math.isclose(retention, 0.1) else 0.8)
         pre = retention
         if fields.get("fastv_layer") is not None:
-            layers, layer, keep = 28, fields["fastv_layer"], fields["fastv_keep"]
+            if isinstance(llm_layers, bool) or not isinstance(llm_layers, int) or llm_layers < 2:
+                raise ValueError(f"llm_layers must be an integer >= 2, got {llm_layers!r}")
+            layers, layer, keep = llm_layers, fields["fastv_layer"], fields["fastv_keep"]
             pre = min(1.0, layers * retention / (layer + (layers - layer) * keep))
         fields["retention"] = pre
         fields.update(overrides)

@@ -26,13 +26,14 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
 
 from .. import models as _models
 from ..api import make_config
-from .families import BenchInputs, family_for
+from .families import BenchInputs, family_for, pruned_kwargs, unpruned_kwargs
 from .profiler import sync, timed_generate
 
 __all__ = ["BenchSpec", "run_bench", "load_model", "markdown_table", "markdown_summary", "Progress"]
@@ -150,7 +151,7 @@ def _inputs(model: Any, spec: BenchSpec, device: torch.device) -> BenchInputs:
 
     family = family_for(model)
     default = PRESETS[spec.model].image_size if spec.model in PRESETS else None
-    return family.inputs(model, spec, family.frame_size(model, spec.frame_size, default), device)
+    return family.bench_inputs(model, spec, family.bench_frame_size(model, spec.frame_size, default), device)
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
@@ -185,19 +186,17 @@ def _encode_once(model: Any, spec: BenchSpec, inp: BenchInputs, device: torch.de
         inner["video"] = BaseModelOutputWithPooling(pooler_output=out.pooler_output)  # not the hidden states
         return out
 
-    _models.apply(model, name=spec.methods[0], retention=spec.retentions[0], **spec.overrides.get(spec.methods[0], {}))
-    try:
-        adapter = getattr(model, "_tango_prune_state").adapter
-        with torch.no_grad():
-            # why: a one-frame (one-step) warm-up so the single timed pass does not pay first-call costs.
-            family.encode_warmup(adapter, model, inp)
-            base.get_video_features = timed_upstream          # instance attribute, deleted below
-            try:
-                encoded, total = _timed(lambda: family.encode(adapter, model, inp), device)
-            finally:
-                del base.get_video_features
-    finally:
-        _models.remove(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the saliency fallback warning is the pruned runs' (apply) to give
+        adapter = family(model)
+    with torch.no_grad():
+        # why: a one-frame (one-step) warm-up so the single timed pass does not pay first-call costs.
+        adapter.bench_encode(model, inp, warmup=True)
+        base.get_video_features = timed_upstream          # instance attribute, deleted below
+        try:
+            encoded, total = _timed(lambda: adapter.bench_encode(model, inp), device)
+        finally:
+            del base.get_video_features
     return {"vision_s": inner["s"], "vision_saliency_s": total, "video": inner["video"], "encoded": encoded}
 
 
@@ -242,7 +241,7 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
     else:
         base_runs = []
         for i in range(n_runs):
-            r = timed_generate(model, family.unpruned_kwargs(inp, attn, enc["video"]), spec.new_tokens, device)
+            r = timed_generate(model, unpruned_kwargs(inp, attn, enc["video"]), spec.new_tokens, device)
             if i >= spec.warmup:
                 base_runs.append(r)
             bar.step("unpruned")
@@ -264,15 +263,14 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
                 rows.append(done[(method, float(r_keep))])
                 continue
             _models.apply(model, name=method, retention=r_keep, **spec.overrides.get(method, {}))
-            # why: an instance attribute of this adapter object only; it goes with the adapter at remove().
-            getattr(model, "_tango_prune_state").adapter.encode = lambda *a, **k: enc["encoded"]
+            _models.reuse_encoding(model, enc["encoded"])  # the one encoder pass serves every run
             runs = []
             # With no per-configuration warm-up, the first pruned configuration still gets one untimed run.
             extra = 1 if first and spec.warmup == 0 else 0
             first = False
             try:
                 for i in range(n_runs + extra):
-                    r = timed_generate(model, family.pruned_kwargs(inp, attn), spec.new_tokens, device)
+                    r = timed_generate(model, pruned_kwargs(inp, attn), spec.new_tokens, device)
                     st = _models.stats(model)
                     r.update(prune_s=st["prune_s"], prefill_s=r["ttft_s"] - st["vision_s"] - st["prune_s"],
                              visual_tokens=st["visual_tokens_after"], kept=sum(st.get("kept_per_video", [0])))
@@ -299,7 +297,7 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
             "vision_note": "vision is measured once per video (it does not depend on the method) in one encoder "
                            "pass: the upstream encoder alone for 'none', the encoder plus the saliency map for "
                            "the pruning methods",
-            "feature_similarity": _feature_similarity(family.first_video_features(enc["encoded"], inp)),
+            "feature_similarity": _feature_similarity(family.bench_first_video_features(enc["encoded"], inp)),
             "rows": rows, "resumed_rows": sum(1 for r in rows if any(r is d for d in done.values()))}
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from ..preprocess import normalise, pooled_size, qwen_patches  # one home; re-exported for the bench
 from ..video import load_video  # the one decoder; re-exported for the bench
 
 __all__ = ["load_video", "synthetic_video", "to_pixels", "qwen_patches", "tokens_per_frame"]
@@ -56,41 +56,13 @@ def synthetic_video(frames: int, size: int, seed: int = 0, fps: float = 1.0) -> 
 
 def to_pixels(frames: np.ndarray, size: int, mean: float | Sequence[float] = 0.5,
               std: float | Sequence[float] = 0.5) -> torch.Tensor:
-    """Resize RGB frames to ``size`` x ``size`` (bilinear) and normalise (default like SigLIP; ``mean`` / ``std``
-    may be per channel): (1, T, 3, size, size) fp32."""
-    from PIL import Image
-
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must have shape (T, h, w, 3), got {frames.shape}")
-    arr = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
-    m = torch.as_tensor(mean, dtype=torch.float32)
-    s = torch.as_tensor(std, dtype=torch.float32)
-    x = torch.from_numpy(arr).float().div_(255.0).sub_(m).div_(s)
-    return x.permute(0, 3, 1, 2).unsqueeze(0).contiguous()
-
-
-def qwen_patches(pixels: torch.Tensor, patch: int, merge: int, temporal: int) -> tuple[torch.Tensor, list[int]]:
-    """Qwen2-VL / Qwen2.5-VL ``pixel_values_videos`` for one video, in the upstream processor's layout.
-
-    ``pixels`` (1, T, 3, H, W) normalised frames; T is padded to a multiple of ``temporal`` by repeating the last
-    frame, as the processor does. Rows are patches ordered by temporal step, then 2-D merge unit in raster order,
-    then patch inside the unit; each row is (channel, frame in step, y, x) flattened. Returns (rows (n, 3 *
-    temporal * patch * patch), grid [t, h, w] in patches). Raises ``ValueError`` when H or W is not a multiple of
-    ``patch * merge``.
-    """
-    if pixels.dim() != 5 or pixels.shape[0] != 1 or pixels.shape[2] != 3:
-        raise ValueError(f"pixels must have shape (1, T, 3, H, W), got {tuple(pixels.shape)}")
-    _, T, C, H, W = pixels.shape
-    if H % (patch * merge) or W % (patch * merge):
-        raise ValueError(f"pixels height and width must be multiples of patch * merge = {patch * merge}, got {H}x{W}")
-    if pad := -T % temporal:
-        pixels = torch.cat([pixels, pixels[:, -1:].expand(-1, pad, -1, -1, -1)], dim=1)
-    gt, gh, gw = (T + pad) // temporal, H // patch, W // patch
-    x = pixels.reshape(gt, temporal, C, gh // merge, merge, patch, gw // merge, merge, patch)
-    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return x.reshape(gt * gh * gw, C * temporal * patch * patch).contiguous(), [gt, gh, gw]
+    """Resize RGB frames to ``size`` x ``size`` and normalise (default like SigLIP; ``mean`` / ``std`` may be per
+    channel), with :func:`tango_prune.preprocess.normalise`: (1, T, 3, size, size) fp32."""
+    m = [float(mean)] * 3 if isinstance(mean, (int, float)) else list(mean)
+    s = [float(std)] * 3 if isinstance(std, (int, float)) else list(std)
+    return normalise(frames, (size, size), m, s).unsqueeze(0).contiguous()
 
 
 def tokens_per_frame(image_size: int, patch_size: int) -> int:
     """LLaVA-OneVision video tokens per frame: the patch grid bilinearly pooled to ceil(g / 2) squared."""
-    return math.ceil(image_size // patch_size / 2) ** 2
+    return pooled_size(image_size, patch_size) ** 2

@@ -28,26 +28,18 @@ import torch
 
 from ..api import make_config
 from ..config import PruneConfig
+from .base import FAMILIES, ModelFamily, family_for, family_for_class, register_family
 from .common import STATE_ATTR, PatchState
 
-__all__ = ["apply", "remove", "stats", "last_results", "is_applied", "SUPPORTED"]
+__all__ = ["apply", "remove", "stats", "last_results", "stages", "reuse_encoding", "is_applied", "SUPPORTED", "ModelFamily", "FAMILIES",
+           "register_family", "family_for", "family_for_class"]
 
-#: Upstream classes :func:`apply` accepts, by class name, with the adapter module that handles them.
-SUPPORTED: dict[str, str] = {
-    "LlavaOnevisionForConditionalGeneration": "llava_onevision",
-    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
-}
+#: Upstream classes :func:`apply` accepts -> their family (see :mod:`.base`; one module and one line each).
+SUPPORTED = FAMILIES
 
 
 def _make_adapter(model: Any, variant: str | None, saliency_head: Any = None) -> Any:
-    cls = type(model).__name__
-    if cls == "LlavaOnevisionForConditionalGeneration":
-        from .llava_onevision import LlavaOnevisionAdapter
-        return LlavaOnevisionAdapter(model, variant, saliency_head)
-    if cls == "Qwen2_5_VLForConditionalGeneration":
-        from .qwen2_5_vl import Qwen25VLAdapter
-        return Qwen25VLAdapter(model, variant, saliency_head)
-    raise ValueError(f"model must be one of {sorted(SUPPORTED)}, got {cls}")
+    return family_for(model)(model, variant, saliency_head)
 
 
 def is_applied(model: Any) -> bool:
@@ -77,9 +69,6 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
         fields["retention"] = retention
     cfg = make_config(config if config is not None else name, **fields)
     adapter = _make_adapter(model, variant, saliency_head)
-    if getattr(cfg, "fastv_layer", None) is not None and not getattr(adapter, "supports_fastv", False):
-        raise ValueError(f"fastv_layer is only supported for LLaVA models, got {type(model).__name__}; "
-                         "set fastv_layer=None")
     state = PatchState(adapter=adapter, config=cfg, originals={}, variant=variant, saliency_head=saliency_head)
     orig_forward = model.forward  # bound class method
     orig_generate = model.generate
@@ -95,16 +84,16 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
             kwargs = adapter.rewrite(model, state, kwargs)
         else:
             kwargs.pop("video_timestamps", None)
-        fastv = state.extra.get("fastv")
-        if fastv is None:
+        if not state.stages:
             return orig_forward(**kwargs)
-        state.extra["fastv_mode"] = _fastv_mode(state, kwargs, rewritten)
+        for stage in state.stages:
+            stage.enter(kwargs, rewritten)
+        out = None
         try:
             out = orig_forward(**kwargs)
         finally:
-            mode, state.extra["fastv_mode"] = state.extra["fastv_mode"], None
-        if mode == "prefill":
-            state.extra["fastv_cache"] = getattr(out, "cache", None)
+            for stage in state.stages:
+                stage.exit(out)
         return out
 
     @functools.wraps(orig_generate)
@@ -127,8 +116,7 @@ def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | No
     # Instance attributes that already existed (e.g. accelerate's dispatch hook replaces ``forward`` on the
     # instance) are remembered so that ``remove`` puts them back instead of deleting them.
     state.originals = {attr: model.__dict__[attr] for attr in ("forward", "generate") if attr in model.__dict__}
-    if hasattr(adapter, "install"):
-        adapter.install(model, state)  # may raise ValueError: nothing is patched yet
+    adapter.install(model, state)  # may raise ValueError: nothing is patched yet
     setattr(model, STATE_ATTR, state)
     model.forward = forward
     model.generate = generate
@@ -156,17 +144,6 @@ def _deepcopy_patched(model: Any, memo: dict[int, Any]) -> Any:
     return clone
 
 
-def _fastv_mode(state: PatchState, kwargs: dict[str, Any], rewritten: bool) -> str | None:
-    """Whether this forward is the prefill of a pruned call, one of its decoding steps, or unrelated."""
-    video = (kwargs.get("mm_encoder_outputs") or {}).get("video")
-    if rewritten or (video is not None and video is state.extra.get("fastv_video")):
-        return "prefill"
-    cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the deprecated name is still accepted upstream
-    if cache is not None and cache is state.extra.get("fastv_cache"):
-        return "decode"
-    return None
-
-
 def _restore_prompt(out: Any, original_ids: torch.Tensor | None, pruned_len: int) -> Any:
     """Put the caller's unpruned prompt back in front of the generated tokens."""
     if original_ids is None:
@@ -185,10 +162,7 @@ def remove(model: Any) -> Any:
     state = getattr(model, STATE_ATTR, None)
     if not isinstance(state, PatchState):
         raise ValueError("model is not patched by tango_prune.apply")
-    if hasattr(state.adapter, "uninstall"):
-        state.adapter.uninstall(model, state)
-    for h in state.hooks:
-        h.remove()
+    state.adapter.uninstall(model, state)
     for attr in ("forward", "generate"):
         if attr in state.originals:
             model.__dict__[attr] = state.originals[attr]
@@ -214,4 +188,26 @@ def last_results(model: Any) -> list[Any]:
     state = getattr(model, STATE_ATTR, None)
     if not isinstance(state, PatchState):
         raise ValueError("model is not patched by tango_prune.apply")
-    return list(state.extra.get("last_results") or [])
+    return list(state.last_results)
+
+
+def reuse_encoding(model: Any, encoded: Any) -> None:
+    """Serve ``encoded`` (the output of the model family's ``encode`` for the videos of the coming calls)
+    to every later call instead of running the vision encoder again; ``None`` switches it off.
+
+    For benchmarks that time many methods on one video: the calls must carry the same videos as the ones
+    that were encoded (only their shapes are checked downstream).
+    """
+    state = getattr(model, STATE_ATTR, None)
+    if not isinstance(state, PatchState):
+        raise ValueError("model is not patched by tango_prune.apply")
+    state.encoded = encoded
+
+
+def stages(model: Any) -> tuple[Any, ...]:
+    """The intra-LLM stages the model's family installed for its config (e.g. the LLaVA-Video FastV stage,
+    whose ``last_scores`` and ``plan`` describe the last prefill)."""
+    state = getattr(model, STATE_ATTR, None)
+    if not isinstance(state, PatchState):
+        raise ValueError("model is not patched by tango_prune.apply")
+    return tuple(state.stages)

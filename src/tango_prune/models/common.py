@@ -40,9 +40,15 @@ class PatchState:
     originals: dict[str, Any]
     variant: str | None = None
     saliency_head: Any = None
+    #: an encoder output (the family's ``encode`` result) served to every call instead of encoding again;
+    #: set by :func:`tango_prune.models.reuse_encoding` (benchmarks: one encoder pass for many runs)
+    encoded: Any = None
+    #: figures of the last prefill with videos (see :func:`tango_prune.models.stats`)
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
-    hooks: list[Any] = dataclasses.field(default_factory=list)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the PruneResult of every video of the last call with videos
+    last_results: list[Any] = dataclasses.field(default_factory=list)
+    #: intra-LLM stages installed by the family (:class:`~tango_prune.models.base.Stage`)
+    stages: list[Any] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

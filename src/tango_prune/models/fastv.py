@@ -19,15 +19,31 @@ here).
 from __future__ import annotations
 
 import sys
+import dataclasses
 from typing import Any
 
 import torch
 
-__all__ = ["FastV"]
+from .base import Stage
+
+__all__ = ["FastV", "FastVPlan"]
 
 
-class FastV:
-    """Installs the hooks on one model instance; all per-call data lives in ``state.extra``."""
+@dataclasses.dataclass
+class FastVPlan:
+    """What the adapter tells the stage about one pruned call before the LLM runs."""
+
+    #: the encoder output object passed to the LLM (identifies the prefill forward of this call)
+    video: Any
+    #: (row, start, length) of every video's visual sequence in the compacted prompt
+    spans: list[tuple[int, int, int]]
+    #: length of the compacted prompt and its attention mask (None: no padding)
+    prompt_len: int
+    prompt_mask: torch.Tensor | None
+
+
+class FastV(Stage):
+    """The FastV stage of one model instance: its hooks and its per-call state (typed attributes)."""
 
     def __init__(self, model: torch.nn.Module, state: Any, layer: int, keep: float) -> None:
         lm = model.model.language_model
@@ -38,6 +54,14 @@ class FastV:
         if impl not in ("sdpa", "eager"):
             raise ValueError(f"fastv_layer needs attn_implementation 'sdpa' or 'eager', got {impl!r}")
         self.K, self.keep, self.state, self.impl = layer, keep, state, impl
+        self.plan: FastVPlan | None = None
+        #: "prefill" / "decode" while a forward of a pruned call runs, else None
+        self.mode: str | None = None
+        self.cache: Any = None
+        self.scores: torch.Tensor | None = None
+        #: (B, L) attention of the last prompt token at layer K-1 in the last prefill (for inspection)
+        self.last_scores: torch.Tensor | None = None
+        self.run: dict[str, Any] = {}
         self.handles = [lm.layers[i].register_forward_pre_hook(self._hook(i), with_kwargs=True)
                         for i in range(layer - 1, n)]
 
@@ -47,23 +71,40 @@ class FastV:
             h.remove()
         self.handles = []
 
+    # -- the stage protocol ------------------------------------------------------------------------------
+    def enter(self, kwargs: dict[str, Any], rewritten: bool) -> None:
+        """Decide whether this forward is the prefill of a pruned call, one of its decoding steps, or
+        unrelated (then the hooks do nothing)."""
+        video = (kwargs.get("mm_encoder_outputs") or {}).get("video")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the deprecated name is still accepted
+        if self.plan is not None and (rewritten or (video is not None and video is self.plan.video)):
+            self.mode = "prefill"
+        elif cache is not None and cache is self.cache:
+            self.mode = "decode"
+        else:
+            self.mode = None
+
+    def exit(self, out: Any) -> None:
+        """After the forward: remember the prefill's cache so the decoding steps are recognised."""
+        if self.mode == "prefill" and out is not None:
+            self.cache = getattr(out, "cache", None)
+        self.mode = None
+
     # -- hooks -----------------------------------------------------------------------------------------
     def _hook(self, idx: int):
         def hook(module, args, kwargs):
-            mode = self.state.extra.get("fastv_mode")
-            if mode is None:
+            if self.mode is None:
                 return None
             hidden = args[0] if args else kwargs["hidden_states"]
             cache = kwargs.get("cache")
             past = cache.get_seq_length(idx) if cache is not None else 0
-            run = self.state.extra
             if past == 0:
                 if idx == self.K - 1:
-                    run["fastv_scores"] = self._scores(module, hidden, kwargs)
+                    self.scores = self._scores(module, hidden, kwargs)
                     return None
                 if idx == self.K:
                     hidden = self._prune(hidden, kwargs)
-                return self._replace(args, kwargs, hidden, run["fastv_run"]["prefill"])
+                return self._replace(args, kwargs, hidden, self.run["prefill"])
             if idx >= self.K:
                 return self._replace(args, kwargs, hidden, self._decode_kwargs(kwargs, hidden, past))
             return None
@@ -80,16 +121,16 @@ class FastV:
 
     def _query_cols(self, B: int, device: torch.device) -> torch.Tensor:
         """Column of the last prompt token of every row."""
-        plan = self.state.extra["fastv_plan"]
-        pm = plan["prompt_mask"]
+        plan = self.plan
+        pm = plan.prompt_mask
         if pm is None:
-            return torch.full((B,), plan["prompt_len"] - 1, dtype=torch.long, device=device)
+            return torch.full((B,), plan.prompt_len - 1, dtype=torch.long, device=device)
         cols = torch.arange(pm.shape[1], device=device)
         return torch.where(pm.to(device).bool(), cols, torch.full_like(cols, -1)).amax(dim=1)
 
     def _valid(self, B: int, L: int, device: torch.device) -> torch.Tensor:
         """(B, L) bool: real (non-padding) tokens of the current full-length forward."""
-        pm = self.state.extra["fastv_plan"]["prompt_mask"]
+        pm = self.plan.prompt_mask
         valid = torch.ones(B, L, dtype=torch.bool, device=device)
         if pm is not None:
             valid[:, :pm.shape[1]] = pm.to(device).bool()
@@ -119,14 +160,13 @@ class FastV:
 
     def _prune(self, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """Select, merge and gather before layer K; records the shorter layout for the later layers."""
-        run = self.state.extra
-        scores = run.pop("fastv_scores")
-        run["fastv_last_scores"] = scores  # kept for inspection (tests, debugging)
+        scores, self.scores = self.scores, None
+        self.last_scores = scores
         B, L, D = hidden.shape
         dev = hidden.device
         keep = torch.ones(B, L, dtype=torch.bool, device=dev)
         out = hidden.clone()  # why: the merge writes kept rows; the caller's tensor stays untouched
-        for row, start, n in run["fastv_plan"]["spans"]:
+        for row, start, n in self.plan.spans:
             k = max(1, round(n * self.keep))
             order = torch.sort(scores[row, start:start + n], descending=True, stable=True).indices
             top, rest = order[:k].sort().values, order[k:]
@@ -139,7 +179,7 @@ class FastV:
                 counts = torch.ones(k, device=dev).index_add_(0, assign, torch.ones(rest.numel(), device=dev))
                 merged = 0.6 * h[top] + 0.4 * sums / counts[:, None]
                 out[row, start + top] = merged.to(hidden.dtype)
-        spans = run["fastv_plan"]["spans"]
+        spans = self.plan.spans
         self.state.stats["visual_tokens_after_fastv"] = sum(max(1, round(n * self.keep)) for _, _, n in spans)
         # Rows keep different numbers of tokens: right-align them (left padding) so that the tokens generate
         # appends follow every row's prompt directly; positions travel with the gathered rotary embeddings.
@@ -158,11 +198,11 @@ class FastV:
         if kwargs.get("position_ids") is not None:
             pos = kwargs["position_ids"]
             prefill["position_ids"] = torch.gather(pos.expand(B, -1), 1, safe) if pos.dim() == 2 else pos
-        run["fastv_run"] = {"valid": valid, "prefill": prefill, "kept_tokens": int(valid.sum())}
+        self.run = {"valid": valid, "prefill": prefill, "kept_tokens": int(valid.sum())}
         return new_hidden
 
     def _decode_kwargs(self, kwargs: dict, hidden: torch.Tensor, past: int) -> dict:
-        valid = self.state.extra["fastv_run"]["valid"]
+        valid = self.run["valid"]
         B, q = hidden.shape[:2]
         kv = past + q
         if kwargs.get("attention_mask") is None and bool(valid.all()):

@@ -27,8 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from ..api import prune
+from ..preprocess import SIGLIP_MEAN_STD, normalise, pooled_size
 from ..tokens import PruneResult, VideoTokens
+from .base import ModelFamily
 from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_video_spans, pad_id, parse_timestamps
+from .fastv import FastV, FastVPlan
 
 __all__ = ["LlavaOnevisionAdapter", "siglip_head_saliency", "siglip_received_attention"]
 
@@ -77,10 +80,15 @@ def siglip_received_attention(layer: torch.nn.Module, layer_input: torch.Tensor)
     return out
 
 
-class LlavaOnevisionAdapter:
-    """Saliency, pruning and re-insertion for one LLaVA-OneVision model instance (no state of its own)."""
+class LlavaOnevisionAdapter(ModelFamily):
+    """The LLaVA-OneVision family (also LLaVA-Video checkpoints in HF format): saliency, pruning and
+    re-insertion for one model instance (no per-call state of its own), inputs from frames, presets and the
+    benchmark driver."""
 
     model_class = "LlavaOnevisionForConditionalGeneration"
+    variants = VARIANTS
+    default_frames = 32
+    normalisation = SIGLIP_MEAN_STD
     supports_fastv = True
 
     def __init__(self, model: torch.nn.Module, variant: str | None = None, saliency_head: Any = None) -> None:
@@ -105,12 +113,13 @@ class LlavaOnevisionAdapter:
                           "saliency_head='google/siglip-so400m-patch14-384' for the paper's setting)",
                           stacklevel=4)
 
-    @staticmethod
-    def detect_variant(model: torch.nn.Module) -> str:
-        """``"llava-video"`` when the checkpoint name names LLaVA-Video (as the published code decides), else
-        ``"llava-onevision"``."""
+    @classmethod
+    def detect_variant(cls, model: Any) -> str:
+        """``"llava-video"`` when the checkpoint name (of a model or a config) names LLaVA-Video, as the
+        published code decides, else ``"llava-onevision"``."""
+        config = getattr(model, "config", model)
         # Only the last path component: a parent directory's name says nothing about the checkpoint.
-        name = str(getattr(model.config, "_name_or_path", "") or "").rstrip("/\\").lower()
+        name = str(getattr(config, "_name_or_path", "") or "").rstrip("/\\").lower()
         name = name.replace("\\", "/").rsplit("/", 1)[-1]
         return "llava-video" if "llava-video" in name or "llava_video" in name else "llava-onevision"
 
@@ -158,7 +167,7 @@ class LlavaOnevisionAdapter:
         if self.variant == "llava-onevision":
             # Upstream apply_pooling: bilinear resampling to ceil(g/2); the saliency map is resampled alike.
             feats = out.pooler_output[:, :-1]
-            hs = math.ceil(g / 2)
+            hs = pooled_size(model.config.vision_config.image_size, model.config.vision_config.patch_size)
             sal = F.interpolate(sal, size=[hs, hs], mode="bilinear")
             feats = feats.reshape(V, T, hs, hs, -1)
         else:
@@ -189,8 +198,7 @@ class LlavaOnevisionAdapter:
 
     def upstream_tokens_per_video(self, model: torch.nn.Module, T: int) -> int:
         """Placeholders the upstream processor puts in ``input_ids`` per video (OV layout + one newline)."""
-        g = model.config.vision_config.image_size // model.config.vision_config.patch_size
-        return T * math.ceil(g / 2) ** 2 + 1
+        return T * pooled_size(model.config.vision_config.image_size, model.config.vision_config.patch_size) ** 2 + 1
 
     # -- the call rewrite ------------------------------------------------------------------------------
     def rewrite(self, model: torch.nn.Module, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -208,12 +216,11 @@ class LlavaOnevisionAdapter:
         vfl = cfg.vision_feature_layer if vfl is None else vfl
         vfss = kwargs.get("vision_feature_select_strategy") or cfg.vision_feature_select_strategy
         V, T = pv.shape[:2]
-        device = input_ids.device
         timer = Timer(pv.device).start()
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
         # why: features follow the caller's grad mode (training through a pruned model keeps gradients to the
         # vision tower and projector); only the saliency is computed without a graph.
-        feats, sal = self.encode(model, pv, vfl, vfss)
+        feats, sal = state.encoded if state.encoded is not None else self.encode(model, pv, vfl, vfss)
         if kwargs.get("pixel_values") is not None:
             # why: upstream refuses pixel inputs next to mm_encoder_outputs, so images are encoded here,
             # by the unchanged upstream method, and passed the same way (untouched).
@@ -247,27 +254,98 @@ class LlavaOnevisionAdapter:
         state.stats.update(vision_s=vision_s, prune_s=prune_s, visual_tokens_before=V * span_len,
                            visual_tokens_after=sum(int(s.shape[0]) for s in seqs),
                            kept_per_video=[r.num_kept for r in results])
-        state.extra["last_results"] = results
-        if state.extra.get("fastv") is not None:
-            am = kwargs.get("attention_mask")
-            state.extra["fastv_video"] = mm["video"]
-            state.extra["fastv_plan"] = {
-                "spans": _new_spans(kwargs["input_ids"], cfg.video_token_id, [s.shape[0] for s in seqs]),
-                "prompt_len": kwargs["input_ids"].shape[1], "prompt_mask": am}
+        state.last_results = results
+        fastv = next((st for st in state.stages if isinstance(st, FastV)), None)
+        if fastv is not None:
+            fastv.plan = FastVPlan(video=mm["video"],
+                                   spans=_new_spans(kwargs["input_ids"], cfg.video_token_id, [s.shape[0] for s in seqs]),
+                                   prompt_len=kwargs["input_ids"].shape[1], prompt_mask=kwargs.get("attention_mask"))
         return kwargs
 
     def install(self, model: torch.nn.Module, state: Any) -> None:
-        """Install the intra-LLM FastV hooks when the config asks for them (``fastv_layer``)."""
+        """Install the intra-LLM FastV stage when the config asks for it (``fastv_layer``)."""
         layer = getattr(state.config, "fastv_layer", None)
         if layer is not None:
-            from .fastv import FastV
-            state.extra["fastv"] = FastV(model, state, layer, state.config.fastv_keep)
+            state.stages.append(FastV(model, state, layer, state.config.fastv_keep))
 
-    def uninstall(self, model: torch.nn.Module, state: Any) -> None:
-        """Remove the FastV hooks, if any."""
-        fastv = state.extra.pop("fastv", None)
-        if fastv is not None:
-            fastv.remove()
+    # -- inputs from frames, presets ---------------------------------------------------------------------
+    @classmethod
+    def inputs_from_frames(cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str,
+                           mean: Any, std: Any) -> dict[str, Any]:
+        """Pixels (1, T, 3, S, S) at the tower's size, the chat prompt with T * tokens-per-frame + 1 video
+        placeholders, and the frame times."""
+        size = config.vision_config.image_size
+        pv = normalise(frames, (size, size), mean, std)[None]
+        n = frames.shape[0] * pooled_size(size, config.vision_config.patch_size) ** 2 + 1
+        tok = tokenizer.convert_ids_to_tokens(config.video_token_id)
+        text = chat_prompt(tokenizer, tok, question).replace(tok, tok * n, 1)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        return {"input_ids": ids, "pixel_values_videos": pv,
+                "video_timestamps": torch.as_tensor(timestamps, dtype=torch.float64)[None]}
+
+    @classmethod
+    def tango_config(cls, config: Any, variant: str | None, retention: float) -> tuple[Any, list[str]]:
+        """The published preset of the variant for this checkpoint: the pre-LLM retention of LLaVA-Video uses
+        the language model's own layer count; the sink cells are for the 27x27 SigLIP grid and the FastV layer
+        (18) needs a deeper LLM, so other geometries drop them (with a note) instead of failing."""
+        from ..config import TangoConfig
+
+        variant = variant or cls.detect_variant(config)
+        overrides: dict[str, Any] = {}
+        notes = []
+        if config.vision_config.image_size // config.vision_config.patch_size != 27:
+            overrides["sinks"] = ()
+            notes.append("non-standard vision grid: the preset's sink cells are not used")
+        layers = config.text_config.num_hidden_layers
+        if variant == "llava-video" and layers <= 18:
+            overrides["fastv_layer"] = None
+            notes.append(f"{layers}-layer language model: the intra-LLM FastV stage (layer 18) is off")
+        return TangoConfig.preset(variant, retention=retention, llm_layers=layers, **overrides), notes
+
+    # -- benchmark driver --------------------------------------------------------------------------------
+    @classmethod
+    def bench_frame_size(cls, model: Any, requested: int | None, default: int | None = None) -> int:
+        """The vision tower's fixed ``image_size`` (``requested`` must match it)."""
+        size = model.config.vision_config.image_size
+        if requested is not None and requested != size:
+            raise ValueError(f"frame_size must be {size} (the fixed SigLIP input size) for {cls.model_class}, "
+                             f"got {requested}")
+        return size
+
+    @classmethod
+    def bench_inputs(cls, model: Any, spec: Any, size: int, device: torch.device) -> Any:
+        """Video pixels at ``size`` px, prompt ids with T * tokens-per-frame + 1 video placeholders, info."""
+        from ..bench.families import BenchInputs, bench_frames, bench_prompt
+
+        vc = model.config.vision_config
+        frames, ts, source = bench_frames(spec, size)
+        pv = normalise(frames, (size, size), *cls.normalisation)[None].to(device)
+        per_frame = pooled_size(size, vc.patch_size) ** 2
+        n_video = spec.frames * per_frame + 1                      # upstream OV layout: one newline per video
+        ids = bench_prompt(spec, [model.config.video_token_id] * n_video).to(device)
+        info = {"source": source, "frames": spec.frames, "frame_size": size, "tokens_per_frame": per_frame,
+                "video_tokens": n_video, "prompt_tokens": int(ids.shape[1] - n_video), "timestamps": ts.tolist()}
+        return BenchInputs(pv, ids, {}, [ts.tolist()], info)
+
+    def bench_encode(self, model: Any, inp: Any, warmup: bool = False) -> Any:
+        """The encoder pass over the whole video (``warmup``: its first frame only)."""
+        pixels = inp.pixels[:, :1] if warmup else inp.pixels
+        return self.encode(model, pixels, model.config.vision_feature_layer,
+                           model.config.vision_feature_select_strategy)
+
+    @staticmethod
+    def bench_first_video_features(encoded: Any, inp: Any) -> torch.Tensor:
+        """The first video's features (T, H, W, D) from :meth:`bench_encode`'s output."""
+        return encoded[0][0]
+
+
+def chat_prompt(tokenizer: Any, visual: str, question: str) -> str:
+    """The user turn ``visual`` + newline + ``question`` through the tokenizer's chat template (a plain
+    ``USER: ... ASSISTANT:`` prompt when it has none)."""
+    messages = [{"role": "user", "content": f"{visual}\n{question}"}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"USER: {visual}\n{question}\nASSISTANT:"
 
 
 def _new_spans(input_ids: torch.Tensor, token_id: int, lengths: list[int]) -> list[tuple[int, int, int]]:

@@ -20,11 +20,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..api import prune
+from ..preprocess import CLIP_MEAN_STD, normalise, qwen_patches
 from ..tokens import VideoTokens
+from .base import ModelFamily
 from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_video_spans, pad_id, parse_timestamps
 
 __all__ = ["Qwen25VLAdapter", "qwen_frame_saliency"]
@@ -69,10 +72,14 @@ def qwen_frame_saliency(block: torch.nn.Module, hidden: torch.Tensor, cos: torch
     return out
 
 
-class Qwen25VLAdapter:
-    """Saliency, pruning and position-preserving re-insertion for one Qwen2.5-VL model instance."""
+class Qwen25VLAdapter(ModelFamily):
+    """The Qwen2.5-VL family: saliency, pruning and position-preserving re-insertion for one model instance,
+    inputs from frames, preset and the benchmark driver."""
 
     model_class = "Qwen2_5_VLForConditionalGeneration"
+    variants = ("qwen2.5-vl",)
+    default_frames = 16
+    normalisation = CLIP_MEAN_STD
     supports_fastv = False
 
     def __init__(self, model: torch.nn.Module, variant: str | None = None, saliency_head: Any = None) -> None:
@@ -134,7 +141,7 @@ class Qwen25VLAdapter:
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
         # why: features follow the caller's grad mode (gradients reach the vision tower when training); the
         # saliency is computed without a graph.
-        feats, sal = self.encode(model, pv, grid)
+        feats, sal = state.encoded if state.encoded is not None else self.encode(model, pv, grid)
         if kwargs.get("pixel_values") is not None:
             # why: upstream refuses pixel inputs next to mm_encoder_outputs; images pass through untouched.
             mm["image"] = base.get_image_features(kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"),
@@ -154,7 +161,6 @@ class Qwen25VLAdapter:
         lengths = [int(f.shape[0]) for f in feats]
         spans = find_video_spans(input_ids, cfg.video_token_id, lengths)
         check_placeholders_unmasked(input_ids, kwargs.get("attention_mask"), cfg.video_token_id)
-        T_list = [int(t) for t in grid[:, 0].tolist()]
         spg = kwargs.get("second_per_grid_ts")
         keep = torch.ones_like(input_ids, dtype=torch.bool)
         seqs, results = [], []
@@ -191,8 +197,100 @@ class Qwen25VLAdapter:
         state.stats.update(vision_s=vision_s, prune_s=prune_s, visual_tokens_before=sum(lengths),
                            visual_tokens_after=sum(r.num_kept for r in results),
                            kept_per_video=[r.num_kept for r in results])
-        state.extra["last_results"] = results
+        state.last_results = results
         return kwargs
+
+
+    # -- inputs from frames, preset ----------------------------------------------------------------------
+    @classmethod
+    def inputs_from_frames(cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str,
+                           mean: Any, std: Any) -> dict[str, Any]:
+        """Frames resized to about 256 merged tokens per temporal step (aspect kept, multiples of patch x
+        merge), patchified like the upstream processor; the prompt with vision start / placeholders / end;
+        the grid, the step duration and the start time of every step."""
+        from .llava_onevision import chat_prompt
+
+        vc = config.vision_config
+        ps, tps, m = vc.patch_size, vc.temporal_patch_size, vc.spatial_merge_size
+        unit = ps * m
+        T, H, W = frames.shape[:3]
+        scale = math.sqrt(256 * unit * unit / (H * W))
+        h = max(unit, round(H * scale / unit) * unit)
+        w = max(unit, round(W * scale / unit) * unit)
+        ts = np.asarray(timestamps, dtype=np.float64)
+        if T % tps:
+            ts = np.concatenate([ts, np.repeat(ts[-1:], tps - T % tps)])   # the last frame repeats, as upstream
+        pv, (gt, gh, gw) = qwen_patches(normalise(frames, (h, w), mean, std)[None], ps, m, tps)
+        n = gt * gh * gw // (m * m)
+        start, pad, end = (tokenizer.convert_ids_to_tokens(i) for i in
+                           (config.vision_start_token_id, config.video_token_id, config.vision_end_token_id))
+        text = chat_prompt(tokenizer, start + pad + end, question).replace(pad, pad * n, 1)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        step_ts = torch.from_numpy(ts[::tps].copy())
+        spg = float(step_ts[1] - step_ts[0]) if gt > 1 else 1.0
+        return {"input_ids": ids, "pixel_values_videos": pv, "video_grid_thw": torch.tensor([[gt, gh, gw]]),
+                "second_per_grid_ts": torch.tensor([spg]), "video_timestamps": step_ts[None]}
+
+    @classmethod
+    def tango_config(cls, config: Any, variant: str | None, retention: float) -> tuple[Any, list[str]]:
+        """The published Qwen2.5-VL preset."""
+        from ..config import TangoConfig
+
+        return TangoConfig.preset("qwen2.5-vl", retention=retention), []
+
+    # -- benchmark driver --------------------------------------------------------------------------------
+    @classmethod
+    def bench_frame_size(cls, model: Any, requested: int | None, default: int | None = None) -> int:
+        """``requested`` (a positive multiple of patch x merge), else ``default`` (the preset's size), else 16
+        merge units (448 px for patch 14)."""
+        vc = model.config.vision_config
+        unit = vc.patch_size * vc.spatial_merge_size
+        size = requested if requested is not None else (default or 16 * unit)
+        if isinstance(size, bool) or not isinstance(size, int) or size < unit or size % unit:
+            raise ValueError(f"frame_size must be a positive multiple of {unit} (patch x merge) for "
+                             f"{cls.model_class}, got {size!r}")
+        return size
+
+    @classmethod
+    def bench_inputs(cls, model: Any, spec: Any, size: int, device: torch.device) -> Any:
+        """Patch rows at ``size`` px, prompt ids with vision start / video placeholders / vision end, grid and
+        step timing; the pruned runs get the start time of every step as ``video_timestamps``."""
+        from ..bench.families import BenchInputs, bench_frames, bench_prompt
+
+        cfg = model.config
+        vc = cfg.vision_config
+        frames, ts, source = bench_frames(spec, size)
+        rows, grid = qwen_patches(normalise(frames, (size, size), *cls.normalisation)[None], vc.patch_size,
+                                  vc.spatial_merge_size, vc.temporal_patch_size)
+        tps = vc.temporal_patch_size
+        interval = float(np.mean(np.diff(ts))) if len(ts) > 1 else 1.0
+        step_ts = [float(ts[min(i * tps, len(ts) - 1)]) for i in range(grid[0])]
+        per_step = grid[1] * grid[2] // vc.spatial_merge_size ** 2
+        n_video = grid[0] * per_step
+        ids = bench_prompt(spec, [cfg.vision_start_token_id] + [cfg.video_token_id] * n_video
+                           + [cfg.vision_end_token_id]).to(device)
+        common = dict(video_grid_thw=torch.tensor([grid], device=device),
+                      second_per_grid_ts=torch.tensor([tps * interval], device=device),
+                      mm_token_type_ids=(2 * (ids == cfg.video_token_id)).to(torch.int))
+        info = {"source": source, "frames": spec.frames, "frame_size": size, "temporal_steps": grid[0],
+                "tokens_per_step": per_step, "video_tokens": n_video, "prompt_tokens": int(ids.shape[1] - n_video),
+                "timestamps": ts.tolist()}
+        return BenchInputs(rows.to(device), ids, common, [step_ts], info)
+
+    def bench_encode(self, model: Any, inp: Any, warmup: bool = False) -> Any:
+        """The encoder pass (``warmup``: the first temporal step only)."""
+        grid = inp.common["video_grid_thw"]
+        if warmup:
+            t, h, w = grid[0].tolist()
+            return self.encode(model, inp.pixels[: h * w], torch.tensor([[1, h, w]], device=inp.pixels.device))
+        return self.encode(model, inp.pixels, grid)
+
+    @staticmethod
+    def bench_first_video_features(encoded: Any, inp: Any) -> torch.Tensor:
+        """The first video's features (T, H, W, D): temporal steps x merged rows x merged columns."""
+        feats, sal = encoded
+        t, h, w = sal[0].shape
+        return feats[0].reshape(t, h, w, -1)
 
 
 def _output(pooler: Any) -> Any:
