@@ -19,10 +19,13 @@ LLAVA, QWEN = "tango_llava_onevision", "tango_qwen2_5_vl"
 def test_model_ids_and_defaults():
     assert set(MODEL_IDS) == {LLAVA, QWEN}
     a = parse_model_args(LLAVA, {"pretrained": "/ckpt", "batch_size": 1, "device": None, "max_batch_size": None})
-    assert (a["family"], a["method"], a["retention"], a["overrides"], a["variant"]) == ("llava", "tango", 0.1, {},
-                                                                                         None)
+    assert (a["model_class"], a["method"], a["retention"], a["overrides"], a["variant"]) == (
+        "LlavaOnevisionForConditionalGeneration", "tango", 0.1, {}, None)
     none = parse_model_args(QWEN, {"pretrained": "/ckpt", "method": "none"})
-    assert (none["family"], none["method"], none["retention"]) == ("qwen", "none", 1.0)
+    assert (none["model_class"], none["method"], none["retention"]) == (
+        "Qwen2_5_VLForConditionalGeneration", "none", 1.0)
+    for model_id, (model_class, _) in MODEL_IDS.items():  # every id serves a registered model family
+        assert tp.models.family_for_class(model_class).model_class == model_class
 
 
 @pytest.mark.parametrize("model_id, kwargs, match", [
@@ -33,9 +36,10 @@ def test_model_ids_and_defaults():
     (LLAVA, {"pretrained": "/c", "retention": 0}, r"retention must be a number in \(0, 1\]"),
     (LLAVA, {"pretrained": "/c", "retention": 1.5}, r"retention must be a number in \(0, 1\]"),
     (LLAVA, {"pretrained": "/c", "method": "none", "retention": 0.1}, "retention must be unset or 1"),
-    (QWEN, {"pretrained": "/c", "variant": "llava-video"}, "variant applies to LLaVA models only"),
+    (QWEN, {"pretrained": "/c", "variant": "llava-video"}, r"variant must be one of \['qwen2.5-vl'\]"),
     (QWEN, {"pretrained": "/c", "saliency_head": "/siglip"}, "saliency_head applies to LLaVA models only"),
-    (LLAVA, {"pretrained": "/c", "variant": "llava-next"}, "variant must be llava-onevision or llava-video"),
+    (LLAVA, {"pretrained": "/c", "variant": "llava-next"},
+     r"variant must be one of \['llava-onevision', 'llava-video'\]"),
     (LLAVA, {"pretrained": "/c", "frames": 0}, "frames must be an integer >= 1"),
     (LLAVA, {"pretrained": "/c", "dtype": "float8"}, "dtype must be one of"),
     (LLAVA, {"pretrained": "/c", "batch_size": 4}, "batch_size must be 1"),

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import types
 from pathlib import Path
 
 import pytest
@@ -169,15 +168,13 @@ def test_sweep_exits_nonzero_when_lmms_eval_fails(llava_dir, tiny_task, tmp_path
 
 @functools.lru_cache(maxsize=None)
 def _reference_counts(n: int) -> dict[str, int]:
-    """Counts of the in-process testbed evaluator with the configs the plugin uses (Tango: the family preset
-    as `tango-prune run` resolves it for this checkpoint)."""
-    from tango_prune.commands import run as run_cmd
+    """Counts of the in-process testbed evaluator with the configs the plugin uses (Tango: the family's preset
+    for this checkpoint, as `tango-prune run` resolves it)."""
     from tango_prune.testbed.evaluate import evaluate
     from tango_prune.testbed.model import load
 
     model, proc = load()
-    ns = types.SimpleNamespace(method="tango", retention=0.1, variant=None)
-    preset = run_cmd._method_config(tp, ns, model.config, "llava", model).to_dict()
+    preset = tp.models.family_for(model).tango_config(model.config, None, 0.1)[0].to_dict()
     default = tp.make_config("tango", retention=0.1).to_dict()
     overrides = {k: v for k, v in preset.items() if v != default[k]}
     topk = evaluate(model, proc, ["topk"], [0.1], limit=n, batch_size=1, show_progress=False)

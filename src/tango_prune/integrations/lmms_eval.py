@@ -27,12 +27,15 @@ from typing import Any
 
 __all__ = ["MODEL_IDS", "MODEL_ARGS", "NONE", "manifests", "parse_model_args"]
 
-#: lmms-eval model id -> (model family, class name in :mod:`.lmms_eval_model`). Qwen3-VL joins here
-#: (``tango_qwen3_vl``) once ``tango_prune.models`` supports it.
+#: lmms-eval model id -> (upstream ``transformers`` class, i.e. the model family in
+#: :data:`tango_prune.models.FAMILIES`; class name in :mod:`.lmms_eval_model`). Qwen3-VL joins here
+#: (``tango_qwen3_vl``, one line plus a three-line class) once ``tango_prune.models`` has that family.
 MODEL_IDS: dict[str, tuple[str, str]] = {
-    "tango_llava_onevision": ("llava", "TangoLlavaOnevision"),
-    "tango_qwen2_5_vl": ("qwen", "TangoQwen25VL"),
+    "tango_llava_onevision": ("LlavaOnevisionForConditionalGeneration", "TangoLlavaOnevision"),
+    "tango_qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "TangoQwen25VL"),
 }
+# the families whose adapter reads an original SigLIP pooling head (``tango_prune.apply(saliency_head=)``)
+_SALIENCY_HEAD_CLASSES = ("LlavaOnevisionForConditionalGeneration",)
 
 #: The method name of the unpruned baseline run.
 NONE = "none"
@@ -43,7 +46,7 @@ MODEL_ARGS: dict[str, str] = {
     "method": f"pruning method, or {NONE!r} for the unpruned model (default tango)",
     "retention": "fraction of visual tokens kept, in (0, 1] (default 0.1)",
     "variant": "LLaVA token layout: llava-onevision or llava-video (default: auto-detected)",
-    "frames": "frames sampled uniformly per video (default 32 for LLaVA, 16 for Qwen2.5-VL)",
+    "frames": "frames sampled uniformly per video (default: the family's, 32 for LLaVA, 16 for Qwen2.5-VL)",
     "config": "JSON file of a PruneConfig (PruneConfig.save); method/retention/overrides apply on top",
     "saliency_head": "LLaVA: original SigLIP checkpoint (directory or hub id) whose attention-pooling head "
                      "scores the patches, the paper's setting (e.g. google/siglip-so400m-patch14-384)",
@@ -87,7 +90,8 @@ def _coerce_field(name: str, value: Any) -> Any:
 def parse_model_args(model_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Validate the ``model_args`` of ``model_id``; returns the normalised plugin arguments.
 
-    The result has every key of :data:`MODEL_ARGS` (``None`` where unset) plus ``family``, ``batch_size``,
+    The result has every key of :data:`MODEL_ARGS` (``None`` where unset) plus ``model_class`` (the upstream
+    class the id serves), ``batch_size``,
     ``device`` and ``overrides`` (config fields). Unknown keys, a missing ``pretrained``, an unknown method
     or a retention outside (0, 1] raise ``ValueError`` naming the argument.
     """
@@ -96,7 +100,7 @@ def parse_model_args(model_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     args = {k: v for k, v in kwargs.items() if v is not None}
     out: dict[str, Any] = {k: args.pop(k, None) for k in MODEL_ARGS}
     harness = {k: args.pop(k, None) for k in _HARNESS_KEYS}
-    out["family"] = MODEL_IDS[model_id][0]
+    out["model_class"] = MODEL_IDS[model_id][0]
     if not out["pretrained"] or not isinstance(out["pretrained"], str):
         raise ValueError(f"model_args pretrained (a checkpoint directory or hub id) is required for {model_id}")
     if out["config"] is not None:
@@ -136,14 +140,14 @@ def parse_model_args(model_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
             raise ValueError(f"model_args retention must be a number in (0, 1], got {r!r}")
         out["retention"] = float(r)
-    if out["saliency_head"] is not None and out["family"] != "llava":
+    if out["saliency_head"] is not None and out["model_class"] not in _SALIENCY_HEAD_CLASSES:
         raise ValueError(f"model_args saliency_head applies to LLaVA models only, got it for {model_id}")
     if out["variant"] is not None:
-        if out["family"] != "llava":
-            raise ValueError(f"model_args variant applies to LLaVA models only, got variant={out['variant']!r} "
-                             f"for {model_id}")
-        if out["variant"] not in ("llava-onevision", "llava-video"):
-            raise ValueError(f"model_args variant must be llava-onevision or llava-video, got {out['variant']!r}")
+        from ..models import family_for_class
+
+        variants = list(family_for_class(out["model_class"]).variants)
+        if out["variant"] not in variants:
+            raise ValueError(f"model_args variant must be one of {variants} for {model_id}, got {out['variant']!r}")
     for key in ("frames", "max_new_tokens"):
         v = out[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):

@@ -1,9 +1,9 @@
 """The lmms-eval model classes behind the ``tango_*`` ids (imported by lmms-eval only when one is requested).
 
 Each request's video is decoded with :func:`tango_prune.video.load_video` (uniform frames with their real
-presentation times) and preprocessed with the per-family input builders of ``tango-prune run``, so frame
-timestamps reach ST-RoPE and neither torchvision nor decord is needed. The task's prompt text goes into the
-checkpoint's chat template after the video placeholder. Pruning is enabled once with
+presentation times) and preprocessed by the model family (``ModelFamily.inputs_from_frames``, as in
+``tango-prune run``), so frame timestamps reach ST-RoPE and neither torchvision nor decord is needed. The
+task's prompt text goes into the checkpoint's chat template after the video placeholder. Pruning is enabled once with
 :func:`tango_prune.apply`; requests are answered one at a time (greedy unless the task asks for sampling).
 
 Data parallel (``accelerate launch -m lmms_eval ...``): rank and world size come from the accelerator, each
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 import time
-import types
 from typing import Any
 
 import torch
 from lmms_eval.api.model import lmms
+from loguru import logger as eval_logger
 
-from .lmms_eval import NONE, parse_model_args
+from .lmms_eval import MODEL_IDS, NONE, parse_model_args
 
 __all__ = ["TangoLlavaOnevision", "TangoQwen25VL"]
 
@@ -55,7 +55,7 @@ class _TangoVideoLLM(lmms):
 
         import tango_prune as tp
 
-        from ..commands import run as _run  # the input builders of `tango-prune run` (private, read-only)
+        from ..commands import run as _run  # checkpoint config + normalisation lookup of `tango-prune run`
         from ..commands._checks import load_pretrained
 
         a = parse_model_args(self.MODEL_ID, kwargs)
@@ -65,10 +65,11 @@ class _TangoVideoLLM(lmms):
             config, cls = _run._load_config(directory)
         except ValueError as exc:
             raise ValueError(str(exc).replace("--model", "model_args pretrained")) from None
-        family = "qwen" if cls.startswith("Qwen") else "llava"
-        if family != a["family"]:
+        if cls != a["model_class"]:
+            serving = [mid for mid, (c, _) in MODEL_IDS.items() if c == cls]
             raise ValueError(f"model_args pretrained holds a {cls} checkpoint, which {self.MODEL_ID} does not "
-                             f"serve; use tango_{'qwen2_5_vl' if family == 'qwen' else 'llava_onevision'}")
+                             f"serve; use {' or '.join(serving) or 'another model'}")
+        family = tp.models.family_for_class(cls)
         self.accelerator = Accelerator()
         self._rank = self.accelerator.process_index
         self._world_size = self.accelerator.num_processes
@@ -92,23 +93,23 @@ class _TangoVideoLLM(lmms):
         self.model = model
         self.config = config
         self.family = family
-        self.frames = a["frames"] or (16 if family == "qwen" else 32)
+        self.frames = a["frames"] or family.default_frames
         self.mean, self.std = _run._preprocessing(directory, family)
-        self._build = _run._qwen_inputs if family == "qwen" else _run._llava_inputs
         self.prune_config = None
         if a["method"] != NONE:
             if a["config"] is not None:
                 base = tp.make_config(a["method"]).from_dict(a["config"]).replace(retention=a["retention"])
             elif a["method"] == "tango":
-                ns = types.SimpleNamespace(method="tango", retention=a["retention"], variant=a["variant"])
-                base = _run._method_config(tp, ns, config, family, model)
+                base, notes = family.tango_config(model.config, a["variant"], a["retention"])
+                for note in notes:
+                    eval_logger.info(f"tango-prune: {note}")
             else:
                 base = tp.make_config(a["method"], retention=a["retention"])
             self.prune_config = base.replace(**a["overrides"]) if a["overrides"] else base
             tp.apply(model, self.prune_config, variant=a["variant"], saliency_head=a["saliency_head"])
         # per (task, split, doc): visual tokens before/after, pruning seconds, generated tokens; keyed so that
         # the padding requests lmms-eval adds to short ranks are not counted twice
-        self._stats: dict[tuple, tuple[float, float, float]] = {}
+        self._stats: dict[tuple, tuple[float, float, float, float]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -131,7 +132,7 @@ class _TangoVideoLLM(lmms):
             raise ValueError(f"{self.MODEL_ID} answers questions about one video file per request; the task's "
                              f"doc_to_visual returned {kinds} (use the video variant of the task)")
         frames, ts = load_video(visuals[0], self.frames)
-        inputs = self._build(self.config, self.tokenizer, frames, ts, context, self.mean, self.std)
+        inputs = self.family.inputs_from_frames(self.config, self.tokenizer, frames, ts, context, self.mean, self.std)
         dev = self.device
         inputs = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         if inputs["pixel_values_videos"].is_floating_point():
