@@ -259,7 +259,7 @@ def _prune_input(encoded: Any, family: Any, inp: Any) -> Any:
     the frame / step times passed as ``video_timestamps``)."""
     from tango_prune import VideoTokens
 
-    feats = family.first_video_features(encoded, inp)
+    feats = family.bench_first_video_features(encoded, inp)
     sal = encoded[1][0].float()
     ts = torch.tensor(inp.timestamps[0], dtype=torch.float64, device=feats.device)
     return VideoTokens(features=feats, saliency=sal, timestamps=ts)
@@ -272,10 +272,11 @@ def profile_config(model: Any, family: Any, inp: Any, method: str | None, retent
     """Warm-ups, timed repeats (medians), peak memory and optionally the sync count of one method (None:
     the unpruned model) at one frame count; returns one row (keys :data:`ROW_KEYS`)."""
     import tango_prune
+    from tango_prune.bench.families import pruned_kwargs
     from tango_prune.bench.profiler import PeakMemory
 
     attn = torch.ones_like(inp.input_ids)
-    kwargs = family.pruned_kwargs(inp, attn)
+    kwargs = pruned_kwargs(inp, attn)
     if method is None:
         kwargs.pop("video_timestamps")  # an argument of the patched model only
     box: list[Marks] = [Marks(device)]
@@ -436,7 +437,7 @@ def run(args: argparse.Namespace, ctx: dict[str, Any], log: Callable[[str], None
         spec = BenchSpec(model=args.model, methods=tuple(methods), retentions=(args.retention,), frames=frames,
                          dtype=args.dtype, device=str(device))
         default_size = PRESETS[args.model].image_size if args.model in PRESETS else None
-        inp = family.inputs(model, spec, family.frame_size(model, None, default_size), device)
+        inp = family.bench_inputs(model, spec, family.bench_frame_size(model, None, default_size), device)
         inp = dataclasses.replace(inp, pixels=inp.pixels.to(dtype))
         base = None
         for method in [None] + methods:

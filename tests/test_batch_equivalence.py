@@ -14,7 +14,7 @@ import torch
 
 import tango_prune as tp
 from tango_prune.models import stats
-from tiny_models import left_pad, llava_video_ids, qwen_ids, qwen_types, qwen_video, tiny_llava, tiny_qwen
+from tiny_models import left_pad, llava_video_ids, qwen_ids, qwen_types, qwen_video, tiny_llava, tiny_qwen, tiny_qwen2
 
 pytestmark = [pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP"),
               pytest.mark.slow]
@@ -37,6 +37,11 @@ def llava(root):
 @pytest.fixture(scope="module")
 def qwen(root):
     return tiny_qwen(root)
+
+
+@pytest.fixture(scope="module")
+def qwen2(root):
+    return tiny_qwen2(root)
 
 
 # -- inputs ----------------------------------------------------------------------------------------------
@@ -75,10 +80,11 @@ def _call_kwargs(family: str, ids: torch.Tensor, am: torch.Tensor | None, rows: 
     kw: dict = dict(input_ids=ids)
     if am is not None:
         kw["attention_mask"] = am
-    if family == "qwen":
+    if family.startswith("qwen"):
         kw.update(pixel_values_videos=torch.cat([r["px"] for r in rows]),
-                  video_grid_thw=torch.tensor([QG] * len(rows)), mm_token_type_ids=qwen_types(ids),
-                  second_per_grid_ts=torch.tensor([0.5] * len(rows)))
+                  video_grid_thw=torch.tensor([QG] * len(rows)), mm_token_type_ids=qwen_types(ids))
+        if family == "qwen":  # Qwen2-VL takes no second_per_grid_ts
+            kw["second_per_grid_ts"] = torch.tensor([0.5] * len(rows))
     else:
         kw["pixel_values_videos"] = torch.cat([r["px"] for r in rows])
     return kw
@@ -86,7 +92,7 @@ def _call_kwargs(family: str, ids: torch.Tensor, am: torch.Tensor | None, rows: 
 
 def _check(model, family: str, padding: str, call: str) -> list[int]:
     """Run the batch and each row alone; assert equality; return each row's visual tokens reaching the LLM."""
-    rows = (_qwen_rows if family == "qwen" else _llava_rows)(padding)
+    rows = (_qwen_rows if family.startswith("qwen") else _llava_rows)(padding)
     batch, alone = _batch(family, rows, padding)
     with torch.no_grad():
         if call == "generate":
@@ -107,12 +113,12 @@ def _check(model, family: str, padding: str, call: str) -> list[int]:
     return kept
 
 
-FAMILIES = [("llava", "llava-onevision"), ("llava", "llava-video"), ("qwen", None)]
+FAMILIES = [("llava", "llava-onevision"), ("llava", "llava-video"), ("qwen", None), ("qwen2", None)]
 
 
 @pytest.mark.parametrize("call", ["generate", "forward"])
 @pytest.mark.parametrize("padding", PADDINGS)
-@pytest.mark.parametrize("family,variant", FAMILIES, ids=["llava-ov", "llava-video", "qwen2.5-vl"])
+@pytest.mark.parametrize("family,variant", FAMILIES, ids=["llava-ov", "llava-video", "qwen2.5-vl", "qwen2-vl"])
 @pytest.mark.parametrize("method", tp.methods())
 def test_batch_equals_each_row_alone(request, method, family, variant, padding, call):
     model = request.getfixturevalue(family)

@@ -10,7 +10,7 @@ import pytest
 
 from tango_prune.cli import main
 from tango_prune.video import load_video
-from tiny_models import tiny_llava, tiny_qwen
+from tiny_models import QWEN_BUILDERS, tiny_llava
 
 
 def _write_video(path, n=12, fps=6, size=32):
@@ -74,8 +74,9 @@ def test_cli_run_llava_end_to_end(video, tmp_path, capsys):
     assert 1 < after < 65
 
 
-def test_cli_run_qwen_end_to_end(video, tmp_path, capsys):
-    model_dir = tiny_qwen(tmp_path).name_or_path
+@pytest.mark.parametrize("family", sorted(QWEN_BUILDERS))
+def test_cli_run_qwen_end_to_end(video, tmp_path, capsys, family):
+    model_dir = QWEN_BUILDERS[family](tmp_path).name_or_path
     _save_tokenizer(model_dir, {"<|image_pad|>": 150, "<|video_pad|>": 151, "<|vision_start|>": 152,
                                 "<|vision_end|>": 153})
     rc = main(["run", "--model", model_dir, "--video", str(video), "--question", "w1 w2",

@@ -1,4 +1,5 @@
-"""tango_prune.apply on upstream Qwen2_5_VLForConditionalGeneration (tiny random weights, saved + reloaded)."""
+"""tango_prune.apply on upstream Qwen2_5_VLForConditionalGeneration and Qwen2VLForConditionalGeneration (the
+same test set for both families; tiny random weights, saved + reloaded)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 import tango_prune as tp
 from tango_prune.models import stats
-from tiny_models import left_pad, qwen_ids, qwen_types, qwen_video, tiny_qwen
+from tiny_models import QWEN_BUILDERS, left_pad, qwen_ids, qwen_types, qwen_video
 
 FULL = tp.TangoConfig(retention=1.0, merge_context=False, tau_static=1.0)
 G = (3, 8, 8)  # temporal steps, patch rows, patch cols -> 3 x 4 x 4 merged tokens
@@ -18,16 +19,28 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("qwen")
 
 
+@pytest.fixture(scope="module", params=sorted(QWEN_BUILDERS))
+def family(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def model(root):
-    return tiny_qwen(root)
+def model(root, family):
+    return QWEN_BUILDERS[family](root)
 
 
-def _inputs(grids=(G,), seed=0, spg=0.5):
+def _timing(model, spg):
+    """``second_per_grid_ts`` where the family takes it (Qwen2.5-VL); Qwen2-VL's upstream refuses it."""
+    if type(model).__name__ == "Qwen2VLForConditionalGeneration":
+        return {}
+    return {"second_per_grid_ts": spg if isinstance(spg, torch.Tensor) else torch.tensor(spg)}
+
+
+def _inputs(model, grids=(G,), seed=0, spg=0.5):
     ids = torch.tensor([qwen_ids(grids)])
     pv = torch.cat([qwen_video(*g, seed=seed + i) for i, g in enumerate(grids)])
     return dict(input_ids=ids, pixel_values_videos=pv, video_grid_thw=torch.tensor(list(grids)),
-                mm_token_type_ids=qwen_types(ids), second_per_grid_ts=torch.tensor([spg] * len(grids)))
+                mm_token_type_ids=qwen_types(ids), **_timing(model, [spg] * len(grids)))
 
 
 def _logits(m, **kw):
@@ -36,9 +49,9 @@ def _logits(m, **kw):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_full_retention_reproduces_unpruned_logits_and_generation(root, attn):
-    m = tiny_qwen(root, attn=attn)
-    kw = _inputs()
+def test_full_retention_reproduces_unpruned_logits_and_generation(root, family, attn):
+    m = QWEN_BUILDERS[family](root, attn=attn)
+    kw = _inputs(m)
     ref = _logits(m, **kw)
     gen = m.generate(**kw, max_new_tokens=5, do_sample=False)
     tp.apply(m, FULL)
@@ -52,10 +65,10 @@ def test_full_retention_reproduces_unpruned_logits_and_generation(root, attn):
 
 
 def test_kept_tokens_keep_their_original_mrope_positions(model):
-    kw = _inputs()
+    kw = _inputs(model)
     full_pos, _ = model.model.get_rope_index(kw["input_ids"], kw["mm_token_type_ids"],
                                              video_grid_thw=kw["video_grid_thw"],
-                                             second_per_grid_ts=kw["second_per_grid_ts"])
+                                             second_per_grid_ts=kw.get("second_per_grid_ts"))
     seen = {}
 
     def grab(_m, args, kwargs):
@@ -94,13 +107,13 @@ def test_pruned_batch_of_two_equals_each_alone(model):
     try:
         ids, am = left_pad(rows)
         kw = dict(input_ids=ids, attention_mask=am, pixel_values_videos=torch.cat(pvs),
-                  video_grid_thw=torch.tensor(grids), mm_token_type_ids=qwen_types(ids), second_per_grid_ts=spg)
+                  video_grid_thw=torch.tensor(grids), mm_token_type_ids=qwen_types(ids), **_timing(model, spg))
         batch = model.generate(**kw, max_new_tokens=5, do_sample=False)
         nocache = model.generate(**kw, max_new_tokens=5, do_sample=False, use_cache=False)
         for i, r in enumerate(rows):
             one_ids = torch.tensor([r])
             one = model.generate(input_ids=one_ids, pixel_values_videos=pvs[i], video_grid_thw=torch.tensor([grids[i]]),
-                                 mm_token_type_ids=qwen_types(one_ids), second_per_grid_ts=spg[i:i + 1],
+                                 mm_token_type_ids=qwen_types(one_ids), **_timing(model, spg[i:i + 1]),
                                  max_new_tokens=5, do_sample=False)
             assert torch.equal(batch[i, ids.shape[1]:], one[0, len(r):])
             assert torch.equal(nocache[i, ids.shape[1]:], one[0, len(r):])
@@ -133,7 +146,7 @@ def test_image_untouched_two_videos_pruned(model):
 
 
 def test_remove_restores_bit_identical_and_twice_is_an_error(model):
-    kw = _inputs(seed=4)
+    kw = _inputs(model, seed=4)
     before = _logits(model, **kw)
     tp.apply(model, name="tango", retention=0.2)
     with pytest.raises(ValueError, match="already patched"):
@@ -146,9 +159,7 @@ def test_remove_restores_bit_identical_and_twice_is_an_error(model):
 
 
 def test_saliency_is_a_distribution_per_step(model):
-    kw = _inputs(seed=5)
-    from tango_prune.models.qwen2_5_vl import Qwen25VLAdapter
-
-    sal = Qwen25VLAdapter(model).encode(model, kw["pixel_values_videos"], kw["video_grid_thw"])[1]
+    kw = _inputs(model, seed=5)
+    sal = tp.models.family_for(model)(model).encode(model, kw["pixel_values_videos"], kw["video_grid_thw"])[1]
     assert len(sal) == 1 and sal[0].shape == (3, 4, 4) and sal[0].dtype == torch.float32
     assert torch.allclose(sal[0].sum(dim=(1, 2)), torch.ones(3), atol=1e-5)

@@ -73,6 +73,27 @@ def tiny_qwen(tmp_path, *, attn: str = "sdpa"):
     return _save_load(model, Qwen2_5_VLForConditionalGeneration, path, attn)
 
 
+def tiny_qwen2(tmp_path, *, attn: str = "sdpa"):
+    """Qwen2VLForConditionalGeneration: ViT 32 dims / patch 4 / merge 2 (no windows), LLM of 32 dims; the same
+    token ids and geometry as :func:`tiny_qwen`."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    cfg = Qwen2VLConfig(
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=32, mlp_ratio=2, num_heads=4, patch_size=4,
+                           temporal_patch_size=2, spatial_merge_size=2, in_channels=3),
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=160, max_position_embeddings=4096, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2,
+                         rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4}),
+        image_token_id=Q_IMAGE, video_token_id=Q_VIDEO, vision_start_token_id=Q_START, vision_end_token_id=Q_END)
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(cfg)
+    return _save_load(model, Qwen2VLForConditionalGeneration, tmp_path / f"qwen2vl_{attn}", attn)
+
+
+QWEN_BUILDERS = {"qwen2.5-vl": tiny_qwen, "qwen2-vl": tiny_qwen2}
+
+
 def qwen_video(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     """pixel_values_videos rows for one video of grid (t, h, w) patches (3 channels x 2 frames x 4 x 4)."""
     return torch.randn(t * h * w, 3 * 2 * 4 * 4, generator=torch.Generator().manual_seed(seed))

@@ -270,15 +270,16 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
             first = False
             try:
                 for i in range(n_runs + extra):
-                    r = timed_generate(model, pruned_kwargs(inp, attn), spec.new_tokens, device)
+                    run: dict[str, Any] = dict(timed_generate(model, pruned_kwargs(inp, attn), spec.new_tokens,
+                                                              device))
                     st = _models.stats(model)
-                    r.update(prune_s=st["prune_s"], prefill_s=r["ttft_s"] - st["vision_s"] - st["prune_s"],
-                             visual_tokens=st["visual_tokens_after"], kept=sum(st.get("kept_per_video", [0])))
+                    run.update(prune_s=st["prune_s"], prefill_s=run["ttft_s"] - st["vision_s"] - st["prune_s"],
+                               visual_tokens=st["visual_tokens_after"], kept=sum(st.get("kept_per_video", [0])))
                     last = _models.last_results(model)
-                    r["prune_info"] = {k: v for k, v in (last[0].info if last else {}).items()
-                                       if k in ("segments", "static_positions", "by_kind")}
+                    run["prune_info"] = {k: v for k, v in (last[0].info if last else {}).items()
+                                         if k in ("segments", "static_positions", "by_kind")}
                     if i >= spec.warmup + extra:
-                        runs.append(r)
+                        runs.append(run)
                     if i >= extra:
                         bar.step(f"{method} r={r_keep}")
             finally:

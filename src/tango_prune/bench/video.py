@@ -20,7 +20,7 @@ def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     out = np.zeros((h, w, 3), dtype=np.float32)
     for cells, weight in ((4, 0.45), (16, 0.3), (64, 0.25)):
         g = rng.uniform(0, 255, (max(2, h * cells // max(h, w)), max(2, w * cells // max(h, w)), 3))
-        img = Image.fromarray(g.astype(np.uint8)).resize((w, h), Image.BICUBIC)
+        img = Image.fromarray(g.astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
         out += weight * np.asarray(img, dtype=np.float32)
     return out
 

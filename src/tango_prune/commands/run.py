@@ -69,7 +69,7 @@ class _FirstToken:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
-        self.t = None
+        self.t: float | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.t is None:
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.synchronize()
     total = time.perf_counter() - start
     new = out[0, inputs["input_ids"].shape[1]:]
-    answer = tokenizer.decode(new, skip_special_tokens=True).strip()
+    answer = str(tokenizer.decode(new, skip_special_tokens=True)).strip()
     st = {"vision_s": 0.0, "prune_s": 0.0, "visual_tokens_before": n_visual, "visual_tokens_after": n_visual} \
         if args.no_prune else tp.models.stats(model)
     ttft = (first.t or time.perf_counter()) - start

@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
         model, proc = load(None)
     frames, ts = D.read_video(args.video, D.NUM_FRAMES, proc.image_size)
     options = args.options.split() if args.options else None
-    rep = compare(model, proc, frames, args.question, options, ts, args.method, args.retention, args.out)
+    rep = compare(model, proc, frames, args.question, options, ts.tolist(), args.method, args.retention, args.out)
     print(format_report(rep, args.question))
     return 0

@@ -58,7 +58,7 @@ class ModelFamily:
     #: whether the intra-LLM FastV stage (``fastv_layer``) is available
     supports_fastv: ClassVar[bool] = False
 
-    def __init__(self, model: torch.nn.Module, variant: str | None = None, saliency_head: Any = None) -> None:
+    def __init__(self, model: Any, variant: str | None = None, saliency_head: Any = None) -> None:
         raise NotImplementedError
 
     # -- detection -------------------------------------------------------------------------------------
@@ -68,18 +68,18 @@ class ModelFamily:
         return cls.variants[0]
 
     # -- the call rewrite (hook, saliency, re-insertion) ------------------------------------------------
-    def rewrite(self, model: torch.nn.Module, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def rewrite(self, model: Any, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Encode and prune the videos of one call; return the kwargs for the upstream forward/generate."""
         raise NotImplementedError
 
-    def install(self, model: torch.nn.Module, state: Any) -> None:
+    def install(self, model: Any, state: Any) -> None:
         """Install the intra-LLM stages the config asks for into ``state.stages`` (may raise ``ValueError``
         before anything is patched). The base family has none: an intra-LLM field set in the config is an
         error naming it."""
         if getattr(state.config, "fastv_layer", None) is not None:
             raise ValueError(f"fastv_layer: {self.model_class} has no intra-LLM FastV stage; set fastv_layer=None")
 
-    def uninstall(self, model: torch.nn.Module, state: Any) -> None:
+    def uninstall(self, model: Any, state: Any) -> None:
         """Remove the stages :meth:`install` installed."""
         for stage in state.stages:
             stage.remove()
@@ -115,6 +115,7 @@ class ModelFamily:
 FAMILIES: dict[str, str] = {
     "LlavaOnevisionForConditionalGeneration": "llava_onevision:LlavaOnevisionAdapter",
     "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl:Qwen25VLAdapter",
+    "Qwen2VLForConditionalGeneration": "qwen2_vl:Qwen2VLAdapter",
 }
 
 

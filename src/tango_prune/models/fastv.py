@@ -18,8 +18,8 @@ here).
 
 from __future__ import annotations
 
-import sys
 import dataclasses
+import sys
 from typing import Any
 
 import torch
@@ -45,7 +45,7 @@ class FastVPlan:
 class FastV(Stage):
     """The FastV stage of one model instance: its hooks and its per-call state (typed attributes)."""
 
-    def __init__(self, model: torch.nn.Module, state: Any, layer: int, keep: float) -> None:
+    def __init__(self, model: Any, state: Any, layer: int, keep: float) -> None:
         lm = model.model.language_model
         n = len(lm.layers)
         if not 1 <= layer < n:
@@ -70,6 +70,11 @@ class FastV(Stage):
         for h in self.handles:
             h.remove()
         self.handles = []
+
+    def _plan(self) -> FastVPlan:
+        if self.plan is None:  # the hooks run only in a pruned call's forward, after rewrite() planned it
+            raise RuntimeError("FastV stage ran outside a pruned call")
+        return self.plan
 
     # -- the stage protocol ------------------------------------------------------------------------------
     def enter(self, kwargs: dict[str, Any], rewritten: bool) -> None:
@@ -121,7 +126,7 @@ class FastV(Stage):
 
     def _query_cols(self, B: int, device: torch.device) -> torch.Tensor:
         """Column of the last prompt token of every row."""
-        plan = self.plan
+        plan = self._plan()
         pm = plan.prompt_mask
         if pm is None:
             return torch.full((B,), plan.prompt_len - 1, dtype=torch.long, device=device)
@@ -130,13 +135,13 @@ class FastV(Stage):
 
     def _valid(self, B: int, L: int, device: torch.device) -> torch.Tensor:
         """(B, L) bool: real (non-padding) tokens of the current full-length forward."""
-        pm = self.plan.prompt_mask
+        pm = self._plan().prompt_mask
         valid = torch.ones(B, L, dtype=torch.bool, device=device)
         if pm is not None:
             valid[:, :pm.shape[1]] = pm.to(device).bool()
         return valid
 
-    def _scores(self, layer: torch.nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    def _scores(self, layer: Any, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """(B, L) fp32 head-averaged attention of the last prompt token, one query row per sample."""
         attn = layer.self_attn
         rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
@@ -161,12 +166,14 @@ class FastV(Stage):
     def _prune(self, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """Select, merge and gather before layer K; records the shorter layout for the later layers."""
         scores, self.scores = self.scores, None
+        if scores is None:  # layer K-1's hook always runs first in a prefill
+            raise RuntimeError("FastV stage: no scores from layer K-1 in this prefill")
         self.last_scores = scores
         B, L, D = hidden.shape
         dev = hidden.device
         keep = torch.ones(B, L, dtype=torch.bool, device=dev)
         out = hidden.clone()  # why: the merge writes kept rows; the caller's tensor stays untouched
-        for row, start, n in self.plan.spans:
+        for row, start, n in self._plan().spans:
             k = max(1, round(n * self.keep))
             order = torch.sort(scores[row, start:start + n], descending=True, stable=True).indices
             top, rest = order[:k].sort().values, order[k:]
@@ -179,7 +186,7 @@ class FastV(Stage):
                 counts = torch.ones(k, device=dev).index_add_(0, assign, torch.ones(rest.numel(), device=dev))
                 merged = 0.6 * h[top] + 0.4 * sums / counts[:, None]
                 out[row, start + top] = merged.to(hidden.dtype)
-        spans = self.plan.spans
+        spans = self._plan().spans
         self.state.stats["visual_tokens_after_fastv"] = sum(max(1, round(n * self.keep)) for _, _, n in spans)
         # Rows keep different numbers of tokens: right-align them (left padding) so that the tokens generate
         # appends follow every row's prompt directly; positions travel with the gathered rotary embeddings.

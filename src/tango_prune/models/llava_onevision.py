@@ -38,7 +38,7 @@ __all__ = ["LlavaOnevisionAdapter", "siglip_head_saliency", "siglip_received_att
 VARIANTS = ("llava-onevision", "llava-video")
 
 
-def siglip_head_saliency(vision_tower: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def siglip_head_saliency(vision_tower: Any, hidden: torch.Tensor) -> torch.Tensor:
     """Head-averaged attention of SigLIP's attention-pooling probe over the patch tokens, fp32 (N, P).
 
     ``vision_tower`` is any module with SigLIP's ``post_layernorm`` and ``head`` (the tower itself, or a
@@ -60,7 +60,7 @@ def siglip_head_saliency(vision_tower: torch.nn.Module, hidden: torch.Tensor) ->
     return torch.softmax(logits, dim=-1).mean(dim=1)
 
 
-def siglip_received_attention(layer: torch.nn.Module, layer_input: torch.Tensor) -> torch.Tensor:
+def siglip_received_attention(layer: Any, layer_input: torch.Tensor) -> torch.Tensor:
     """Fallback saliency: mean attention each patch receives in one SigLIP encoder layer, fp32 (N, P).
 
     Computed frame by frame from the layer's own q/k projections, so at most one (heads, P, P) matrix
@@ -91,7 +91,7 @@ class LlavaOnevisionAdapter(ModelFamily):
     normalisation = SIGLIP_MEAN_STD
     supports_fastv = True
 
-    def __init__(self, model: torch.nn.Module, variant: str | None = None, saliency_head: Any = None) -> None:
+    def __init__(self, model: Any, variant: str | None = None, saliency_head: Any = None) -> None:
         if variant is None:
             variant = self.detect_variant(model)
         if variant not in VARIANTS:
@@ -124,7 +124,7 @@ class LlavaOnevisionAdapter(ModelFamily):
         return "llava-video" if "llava-video" in name or "llava_video" in name else "llava-onevision"
 
     # -- vision side ---------------------------------------------------------------------------------
-    def _layer_index(self, model: torch.nn.Module, vfl: Any) -> int:
+    def _layer_index(self, model: Any, vfl: Any) -> int:
         n = len(model.model.vision_tower.encoder.layers)
         last = vfl[-1] if isinstance(vfl, (list, tuple)) else vfl
         pos = int(last) % (n + 1)  # hidden_states = (embeddings, layer 0 out, ..., layer n-1 out)
@@ -132,7 +132,7 @@ class LlavaOnevisionAdapter(ModelFamily):
             raise ValueError("vision_feature_layer must select an encoder layer output, not the embeddings")
         return pos - 1
 
-    def encode(self, model: torch.nn.Module, pixel_values_videos: torch.Tensor, vfl: Any, vfss: str
+    def encode(self, model: Any, pixel_values_videos: torch.Tensor, vfl: Any, vfss: str
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (V, T, H, W, D) on the LLM grid and saliency (V, T, H, W) fp32 for ``pixel_values_videos``."""
         base = model.model
@@ -182,7 +182,7 @@ class LlavaOnevisionAdapter(ModelFamily):
         return feats, sal.reshape(V, T, hs, hs)
 
     # -- re-insertion ----------------------------------------------------------------------------------
-    def visual_sequence(self, model: torch.nn.Module, result: PruneResult) -> torch.Tensor:
+    def visual_sequence(self, model: Any, result: PruneResult) -> torch.Tensor:
         """The embeddings that replace one video's placeholders: kept tokens plus newline(s)."""
         nl = model.model.image_newline.to(result.features.device, result.features.dtype)
         if self.variant == "llava-onevision":
@@ -196,12 +196,12 @@ class LlavaOnevisionAdapter(ModelFamily):
         seq = torch.cat([result.features, nl[None].expand(rows.numel(), -1)], dim=0)
         return seq[torch.argsort(keys)]
 
-    def upstream_tokens_per_video(self, model: torch.nn.Module, T: int) -> int:
+    def upstream_tokens_per_video(self, model: Any, T: int) -> int:
         """Placeholders the upstream processor puts in ``input_ids`` per video (OV layout + one newline)."""
         return T * pooled_size(model.config.vision_config.image_size, model.config.vision_config.patch_size) ** 2 + 1
 
     # -- the call rewrite ------------------------------------------------------------------------------
-    def rewrite(self, model: torch.nn.Module, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def rewrite(self, model: Any, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Encode and prune the videos of one call and return the kwargs for the upstream forward/generate."""
         pv = kwargs.pop("pixel_values_videos")
         kwargs.pop("image_sizes_videos", None)
@@ -262,7 +262,7 @@ class LlavaOnevisionAdapter(ModelFamily):
                                    prompt_len=kwargs["input_ids"].shape[1], prompt_mask=kwargs.get("attention_mask"))
         return kwargs
 
-    def install(self, model: torch.nn.Module, state: Any) -> None:
+    def install(self, model: Any, state: Any) -> None:
         """Install the intra-LLM FastV stage when the config asks for it (``fastv_layer``)."""
         layer = getattr(state.config, "fastv_layer", None)
         if layer is not None:

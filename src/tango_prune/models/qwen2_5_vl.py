@@ -18,6 +18,7 @@ pair), else ``i`` seconds.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -33,15 +34,15 @@ from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_vid
 __all__ = ["Qwen25VLAdapter", "qwen_frame_saliency"]
 
 
-def qwen_frame_saliency(block: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+def qwen_frame_saliency(block: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                         grid_thw: torch.Tensor, reverse: torch.Tensor, merge: int) -> list[torch.Tensor]:
     """Per-video saliency (t, h/merge, w/merge) fp32 from the last vision block's input.
 
     ``hidden`` (seq, C), ``cos``/``sin`` (seq, hd) are in the window-permuted layout the block sees;
     ``reverse`` maps merge units back to raster order (``argsort(window_index)``).
     """
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
-
+    # The rotary helper of the block's own modelling module (Qwen2-VL and Qwen2.5-VL each have one).
+    apply_rotary_pos_emb_vision = sys.modules[type(block.attn).__module__].apply_rotary_pos_emb_vision
     attn = block.attn
     unit = merge * merge
     seq, C = hidden.shape
@@ -82,18 +83,26 @@ class Qwen25VLAdapter(ModelFamily):
     normalisation = CLIP_MEAN_STD
     supports_fastv = False
 
-    def __init__(self, model: torch.nn.Module, variant: str | None = None, saliency_head: Any = None) -> None:
-        if variant not in (None, "qwen2.5-vl"):
-            raise ValueError(f"variant must be None or 'qwen2.5-vl' for {self.model_class}, got {variant!r}")
+    def __init__(self, model: Any, variant: str | None = None, saliency_head: Any = None) -> None:
+        if variant not in (None, *self.variants):
+            raise ValueError(f"variant must be None or one of {self.variants} for {self.model_class}, got {variant!r}")
         if saliency_head is not None:
             raise ValueError(f"saliency_head applies to SigLIP (LLaVA) vision towers, not {self.model_class}; its "
                              "saliency comes from its own last ViT block")
 
-    def encode(self, model: torch.nn.Module, pv: torch.Tensor, grid: torch.Tensor
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per-video merged features (n_v, D) in raster order and saliency (t, h', w') fp32."""
+    def raster_order(self, model: Any, grid: torch.Tensor) -> torch.Tensor:
+        """For every merge unit in raster order, its index in the layout the last vision block sees (the
+        window-attention permutation of Qwen2.5-VL)."""
         from transformers.vision_utils import get_vision_window_index
 
+        vc = model.config.vision_config
+        window_index, _ = get_vision_window_index(grid, spatial_merge_size=vc.spatial_merge_size,
+                                                  window_size=vc.window_size, patch_size=vc.patch_size)
+        return torch.argsort(window_index)
+
+    def encode(self, model: Any, pv: torch.Tensor, grid: torch.Tensor
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-video merged features (n_v, D) in raster order and saliency (t, h', w') fp32."""
         base = model.model
         visual = base.visual
         cap: dict[str, Any] = {}
@@ -109,15 +118,13 @@ class Qwen25VLAdapter(ModelFamily):
         finally:
             handle.remove()
         vc = model.config.vision_config
-        window_index, _ = get_vision_window_index(grid, spatial_merge_size=vc.spatial_merge_size,
-                                                  window_size=vc.window_size, patch_size=vc.patch_size)
-        reverse = torch.argsort(window_index.to(cap["h"].device))
+        reverse = self.raster_order(model, grid).to(cap["h"].device)
         cos, sin = cap["pe"]
         with torch.no_grad():
             sal = qwen_frame_saliency(visual.blocks[-1], cap["h"], cos, sin, grid, reverse, vc.spatial_merge_size)
         return list(out.pooler_output), sal
 
-    def rewrite(self, model: torch.nn.Module, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def rewrite(self, model: Any, state: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Encode and prune the videos of one call and return the kwargs for the upstream forward/generate."""
         base = model.model
         cfg = model.config

@@ -63,9 +63,7 @@ def answer(model, proc, frames: np.ndarray, question: str, options: Sequence[str
            "sequence_tokens": int(logits.shape[1]), "visual_tokens": visual, "vision_s": vision,
            "prune_s": prune_s, "llm_s": max(0.0, total - vision - prune_s), "total_s": total}
     if pruned:
-        from tango_prune.models.common import STATE_ATTR
-
-        results = getattr(model, STATE_ATTR).extra.get("last_results") or []
+        results = tp.models.last_results(model)
         if results:
             out["result"] = results[0]
     del tp
