@@ -33,6 +33,7 @@ __all__ = ["MODEL_IDS", "MODEL_ARGS", "NONE", "manifests", "parse_model_args"]
 MODEL_IDS: dict[str, tuple[str, str]] = {
     "tango_llava_onevision": ("LlavaOnevisionForConditionalGeneration", "TangoLlavaOnevision"),
     "tango_qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "TangoQwen25VL"),
+    "tango_qwen2_vl": ("Qwen2VLForConditionalGeneration", "TangoQwen2VL"),
 }
 # the families whose adapter reads an original SigLIP pooling head (``tango_prune.apply(saliency_head=)``)
 _SALIENCY_HEAD_CLASSES = ("LlavaOnevisionForConditionalGeneration",)

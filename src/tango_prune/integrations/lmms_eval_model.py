@@ -25,7 +25,7 @@ from loguru import logger as eval_logger
 
 from .lmms_eval import MODEL_IDS, NONE, parse_model_args
 
-__all__ = ["TangoLlavaOnevision", "TangoQwen25VL"]
+__all__ = ["TangoLlavaOnevision", "TangoQwen25VL", "TangoQwen2VL"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -219,3 +219,9 @@ class TangoQwen25VL(_TangoVideoLLM):
     """``tango_qwen2_5_vl``: Qwen2.5-VL checkpoints."""
 
     MODEL_ID = "tango_qwen2_5_vl"
+
+
+class TangoQwen2VL(_TangoVideoLLM):
+    """``tango_qwen2_vl``: Qwen2-VL checkpoints."""
+
+    MODEL_ID = "tango_qwen2_vl"
