@@ -28,3 +28,33 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo_out build src/*.egg-info
+
+# Second environment for the lmms-eval plugin (`make test` runs it too): lmms-eval pins av<16 and breaks with
+# filelock 4, and its torchvision requirement pulls the CUDA wheel, which breaks every transformers model
+# import next to CPU torch, so it is uninstalled (the plugin decodes video with PyAV, never torchvision).
+LMMS_VENV  ?= .venv-lmms
+LMMS_PY    := $(LMMS_VENV)/bin/python
+LMMS_STAMP := $(LMMS_VENV)/.installed
+
+.PHONY: venv-lmms test-lmms clean-lmms
+
+venv-lmms: $(LMMS_STAMP)
+
+$(LMMS_STAMP): pyproject.toml
+	test -x $(LMMS_PY) || $(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_PY) -m pip install -q --upgrade pip
+	$(LMMS_PY) -m pip install -q torch==2.13.0
+	$(LMMS_PY) -m pip install -q torch==2.13.0 "transformers==5.24.0" "av==15.1.0" "filelock<4" \
+	    "tokenizers==0.23.3" "safetensors==0.8.0" -e ".[models,test,lmms-eval]"
+	$(LMMS_PY) -m pip uninstall -q -y torchvision
+	touch $(LMMS_STAMP)
+
+test-lmms: $(LMMS_STAMP)
+	$(LMMS_PY) -m pytest tests/test_lmms_eval*.py
+
+test: test-lmms
+
+clean-lmms:
+	rm -rf $(LMMS_VENV)
+
+clean: clean-lmms

@@ -1,0 +1,1 @@
+"""Adapters that plug tango-prune into third-party evaluation harnesses (lmms-eval)."""
