@@ -30,7 +30,7 @@ from tango_prune.cli import main  # noqa: E402
 from tango_prune.integrations.lmms_eval import MODEL_IDS  # noqa: E402
 from tango_prune.integrations.lmms_eval_testbed import TASK, write_task, write_testbed_task  # noqa: E402
 from test_cli_run import _save_tokenizer, _write_video  # noqa: E402
-from tiny_models import tiny_llava, tiny_qwen, tiny_qwen2  # noqa: E402
+from tiny_models import tiny_llava, tiny_qwen, tiny_qwen2, tiny_qwen3  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TINY_TASK = "tango_tiny_video"
@@ -73,6 +73,13 @@ def qwen_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def qwen2_dir(tmp_path_factory):
     d = tiny_qwen2(tmp_path_factory.mktemp("qwen2")).name_or_path
+    _save_tokenizer(d, _QWEN_SPECIALS)
+    return d
+
+
+@pytest.fixture(scope="module")
+def qwen3_dir(tmp_path_factory):
+    d = tiny_qwen3(tmp_path_factory.mktemp("qwen3")).name_or_path
     _save_tokenizer(d, _QWEN_SPECIALS)
     return d
 
@@ -134,11 +141,12 @@ def _cli_answer(capsys, model_dir, extra):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP")
-@pytest.mark.parametrize("family", ["llava-video", "qwen2.5-vl", "qwen2-vl"])
+@pytest.mark.parametrize("family", ["llava-video", "qwen2.5-vl", "qwen2-vl", "qwen3-vl"])
 def test_tiny_models_through_the_plugin_answer_as_tango_prune_run(family, request, tiny_task, capsys):
     model_id, fixture, variant = {"llava-video": ("tango_llava_onevision", "llava_dir", "llava-video"),
                                   "qwen2.5-vl": ("tango_qwen2_5_vl", "qwen_dir", None),
-                                  "qwen2-vl": ("tango_qwen2_vl", "qwen2_dir", None)}[family]
+                                  "qwen2-vl": ("tango_qwen2_vl", "qwen2_dir", None),
+                                  "qwen3-vl": ("tango_qwen3_vl", "qwen3_dir", None)}[family]
     d = request.getfixturevalue(fixture)
     args = f"pretrained={d},method=tango,retention=0.25,frames=4" + (f",variant={variant}" if variant else "")
     res = _evaluate(model_id, args, TINY_TASK, tiny_task)

@@ -28,12 +28,13 @@ from typing import Any
 __all__ = ["MODEL_IDS", "MODEL_ARGS", "NONE", "manifests", "parse_model_args"]
 
 #: lmms-eval model id -> (upstream ``transformers`` class, i.e. the model family in
-#: :data:`tango_prune.models.FAMILIES`; class name in :mod:`.lmms_eval_model`). Qwen3-VL joins here
-#: (``tango_qwen3_vl``, one line plus a three-line class) once ``tango_prune.models`` has that family.
+#: :data:`tango_prune.models.FAMILIES`; class name in :mod:`.lmms_eval_model`). A new family joins with one
+#: line here plus a three-line class there.
 MODEL_IDS: dict[str, tuple[str, str]] = {
     "tango_llava_onevision": ("LlavaOnevisionForConditionalGeneration", "TangoLlavaOnevision"),
     "tango_qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "TangoQwen25VL"),
     "tango_qwen2_vl": ("Qwen2VLForConditionalGeneration", "TangoQwen2VL"),
+    "tango_qwen3_vl": ("Qwen3VLForConditionalGeneration", "TangoQwen3VL"),
 }
 # the families whose adapter reads an original SigLIP pooling head (``tango_prune.apply(saliency_head=)``)
 _SALIENCY_HEAD_CLASSES = ("LlavaOnevisionForConditionalGeneration",)

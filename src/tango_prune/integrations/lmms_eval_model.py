@@ -225,3 +225,9 @@ class TangoQwen2VL(_TangoVideoLLM):
     """``tango_qwen2_vl``: Qwen2-VL checkpoints."""
 
     MODEL_ID = "tango_qwen2_vl"
+
+
+class TangoQwen3VL(_TangoVideoLLM):
+    """``tango_qwen3_vl``: Qwen3-VL checkpoints (timestamped per-step prompts, DeepStack levels pruned alike)."""
+
+    MODEL_ID = "tango_qwen3_vl"

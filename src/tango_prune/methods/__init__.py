@@ -15,7 +15,7 @@ from typing import Callable
 from ..config import PruneConfig
 from ..tokens import PruneResult, VideoTokens
 
-__all__ = ["Method", "register", "get", "names"]
+__all__ = ["Method", "register", "unregister", "get", "names"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,14 @@ def register(name: str, config_class: type[PruneConfig], fn: Callable[[VideoToke
     m = Method(name, config_class, fn, summary)
     _REGISTRY[name] = m
     return m
+
+
+def unregister(name: str) -> None:
+    """Remove a registered method (e.g. a reference selector registered for one evaluation only);
+    ``ValueError`` when ``name`` is not registered."""
+    if name not in _REGISTRY:
+        raise ValueError(f"method {name!r} is not registered")
+    del _REGISTRY[name]
 
 
 def get(name: str) -> Method:

@@ -116,7 +116,7 @@ def registered() -> Iterator[None]:
     """Register the oracle with the method registry for the ``with`` block only (the adapter dispatches by
     name), and take it out again afterwards, so :func:`tango_prune.methods` never lists it."""
     # why not ``from .. import methods``: the package attribute ``tango_prune.methods`` is the listing function
-    from ..methods import _REGISTRY, names, register
+    from ..methods import names, register, unregister
 
     if ORACLE in names():
         raise ValueError(f"{ORACLE!r} is already registered; the oracle must not be a public method")
@@ -124,5 +124,4 @@ def registered() -> Iterator[None]:
     try:
         yield
     finally:
-        # why: the registry has no public unregister; the oracle is the only entry ever removed
-        _REGISTRY.pop(ORACLE, None)
+        unregister(ORACLE)
