@@ -116,6 +116,7 @@ FAMILIES: dict[str, str] = {
     "LlavaOnevisionForConditionalGeneration": "llava_onevision:LlavaOnevisionAdapter",
     "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl:Qwen25VLAdapter",
     "Qwen2VLForConditionalGeneration": "qwen2_vl:Qwen2VLAdapter",
+    "InternVLForConditionalGeneration": "internvl:InternVLAdapter",
 }
 
 
