@@ -136,7 +136,7 @@ def tiny_internvl(tmp_path, *, attn: str = "sdpa"):
     with torch.no_grad():
         emb = model.model.vision_tower.embeddings
         emb.cls_token.normal_()
-        emb.position_embeddings.normal_()
+        emb.position_embeddings.normal_(std=0.1)
         for p in model.model.multi_modal_projector.parameters():
             p.mul_(4.0)
     return _save_load(model, InternVLForConditionalGeneration, tmp_path / f"internvl_{attn}", attn)
