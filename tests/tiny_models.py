@@ -14,7 +14,7 @@ def _save_load(model, cls, tmp_path, attn):
 
 
 def tiny_llava(tmp_path, *, head: bool = False, attn: str = "sdpa", layers: int = 2, name: str | None = None):
-    """LlavaOnevisionForConditionalGeneration: SigLIP 28 px / patch 4 (7x7 -> 4x4 tokens), Qwen2 LLM of 32 dims."""
+    """LlavaOnevisionForConditionalGeneration: SigLIP 28 px / patch 4 (7x7 -> 4x4 tokens), Qwen2 LLM of 32 dims (vocabulary 1024: the benchmark prompt draws ids below 1000)."""
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
     cfg = LlavaOnevisionConfig(
@@ -162,3 +162,39 @@ def qwen_ids(grids, prefix=(1, 3), suffix=(4, 5), images=()) -> list[int]:
 def qwen_types(ids: torch.Tensor) -> torch.Tensor:
     """mm_token_type_ids as the processor builds them: 0 text, 1 image, 2 video."""
     return ((ids == Q_IMAGE).int() + 2 * (ids == Q_VIDEO).int())
+
+
+IV_CONTEXT, IV_START, IV_END = 122, 123, 124
+
+
+def tiny_internvl(tmp_path, *, attn: str = "sdpa"):
+    """InternVLForConditionalGeneration: InternViT 32 px / patch 4 (8x8 patches -> 4x4 tokens after the pixel
+    shuffle), Qwen2 LLM of 32 dims (vocabulary 1024: the benchmark prompt draws ids below 1000)."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    cfg = InternVLConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=[32, 32], patch_size=[4, 4]),
+        text_config=dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=1024, max_position_embeddings=2048,
+                         pad_token_id=0),
+        image_token_id=IV_CONTEXT, image_seq_length=16, downsample_ratio=0.5)
+    torch.manual_seed(0)
+    model = InternVLForConditionalGeneration(cfg)
+    # why: zero-initialised CLS / position embeddings and tiny projector weights would make the saliency flat and
+    # the logits nearly independent of the video
+    with torch.no_grad():
+        emb = model.model.vision_tower.embeddings
+        emb.cls_token.normal_()
+        emb.position_embeddings.normal_(std=0.1)
+        for p in model.model.multi_modal_projector.parameters():
+            p.mul_(4.0)
+    return _save_load(model, InternVLForConditionalGeneration, tmp_path / f"internvl_{attn}", attn)
+
+
+def internvl_video_ids(T: int, prefix=(1, 2, 3), suffix=(4, 5), tokens_per_frame: int = 16) -> list[int]:
+    """A prompt with one video in the upstream layout: per frame a label token, <img>, placeholders, </img>."""
+    ids = list(prefix)
+    for t in range(T):
+        ids += [10 + t, IV_START] + [IV_CONTEXT] * tokens_per_frame + [IV_END]
+    return ids + list(suffix)

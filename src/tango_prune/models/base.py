@@ -117,6 +117,7 @@ FAMILIES: dict[str, str] = {
     "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl:Qwen25VLAdapter",
     "Qwen2VLForConditionalGeneration": "qwen2_vl:Qwen2VLAdapter",
     "Qwen3VLForConditionalGeneration": "qwen3_vl:Qwen3VLAdapter",
+    "InternVLForConditionalGeneration": "internvl:InternVLAdapter",
 }
 
 
