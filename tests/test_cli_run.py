@@ -99,3 +99,31 @@ def test_cli_run_errors(video, tmp_path, capsys):
     bad.write_bytes(b"garbage")
     assert main(["run", "--model", model_dir, "--video", str(bad), "--question", "q"]) == 2
     assert "cannot be decoded" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP")
+def test_cli_run_no_prune_keeps_every_token_and_answers_like_the_upstream_model(video, tmp_path, capsys):
+    import torch
+    import transformers
+
+    from tango_prune.models import family_for
+    from tango_prune.video import load_video
+
+    m = tiny_llava(tmp_path, name="llava_noprune")
+    model_dir = m.name_or_path
+    _save_tokenizer(model_dir, {"<image>": 120, "<video>": 121})
+    rc = main(["run", "--model", model_dir, "--video", str(video), "--question", "w1 w2", "--frames", "4",
+               "--max-new-tokens", "3", "--no-prune"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "visual tokens: 65 -> 65" in out
+    # the same answer as the unpatched upstream model on the same inputs
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    frames, ts = load_video(video, 4)
+    fam = family_for(m)
+    kw = fam.inputs_from_frames(m.config, tok, frames, ts, "w1 w2", *fam.normalisation)
+    kw.pop("video_timestamps")
+    with torch.no_grad():
+        ref = m.generate(**kw, max_new_tokens=3, do_sample=False)
+    answer = tok.decode(ref[0, kw["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert f"answer: {answer}" in out
