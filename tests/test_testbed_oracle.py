@@ -21,7 +21,6 @@ def test_oracle_keeps_the_evidence_cells_of_generated_questions(split, index, re
     T = s.clip.frames.shape[0]
     cfg = _oracle_config(s, retention, CELL)
     g = D.IMAGE_SIZE // CELL
-    cells = cell_objects(s.clip.shape_ids, CELL)
     ev = set(cfg.evidence)
     # the evidence is the subject's cells (every object's for count), each really covering that object
     for k in ev:

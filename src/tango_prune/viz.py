@@ -38,7 +38,7 @@ def render_kept(frames: np.ndarray, result: PruneResult, cols: int = 8, max_fram
     kinds = result.kinds.cpu().numpy() if result.kinds is not None else np.full(len(pos), -1)
     ch, cw = th / gh, tw / gw
     for t in range(n):
-        img = Image.fromarray(frames[t].astype(np.uint8)).resize((tw, th), Image.BILINEAR)
+        img = Image.fromarray(frames[t].astype(np.uint8)).resize((tw, th), Image.Resampling.BILINEAR)
         arr = np.asarray(img).astype(np.float32)
         cell_mask = np.kron(mask[t], np.ones((int(np.ceil(ch)), int(np.ceil(cw))), dtype=bool))[:th, :tw]
         pad = np.zeros((th, tw), dtype=bool)

@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
         # why: every family's identity path (retention 1, no merging, no static collapse) reproduces the
         # unpruned logits (tested per family), works for families whose upstream class takes no video
         # argument, and splits the time the same way as the pruned run
-        cfg = tp.TangoConfig(retention=1.0, merge_context=False, tau_static=1.0)
-        tp.apply(model, cfg, variant=args.variant, saliency_head=args.saliency_head)
+        identity = tp.TangoConfig(retention=1.0, merge_context=False, tau_static=1.0)
+        tp.apply(model, identity, variant=args.variant, saliency_head=args.saliency_head)
     else:
         if args.method == "tango":
             # the family's published preset, adapted to this checkpoint's geometry

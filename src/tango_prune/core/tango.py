@@ -93,7 +93,6 @@ def _select_salient(score: torch.Tensor, target: int, cfg: TangoConfig, rot_of: 
     if M <= target or M <= 1 or not cfg.diversity:
         return chosen.scatter_(1, cand[:, :target], True)
     cand_rot = rot_of(cand)
-    D = cand_rot.shape[-1]
     centres, d2 = dpc_knn(cand_rot, target, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True)
     owner = assign(cand_rot, centres, d2, block_elems)                        # (B, M) cluster of each candidate
     # Candidates are in descending score order, so the first member of a cluster is its best one.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from typing import Callable
+from typing import Any, Callable
 
 from ..config import PruneConfig
 from ..tokens import PruneResult, VideoTokens
@@ -31,8 +31,7 @@ class Method:
 _REGISTRY: dict[str, Method] = {}
 
 
-
-def register(name: str, config_class: type[PruneConfig], fn: Callable[[VideoTokens, PruneConfig], PruneResult],
+def register(name: str, config_class: type[PruneConfig], fn: Callable[[VideoTokens, Any], PruneResult],
              summary: str = "") -> Method:
     """Register a method under ``name`` (its ``config_class.method`` must equal ``name``)."""
     if not isinstance(name, str) or not name:

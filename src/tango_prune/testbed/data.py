@@ -380,5 +380,5 @@ def read_video(path: str | Path, num_frames: int = NUM_FRAMES, size: int = IMAGE
     from ..video import load_video
 
     frames, ts = load_video(path, num_frames)
-    out = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
+    out = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BILINEAR)) for f in frames])
     return out, ts

@@ -47,7 +47,7 @@ def render_kept(frames: np.ndarray, grid: tuple[int, int], indices: torch.Tensor
         draw.text((pad, 4), title, fill=(230, 230, 230))
     ch, cw = fh / gh, fw / gw
     for t in range(T):
-        img = Image.fromarray(frames[t]).resize((fw, fh), Image.NEAREST)
+        img = Image.fromarray(frames[t]).resize((fw, fh), Image.Resampling.NEAREST)
         arr = np.asarray(img).astype(np.float32)
         for y in range(gh):
             for x in range(gw):
