@@ -45,6 +45,7 @@ def load_other(spec: str):
             """Prune with the other checkout's ``prune`` on a copy of the token container (same tensors)."""
             other = mod.VideoTokens(tokens.features, tokens.saliency, tokens.timestamps, tokens.metric)
             return mod.prune(other, method, **fields)
+
         return run
     path, _, attr = spec.rpartition(":")
     mod_spec = importlib.util.spec_from_file_location("against_file", path)
@@ -94,21 +95,27 @@ def main() -> None:
     if args.method == "tango":
         fields.update(segmentation=args.segmentation, compat=args.compat)
     other = load_other(args.against)
-    ours = lambda: tp.prune(tok, args.method, **fields)            # noqa: E731
-    theirs = lambda: other(tok, args.method, fields)               # noqa: E731
-    a, b = ours(), theirs()                                         # warm-up, and the equality check
+    ours = lambda: tp.prune(tok, args.method, **fields)  # noqa: E731
+    theirs = lambda: other(tok, args.method, fields)  # noqa: E731
+    a, b = ours(), theirs()  # warm-up, and the equality check
     same_idx = torch.equal(a.indices.cpu(), b.indices.cpu())
     same_feat = same_idx and torch.equal(a.features.cpu(), b.features.cpu())
     t_ours, t_theirs = time_alternating([ours, theirs], args.repeats)
-    print(f"{args.method} on {args.frames} x 14 x 14 x {args.dim} ({fields}), {args.repeats} alternating runs, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.method} on {args.frames} x 14 x 14 x {args.dim} ({fields}), {args.repeats} alternating runs, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"kept tokens: {a.num_kept} vs {len(b.indices)}; same indices: {same_idx}; same features: {same_feat}")
     for name, t in (("ours", t_ours), ("against", t_theirs)):
-        print(f"{name:8s} best {min(t) * 1000:9.1f} ms  median {statistics.median(t) * 1000:9.1f} ms  "
-              f"runs {' '.join(f'{x * 1000:.0f}' for x in t)}")
-    print(f"ratio against / ours: best {min(t_theirs) / min(t_ours):.2f}x, "
-          f"median {statistics.median(t_theirs) / statistics.median(t_ours):.2f}x, "
-          f"per pair {' '.join(f'{y / x:.2f}' for x, y in zip(t_ours, t_theirs))}")
+        print(
+            f"{name:8s} best {min(t) * 1000:9.1f} ms  median {statistics.median(t) * 1000:9.1f} ms  "
+            f"runs {' '.join(f'{x * 1000:.0f}' for x in t)}"
+        )
+    print(
+        f"ratio against / ours: best {min(t_theirs) / min(t_ours):.2f}x, "
+        f"median {statistics.median(t_theirs) / statistics.median(t_ours):.2f}x, "
+        f"per pair {' '.join(f'{y / x:.2f}' for x, y in zip(t_ours, t_theirs))}"
+    )
     if not same_idx or not (same_feat or args.indices_only):
         sys.exit("results differ")
 

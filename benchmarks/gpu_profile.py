@@ -70,8 +70,24 @@ import torch
 SCHEMA = "tango-prune/gpu-profile/1"
 JSON_NAME, MD_NAME = "gpu_profile.json", "gpu_profile.md"
 #: the column set of every row in the JSON (the test checks it)
-ROW_KEYS = ("frames", "method", "retention", "visual_tokens", "vision_ms", "prune_ms", "prefill_ms", "other_ms",
-            "ttft_ms", "ttft_speedup", "peak_gib", "syncs", "ttft_repeats_ms", "warmup", "repeats", "reduced")
+ROW_KEYS = (
+    "frames",
+    "method",
+    "retention",
+    "visual_tokens",
+    "vision_ms",
+    "prune_ms",
+    "prefill_ms",
+    "other_ms",
+    "ttft_ms",
+    "ttft_speedup",
+    "peak_gib",
+    "syncs",
+    "ttft_repeats_ms",
+    "warmup",
+    "repeats",
+    "reduced",
+)
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 _SYNC_WARNING = "synchronizing CUDA operation"
 _DRY_RUN = dict(model="tiny-llava-ov", device="cpu", dtype="float32", frames=[2, 4], warmup=0, repeats=1)
@@ -79,6 +95,7 @@ _GPU_RUN = dict(model="llava-ov-7b", device="cuda", dtype="bfloat16", frames=[32
 
 
 # -- model -------------------------------------------------------------------------------------------------
+
 
 def build_on_device(name: str, dtype: torch.dtype, device: torch.device, seed: int = 0) -> tuple[Any, str]:
     """Preset ``name`` (``tango_prune.bench.presets``) with seeded random weights, created directly on
@@ -119,6 +136,7 @@ def load(name_or_dir: str, dtype: torch.dtype, device: torch.device) -> tuple[An
 
 
 # -- timing points -----------------------------------------------------------------------------------------
+
 
 class Marks:
     """Named time points of one call: CUDA events on a CUDA device (recorded on the current stream, no
@@ -182,6 +200,7 @@ def instrumented(model: Any, method: str | None, retention: float, marks_box: li
             if keep:
                 seen[keep] = out
             return out
+
         return wrapper
 
     if method is None:
@@ -208,8 +227,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def one_run(model: Any, kwargs: dict[str, Any], device: torch.device, pruned: bool,
-            marks_box: list[Marks]) -> dict[str, float]:
+def one_run(
+    model: Any, kwargs: dict[str, Any], device: torch.device, pruned: bool, marks_box: list[Marks]
+) -> dict[str, float]:
     """One ``generate`` call for one token; returns vision / prune / prefill / other / ttft in ms."""
     from transformers import LogitsProcessorList
 
@@ -217,8 +237,9 @@ def one_run(model: Any, kwargs: dict[str, Any], device: torch.device, pruned: bo
     _sync(device)  # measurement boundary: nothing of the previous run is still queued
     marks.mark("start")
     with torch.no_grad():
-        model.generate(**kwargs, max_new_tokens=1, do_sample=False,
-                       logits_processor=LogitsProcessorList([_FirstLogits(marks)]))
+        model.generate(
+            **kwargs, max_new_tokens=1, do_sample=False, logits_processor=LogitsProcessorList([_FirstLogits(marks)])
+        )
     _sync(device)  # measurement boundary: every event has completed
     missing = {"vision_start", "vision_end", "first"} - set(marks.points)
     if pruned and "prune_end" not in marks.points:
@@ -230,8 +251,13 @@ def one_run(model: Any, kwargs: dict[str, Any], device: torch.device, pruned: bo
     prune_ms = marks.ms("vision_end", end_of_pruning) if pruned else 0.0
     prefill = marks.ms(end_of_pruning, "first")
     ttft = marks.ms("start", "first")
-    return {"vision_ms": vision, "prune_ms": prune_ms, "prefill_ms": prefill,
-            "other_ms": ttft - vision - prune_ms - prefill, "ttft_ms": ttft}
+    return {
+        "vision_ms": vision,
+        "prune_ms": prune_ms,
+        "prefill_ms": prefill,
+        "other_ms": ttft - vision - prune_ms - prefill,
+        "ttft_ms": ttft,
+    }
 
 
 def count_prune_syncs(fn: Callable[[], Any], device: torch.device) -> int | None:
@@ -267,8 +293,18 @@ def _prune_input(encoded: Any, family: Any, inp: Any) -> Any:
 
 # -- one configuration -------------------------------------------------------------------------------------
 
-def profile_config(model: Any, family: Any, inp: Any, method: str | None, retention: float, device: torch.device,
-                   warmup: int, repeats: int, count_syncs: bool) -> dict[str, Any]:
+
+def profile_config(
+    model: Any,
+    family: Any,
+    inp: Any,
+    method: str | None,
+    retention: float,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    count_syncs: bool,
+) -> dict[str, Any]:
     """Warm-ups, timed repeats (medians), peak memory and optionally the sync count of one method (None:
     the unpruned model) at one frame count; returns one row (keys :data:`ROW_KEYS`)."""
     import tango_prune
@@ -295,23 +331,40 @@ def profile_config(model: Any, family: Any, inp: Any, method: str | None, retent
                 video = _prune_input(seen["encoded"], family, inp)
                 cfg = tango_prune.make_config(method, retention=retention)
                 syncs = count_prune_syncs(lambda: tango_prune.prune(video, cfg), device)
-    row: dict[str, Any] = {"frames": int(inp.info["frames"]), "method": method or "none",
-                           "retention": retention if method else 1.0, "visual_tokens": tokens}
+    row: dict[str, Any] = {
+        "frames": int(inp.info["frames"]),
+        "method": method or "none",
+        "retention": retention if method else 1.0,
+        "visual_tokens": tokens,
+    }
     for key in ("vision_ms", "prune_ms", "prefill_ms", "other_ms", "ttft_ms"):
         row[key] = float(statistics.median(r[key] for r in runs))
-    row.update(ttft_speedup=None, peak_gib=mem.peak_mib / 1024, syncs=syncs,
-               ttft_repeats_ms=[r["ttft_ms"] for r in runs], warmup=warmup, repeats=repeats, reduced=False)
+    row.update(
+        ttft_speedup=None,
+        peak_gib=mem.peak_mib / 1024,
+        syncs=syncs,
+        ttft_repeats_ms=[r["ttft_ms"] for r in runs],
+        warmup=warmup,
+        repeats=repeats,
+        reduced=False,
+    )
     return row
 
 
 # -- report ------------------------------------------------------------------------------------------------
 
+
 def _environment(device: torch.device) -> dict[str, Any]:
     import transformers
 
-    env = {"torch": torch.__version__, "transformers": transformers.__version__,
-           "python": platform.python_version(), "platform": platform.platform(), "device": str(device),
-           "cpu_count": os.cpu_count()}
+    env = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "cpu_count": os.cpu_count(),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
@@ -326,23 +379,29 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["**Dry run** (CPU, tiny model): checks the script end to end; the numbers mean nothing.", ""]
     if not report["complete"]:
         lines += ["**Incomplete**: the run stopped before every configuration was measured.", ""]
-    lines += [f"Model: {report['model']}, {s['dtype']}, attention `{report['attention']}`. Device: "
-              f"{env.get('gpu', env['device'])}. Every method at retention {s['retention']:g}; timing by "
-              f"{report['timing']}; medians of {s['repeats']} repeat(s) after {s['warmup']} warm-up(s) per "
-              f"configuration. Vision: the upstream encoder for `none`, encoder + saliency map for the "
-              f"methods; prune: the adapter's pruning and input rewrite. Peak memory: {report['peak_memory']}. "
-              f"Syncs: host-device synchronisations inside `tango_prune.prune` "
-              f"(`torch.cuda.set_sync_debug_mode(\"warn\")`), n/a when not counted. "
-              f"Total wall time {report['elapsed_s']:.0f} s.", "",
-              "| frames | method | visual tokens | vision ms | prune ms | prefill ms | TTFT ms | TTFT speedup "
-              "| peak GiB | syncs |", "|" + "---|" * 10]
+    lines += [
+        f"Model: {report['model']}, {s['dtype']}, attention `{report['attention']}`. Device: "
+        f"{env.get('gpu', env['device'])}. Every method at retention {s['retention']:g}; timing by "
+        f"{report['timing']}; medians of {s['repeats']} repeat(s) after {s['warmup']} warm-up(s) per "
+        f"configuration. Vision: the upstream encoder for `none`, encoder + saliency map for the "
+        f"methods; prune: the adapter's pruning and input rewrite. Peak memory: {report['peak_memory']}. "
+        f"Syncs: host-device synchronisations inside `tango_prune.prune` "
+        f'(`torch.cuda.set_sync_debug_mode("warn")`), n/a when not counted. '
+        f"Total wall time {report['elapsed_s']:.0f} s.",
+        "",
+        "| frames | method | visual tokens | vision ms | prune ms | prefill ms | TTFT ms | TTFT speedup "
+        "| peak GiB | syncs |",
+        "|" + "---|" * 10,
+    ]
     for r in report["rows"]:
         speed = "-" if r["ttft_speedup"] is None else f"{r['ttft_speedup']:.2f}x"
         syncs = "-" if r["method"] == "none" else ("n/a" if r["syncs"] is None else str(r["syncs"]))
         mark = " (reduced)" if r["reduced"] else ""
-        lines.append(f"| {r['frames']} | {r['method']}{mark} | {r['visual_tokens']} | {r['vision_ms']:.1f} "
-                     f"| {r['prune_ms']:.1f} | {r['prefill_ms']:.1f} | {r['ttft_ms']:.1f} | {speed} "
-                     f"| {r['peak_gib']:.2f} | {syncs} |")
+        lines.append(
+            f"| {r['frames']} | {r['method']}{mark} | {r['visual_tokens']} | {r['vision_ms']:.1f} "
+            f"| {r['prune_ms']:.1f} | {r['prefill_ms']:.1f} | {r['ttft_ms']:.1f} | {speed} "
+            f"| {r['peak_gib']:.2f} | {syncs} |"
+        )
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
 
@@ -356,16 +415,23 @@ def _write(out: str, report: dict[str, Any]) -> None:
 
 # -- command line ------------------------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line; unset options take the GPU defaults, or the dry-run ones with ``--dry-run``."""
     from tango_prune.commands._checks import nonnegative_int, positive_int
 
-    ap = argparse.ArgumentParser(prog="gpu_profile.py", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="gpu_profile.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--out", required=True, help="directory for gpu_profile.json and gpu_profile.md")
     ap.add_argument("--dry-run", action="store_true", help=f"CPU check with a tiny model: {_DRY_RUN}")
-    ap.add_argument("--model", default=None, help=f"preset or save_pretrained directory (default "
-                                                  f"{_GPU_RUN['model']}; dry run {_DRY_RUN['model']})")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help=f"preset or save_pretrained directory (default {_GPU_RUN['model']}; dry run {_DRY_RUN['model']})",
+    )
     ap.add_argument("--device", default=None, help="torch device (default cuda; dry run cpu)")
     ap.add_argument("--dtype", default=None, choices=sorted(_DTYPES), help="default bfloat16; dry run float32")
     ap.add_argument("--frames", type=positive_int, nargs="+", default=None, help="frame counts (default 32 64)")
@@ -374,8 +440,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=nonnegative_int, default=None, help="discarded runs per configuration")
     ap.add_argument("--repeats", type=positive_int, default=None, help="timed runs per configuration")
     ap.add_argument("--count-syncs", action="store_true", help="count host-device syncs inside prune (CUDA)")
-    ap.add_argument("--budget-s", type=positive_int, default=480,
-                    help="past 60%% of this many seconds, remaining configurations run 0 warm-ups + 1 repeat")
+    ap.add_argument(
+        "--budget-s",
+        type=positive_int,
+        default=480,
+        help="past 60%% of this many seconds, remaining configurations run 0 warm-ups + 1 repeat",
+    )
     args = ap.parse_args(argv)
     for key, value in (_DRY_RUN if args.dry_run else _GPU_RUN).items():
         if getattr(args, key) is None:
@@ -393,8 +463,9 @@ def prepare(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
 
     t0 = time.perf_counter()
     device = resolve_device(args.device)
-    methods = tango_prune.methods() if args.methods is None else [m.strip() for m in args.methods.split(",")
-                                                                  if m.strip()]
+    methods = (
+        tango_prune.methods() if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    )
     if not methods:
         raise ValueError("--methods must name at least one method")
     for m in methods:
@@ -411,17 +482,33 @@ def prepare(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
     family = family_for(model)  # ValueError naming the supported classes
     log(f"model ready in {time.perf_counter() - t0:.0f} s: {desc}")
     report: dict[str, Any] = {
-        "schema": SCHEMA, "dry_run": bool(args.dry_run), "complete": False,
+        "schema": SCHEMA,
+        "dry_run": bool(args.dry_run),
+        "complete": False,
         "command": " ".join(["python", "benchmarks/gpu_profile.py"] + list(args.argv)),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": desc, "attention": str(getattr(model.config, "_attn_implementation", None)),
+        "model": desc,
+        "attention": str(getattr(model.config, "_attn_implementation", None)),
         "timing": "CUDA events" if device.type == "cuda" else "time.perf_counter (CPU)",
-        "peak_memory": ("torch.cuda.max_memory_allocated, reset per configuration, weights included"
-                        if device.type == "cuda" else "process RSS (CPU), sampled every 5 ms"),
-        "settings": {"frames": list(args.frames), "methods": methods, "retention": args.retention,
-                     "dtype": args.dtype, "warmup": args.warmup, "repeats": args.repeats,
-                     "count_syncs": bool(args.count_syncs), "budget_s": args.budget_s},
-        "environment": _environment(device), "rows": [], "elapsed_s": 0.0}
+        "peak_memory": (
+            "torch.cuda.max_memory_allocated, reset per configuration, weights included"
+            if device.type == "cuda"
+            else "process RSS (CPU), sampled every 5 ms"
+        ),
+        "settings": {
+            "frames": list(args.frames),
+            "methods": methods,
+            "retention": args.retention,
+            "dtype": args.dtype,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "count_syncs": bool(args.count_syncs),
+            "budget_s": args.budget_s,
+        },
+        "environment": _environment(device),
+        "rows": [],
+        "elapsed_s": 0.0,
+    }
     return dict(model=model, family=family, device=device, dtype=dtype, methods=methods, report=report, t0=t0)
 
 
@@ -434,8 +521,14 @@ def run(args: argparse.Namespace, ctx: dict[str, Any], log: Callable[[str], None
     model, family, device, dtype = ctx["model"], ctx["family"], ctx["device"], ctx["dtype"]
     methods, report, t0 = ctx["methods"], ctx["report"], ctx["t0"]
     for frames in args.frames:
-        spec = BenchSpec(model=args.model, methods=tuple(methods), retentions=(args.retention,), frames=frames,
-                         dtype=args.dtype, device=str(device))
+        spec = BenchSpec(
+            model=args.model,
+            methods=tuple(methods),
+            retentions=(args.retention,),
+            frames=frames,
+            dtype=args.dtype,
+            device=str(device),
+        )
         default_size = PRESETS[args.model].image_size if args.model in PRESETS else None
         inp = family.bench_inputs(model, spec, family.bench_frame_size(model, None, default_size), device)
         inp = dataclasses.replace(inp, pixels=inp.pixels.to(dtype))
@@ -443,8 +536,7 @@ def run(args: argparse.Namespace, ctx: dict[str, Any], log: Callable[[str], None
         for method in [None] + methods:
             reduced = time.perf_counter() - t0 > 0.6 * args.budget_s
             warmup, repeats = (0, 1) if reduced else (args.warmup, args.repeats)
-            row = profile_config(model, family, inp, method, args.retention, device, warmup, repeats,
-                                 args.count_syncs)
+            row = profile_config(model, family, inp, method, args.retention, device, warmup, repeats, args.count_syncs)
             row["reduced"] = reduced
             base = base or row
             row["ttft_speedup"] = base["ttft_ms"] / row["ttft_ms"]

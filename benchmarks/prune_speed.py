@@ -87,11 +87,20 @@ def _child(T: int, D: int, mode: str, retention: float, repeats: int, device: st
             peak_extra = max(peak_extra, (_rss_kib("VmHWM") - base) * 1024)
         else:
             peak_extra = max(peak_extra, torch.cuda.max_memory_allocated() - base)
-    return {"method": method, "T": T, "D": D, "mode": mode, "tokens": T * 196, "kept": result.num_kept,
-            "segments": len(result.info.get("segments", [1])),
-            "windows_split": result.info.get("context_windows_split", 0),
-            "best_s": min(times), "median_s": sorted(times)[len(times) // 2], "extra_bytes": peak_extra,
-            "input_bytes": tok.features.numel() * tok.features.element_size()}
+    return {
+        "method": method,
+        "T": T,
+        "D": D,
+        "mode": mode,
+        "tokens": T * 196,
+        "kept": result.num_kept,
+        "segments": len(result.info.get("segments", [1])),
+        "windows_split": result.info.get("context_windows_split", 0),
+        "best_s": min(times),
+        "median_s": sorted(times)[len(times) // 2],
+        "extra_bytes": peak_extra,
+        "input_bytes": tok.features.numel() * tok.features.element_size(),
+    }
 
 
 def main() -> None:
@@ -103,8 +112,12 @@ def main() -> None:
     ap.add_argument("--retention", type=float, default=0.1)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--max-one-segment-frames", type=int, default=1024,
-                    help="skip one-segment runs above this many frames (they cost O(T * max_cluster_tokens))")
+    ap.add_argument(
+        "--max-one-segment-frames",
+        type=int,
+        default=1024,
+        help="skip one-segment runs above this many frames (they cost O(T * max_cluster_tokens))",
+    )
     ap.add_argument("--methods", nargs="+", default=["tango"], help="methods to time (default: tango)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     ap.add_argument("--_child", nargs=5, help=argparse.SUPPRESS)
@@ -115,26 +128,46 @@ def main() -> None:
         return
 
     rows = []
-    print(f"prune speed, retention {args.retention}, 196 tokens/frame, device {args.device}, "
-          f"{args.repeats} repeats (best shown), {os.cpu_count()} CPU cores")
-    print("| method | mode | T | D | tokens | kept | segments | best time (ms) | ms / frame | peak extra memory (MiB) "
-          "| input (MiB) |")
+    print(
+        f"prune speed, retention {args.retention}, 196 tokens/frame, device {args.device}, "
+        f"{args.repeats} repeats (best shown), {os.cpu_count()} CPU cores"
+    )
+    print(
+        "| method | mode | T | D | tokens | kept | segments | best time (ms) | ms / frame | peak extra memory (MiB) "
+        "| input (MiB) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for method, mode, D, T in ((m, mo, D, T) for m in args.methods for mo in args.modes for D in args.dims
-                               for T in args.frames):
+    for method, mode, D, T in (
+        (m, mo, D, T) for m in args.methods for mo in args.modes for D in args.dims for T in args.frames
+    ):
         if mode == "one-segment" and T > args.max_one_segment_frames:
             continue
-        cmd = [sys.executable, __file__, "--retention", str(args.retention), "--repeats", str(args.repeats),
-               "--_child", str(T), str(D), mode, args.device, method]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--retention",
+            str(args.retention),
+            "--repeats",
+            str(args.repeats),
+            "--_child",
+            str(T),
+            str(D),
+            mode,
+            args.device,
+            method,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"| {method} | {mode} | {T} | {D} | failed: {out.stderr.strip().splitlines()[-1]} |")
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"| {method} | {mode} | {T} | {D} | {row['tokens']} | {row['kept']} | {row['segments']} | "
-              f"{1000 * row['best_s']:.1f} | {1000 * row['best_s'] / T:.2f} | "
-              f"{row['extra_bytes'] / 2**20:.0f} | {row['input_bytes'] / 2**20:.0f} |", flush=True)
+        print(
+            f"| {method} | {mode} | {T} | {D} | {row['tokens']} | {row['kept']} | {row['segments']} | "
+            f"{1000 * row['best_s']:.1f} | {1000 * row['best_s'] / T:.2f} | "
+            f"{row['extra_bytes'] / 2**20:.0f} | {row['input_bytes'] / 2**20:.0f} |",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

@@ -38,10 +38,11 @@ def main() -> None:
     feats, shapes, colors = [], [], []
     with torch.no_grad():
         for i in range(args.clips):
-            clip = D.make_clip(D.TRAIN, 20_000_000 + i)   # clips the language stage never cached
-            hidden = model.model.vision_tower(proc.pixels(clip.frames)[0], output_hidden_states=True,
-                                              return_dict=True).hidden_states[model.config.vision_feature_layer]
-            feats.append(model.model.apply_pooling(hidden).flatten(0, 1))   # the upstream 2x bilinear pooling
+            clip = D.make_clip(D.TRAIN, 20_000_000 + i)  # clips the language stage never cached
+            hidden = model.model.vision_tower(
+                proc.pixels(clip.frames)[0], output_hidden_states=True, return_dict=True
+            ).hidden_states[model.config.vision_feature_layer]
+            feats.append(model.model.apply_pooling(hidden).flatten(0, 1))  # the upstream 2x bilinear pooling
             shapes.append(torch.from_numpy(_cell_labels(clip.shape_ids, cell, len(D.SHAPES) + 1)))
             colors.append(torch.from_numpy(_cell_labels(clip.color_ids, cell, len(D.COLORS) + 1)))
     X, S, C = torch.cat(feats), torch.cat(shapes), torch.cat(colors)
@@ -50,7 +51,7 @@ def main() -> None:
     X = (X - X.mean(0)) / (X.std(0) + 1e-5)
     n = X.shape[0]
     perm = torch.from_numpy(np.random.default_rng(0).permutation(n))
-    tr, te = perm[: int(0.8 * n)], perm[int(0.8 * n):]
+    tr, te = perm[: int(0.8 * n)], perm[int(0.8 * n) :]
     for name, Y, k in (("shape", S, len(D.SHAPES)), ("colour", C, len(D.COLORS))):
         probe = torch.nn.Linear(X.shape[1], k)
         opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
@@ -60,8 +61,10 @@ def main() -> None:
             loss.backward()
             opt.step()
         acc = (probe(X[te]).argmax(-1) == Y[te]).float().mean().item()
-        print(f"{name:>6} of the object under a token: {100 * acc:.1f}% (linear probe, {len(te)} held-out "
-              f"object tokens of {args.clips} clips)")
+        print(
+            f"{name:>6} of the object under a token: {100 * acc:.1f}% (linear probe, {len(te)} held-out "
+            f"object tokens of {args.clips} clips)"
+        )
 
 
 if __name__ == "__main__":

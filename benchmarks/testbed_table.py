@@ -31,20 +31,26 @@ REST = "0.25,0.2,0.15,0.05"
 
 def _runs(stage: int, methods: list[str]) -> list[tuple[str, list[str]]]:
     """The parallel runs of one stage: (report name, extra ``tango-prune eval`` arguments)."""
-    checks = ["tango", "random", "uniform"]      # what the instrument checks read, with the oracle
+    checks = ["tango", "random", "uniform"]  # what the instrument checks read, with the oracle
     others = [m for m in methods if m not in checks]
     if stage == 1:
-        return [("s1a", ["--methods", "tango", "--retentions", FIRST]),
-                ("s1b", ["--methods", "random,uniform", "--oracle", "--retentions", "0.1"])]
+        return [
+            ("s1a", ["--methods", "tango", "--retentions", FIRST]),
+            ("s1b", ["--methods", "random,uniform", "--oracle", "--retentions", "0.1"]),
+        ]
     if stage == 2:
-        return [("s2a", ["--methods", ",".join(others[0::2]), "--retentions", FIRST]),
-                ("s2b", ["--methods", ",".join(others[1::2]), "--retentions", FIRST]),
-                ("s2c", ["--methods", "random,uniform", "--oracle", "--retentions", "1"])]
+        return [
+            ("s2a", ["--methods", ",".join(others[0::2]), "--retentions", FIRST]),
+            ("s2b", ["--methods", ",".join(others[1::2]), "--retentions", FIRST]),
+            ("s2c", ["--methods", "random,uniform", "--oracle", "--retentions", "1"]),
+        ]
     if stage == 3:
         return [("s3", ["--methods", "", "--ablations", "--retentions", FIRST])]
     if stage == 4:
-        return [("s4a", ["--methods", ",".join(["tango"] + others[0::2]), "--oracle", "--retentions", REST]),
-                ("s4b", ["--methods", ",".join(["random", "uniform"] + others[1::2]), "--retentions", REST])]
+        return [
+            ("s4a", ["--methods", ",".join(["tango"] + others[0::2]), "--oracle", "--retentions", REST]),
+            ("s4b", ["--methods", ",".join(["random", "uniform"] + others[1::2]), "--retentions", REST]),
+        ]
     if stage == 5:
         return [("s5", ["--methods", "", "--ablations", "--retentions", REST])]
     raise ValueError(f"stage must be 1..5, got {stage}")

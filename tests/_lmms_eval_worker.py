@@ -14,8 +14,14 @@ from lmms_eval.tasks import TaskManager
 
 model_args, task, include, out = sys.argv[1:5]
 lm = get_model("tango_llava_onevision").create_from_arg_string(model_args, {"batch_size": 1})
-results = simple_evaluate(model=lm, tasks=[task], limit=None, log_samples=True,
-                          task_manager=TaskManager("WARNING", include_path=include), verbosity="WARNING")
+results = simple_evaluate(
+    model=lm,
+    tasks=[task],
+    limit=None,
+    log_samples=True,
+    task_manager=TaskManager("WARNING", include_path=include),
+    verbosity="WARNING",
+)
 report = {"rank": lm.rank, "world_size": lm.world_size, "answered": sorted(d for (_, _, d) in lm._stats)}
 if results is not None:
     report["samples"] = [s["doc_id"] for s in results["samples"][task]]

@@ -45,10 +45,10 @@ def ref_dpc(x, num, k):
     n = x.shape[0]
     if n == 1:
         return [0]
-    d = (x[:, None, :] - x[None, :, :]).pow(2).sum(-1).sqrt()   # exactly symmetric
+    d = (x[:, None, :] - x[None, :, :]).pow(2).sum(-1).sqrt()  # exactly symmetric
     kk = min(k + 1, n)
     knn = d.sort(dim=1).values[:, 1:kk]
-    rho = torch.exp(-(knn ** 2).mean(1))
+    rho = torch.exp(-(knn**2).mean(1))
     dmax = d.max()
     gamma = []
     for i in range(n):
@@ -105,10 +105,10 @@ def _salient(rot, score, ids, target, cfg):
 def _compress(feat, rot, score, ids, r, cfg):
     n = len(ids)
     c = cfg.context_ratio if cfg.merge_context else 0.0
-    if cfg.compat == "published":   # the published double expressions
+    if cfg.compat == "published":  # the published double expressions
         K = max(1, math.ceil(n * float(r))) if n else 0
         Ks = int(K * (1.0 - c))
-    else:                           # exact rationals
+    else:  # exact rationals
         K = max(1, _ceil(_frac(r) * n)) if n else 0
         Ks = _floor(K * (1 - _frac(c)))
     Kc = K - Ks
@@ -150,7 +150,7 @@ def ref_tango(F, S, ts, cfg, sizes=None):
     L = H * W
     X = F.reshape(T * L, D).double()
     s = S.reshape(T * L).double().clone()
-    for (r_, c_) in cfg.sinks:
+    for r_, c_ in cfg.sinks:
         for t in range(T):
             s[t * L + r_ * W + c_] = 0.0
     xn = X / X.norm(dim=1, keepdim=True).clamp_min(1e-12)

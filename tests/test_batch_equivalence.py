@@ -16,8 +16,7 @@ import tango_prune as tp
 from tango_prune.models import stats
 from tiny_models import left_pad, llava_video_ids, qwen_ids, qwen_types, qwen_video, tiny_llava, tiny_qwen, tiny_qwen2
 
-pytestmark = [pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP"),
-              pytest.mark.slow]
+pytestmark = [pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP"), pytest.mark.slow]
 
 T = 4
 PADDINGS = ("padded", "unpadded", "no-mask")
@@ -51,7 +50,7 @@ def _llava_rows(padding: str) -> list[dict]:
     px = torch.randn(2, T, 3, 28, 28, generator=g)
     px[1, 1:, :, :, :14] = px[1, :1, :, :, :14]  # left half static: Tango keeps more tokens of this row
     prefixes = [(1, 2, 3, 9, 10), (1, 2, 3)] if padding == "padded" else [(1, 2, 3), (1, 6, 3)]
-    return [dict(ids=llava_video_ids(T, prefix=p), px=px[i:i + 1]) for i, p in enumerate(prefixes)]
+    return [dict(ids=llava_video_ids(T, prefix=p), px=px[i : i + 1]) for i, p in enumerate(prefixes)]
 
 
 QG = (2, 8, 8)
@@ -60,7 +59,7 @@ QG = (2, 8, 8)
 def _qwen_rows(padding: str) -> list[dict]:
     vids = [qwen_video(*QG, seed=11), qwen_video(*QG, seed=12)]
     half = vids[1].reshape(QG[0], -1).clone()
-    half[1:, :half.shape[1] // 2] = half[:1, :half.shape[1] // 2]  # partly static: Tango keeps more here
+    half[1:, : half.shape[1] // 2] = half[:1, : half.shape[1] // 2]  # partly static: Tango keeps more here
     vids[1] = half.reshape_as(vids[1])
     prefixes = [(1, 3, 8, 9), (1, 3)] if padding == "padded" else [(1, 3), (1, 8)]
     return [dict(ids=qwen_ids([QG], prefix=p), px=v) for p, v in zip(prefixes, vids)]
@@ -81,8 +80,11 @@ def _call_kwargs(family: str, ids: torch.Tensor, am: torch.Tensor | None, rows: 
     if am is not None:
         kw["attention_mask"] = am
     if family.startswith("qwen"):
-        kw.update(pixel_values_videos=torch.cat([r["px"] for r in rows]),
-                  video_grid_thw=torch.tensor([QG] * len(rows)), mm_token_type_ids=qwen_types(ids))
+        kw.update(
+            pixel_values_videos=torch.cat([r["px"] for r in rows]),
+            video_grid_thw=torch.tensor([QG] * len(rows)),
+            mm_token_type_ids=qwen_types(ids),
+        )
         if family == "qwen":  # Qwen2-VL takes no second_per_grid_ts
             kw["second_per_grid_ts"] = torch.tensor([0.5] * len(rows))
     else:
@@ -108,7 +110,7 @@ def _check(model, family: str, padding: str, call: str) -> list[int]:
             for b, one in enumerate(alone):
                 ref = model(**one).logits[0]
                 kept.append(stats(model)["visual_tokens_after"])
-                got = logits[b, logits.shape[1] - ref.shape[0]:]   # rows are right-aligned
+                got = logits[b, logits.shape[1] - ref.shape[0] :]  # rows are right-aligned
                 torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4, msg=f"row {b}")
     return kept
 
@@ -150,17 +152,19 @@ def test_right_padded_batch_is_rewritten_left_padded(llava):
     ids = torch.zeros(2, L, dtype=torch.long)
     am = torch.zeros(2, L, dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, :len(r["ids"])] = torch.tensor(r["ids"])
-        am[i, :len(r["ids"])] = 1
+        ids[i, : len(r["ids"])] = torch.tensor(r["ids"])
+        am[i, : len(r["ids"])] = 1
     px = torch.cat([r["px"] for r in rows])
     tp.apply(llava, name="tango", retention=0.3)
     try:
         with torch.no_grad():
-            out = llava.generate(input_ids=ids, attention_mask=am, pixel_values_videos=px, max_new_tokens=NEW,
-                                 do_sample=False)
+            out = llava.generate(
+                input_ids=ids, attention_mask=am, pixel_values_videos=px, max_new_tokens=NEW, do_sample=False
+            )
             for b, r in enumerate(rows):
-                ref = llava.generate(input_ids=torch.tensor([r["ids"]]), pixel_values_videos=r["px"],
-                                     max_new_tokens=NEW, do_sample=False)
+                ref = llava.generate(
+                    input_ids=torch.tensor([r["ids"]]), pixel_values_videos=r["px"], max_new_tokens=NEW, do_sample=False
+                )
                 assert out[b, -NEW:].tolist() == ref[0, -NEW:].tolist()
     finally:
         tp.remove(llava)
@@ -170,7 +174,7 @@ def test_masked_placeholder_is_refused(llava):
     rows = _llava_rows("unpadded")
     ids = torch.tensor([rows[0]["ids"]])
     am = torch.ones_like(ids)
-    am[0, 5] = 0                                          # a video placeholder
+    am[0, 5] = 0  # a video placeholder
     tp.apply(llava, name="topk", retention=0.3)
     try:
         with pytest.raises(ValueError, match="attention_mask must be 1 on every video placeholder"):

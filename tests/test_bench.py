@@ -24,8 +24,16 @@ def tiny():
 
 
 def test_run_bench_rows_and_accounting(tiny):
-    spec = BenchSpec(model="tiny-llava-ov", methods=("tango", "topk"), retentions=(0.5,), frames=2, warmup=0,
-                     repeats=1, new_tokens=2, prompt_tokens=4)
+    spec = BenchSpec(
+        model="tiny-llava-ov",
+        methods=("tango", "topk"),
+        retentions=(0.5,),
+        frames=2,
+        warmup=0,
+        repeats=1,
+        new_tokens=2,
+        prompt_tokens=4,
+    )
     rep = run_bench(spec, progress=False, model=tiny)
     rows = rep["rows"]
     assert [r["method"] for r in rows] == ["none", "tango", "topk"]
@@ -40,17 +48,37 @@ def test_run_bench_rows_and_accounting(tiny):
     assert sum(rows[1]["prune_info"]["segments"]) == 2 and rows[2]["prune_info"] == {}
     fs = rep["feature_similarity"]
     assert -1.0 <= fs["p10"] <= fs["p50"] <= fs["p90"] <= 1.0 + 1e-6
-    json.dumps(rep)                                        # the report is plain JSON
+    json.dumps(rep)  # the report is plain JSON
     md = markdown_table(rep)
     assert md.startswith("| method |") and md.count("\n| ") >= 3 and "measured once per video" in md
-    assert not hasattr(tiny, "_tango_prune_state")         # every apply was removed
+    assert not hasattr(tiny, "_tango_prune_state")  # every apply was removed
 
 
 def test_cli_writes_json_and_markdown(tmp_path, capsys):
-    rc = main(["bench", "--model", "tiny-llava-ov", "--methods", "random", "--retentions", "0.25,1.0",
-               "--set", "random.seed=3",
-               "--frames", "2", "--warmup", "0", "--repeats", "1", "--new-tokens", "2", "--no-progress",
-               "--out", str(tmp_path)])
+    rc = main(
+        [
+            "bench",
+            "--model",
+            "tiny-llava-ov",
+            "--methods",
+            "random",
+            "--retentions",
+            "0.25,1.0",
+            "--set",
+            "random.seed=3",
+            "--frames",
+            "2",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--new-tokens",
+            "2",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     rep = json.loads((tmp_path / "bench.json").read_text())
     assert [(r["method"], r["retention"]) for r in rep["rows"]] == [("none", 1.0), ("random", 0.25), ("random", 1.0)]
@@ -58,15 +86,22 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     assert rep["spec"]["overrides"] == {"random": {"seed": 3}} and rep["rows"][1]["overrides"] == {"seed": 3}
     assert (tmp_path / "bench.md").read_text().startswith("| method |")
     assert not (tmp_path / "bench.partial.json").exists()
-    assert "| random | " in (tmp_path / "bench.md").read_text()          # the method x retention summary
+    assert "| random | " in (tmp_path / "bench.md").read_text()  # the method x retention summary
     again = tmp_path / "again"
     assert main(["bench", "--render", str(tmp_path / "bench.json"), "--out", str(again)]) == 0
     assert (again / "bench.md").read_text() == (tmp_path / "bench.md").read_text()
 
 
-@pytest.mark.parametrize("kwargs,field", [({"methods": ("nope",)}, "method"), ({"retentions": (0.0,)}, "retention"),
-                                          ({"frames": 0}, "frames"), ({"repeats": 0}, "repeats"),
-                                          ({"dtype": "int8"}, "dtype")])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"methods": ("nope",)}, "method"),
+        ({"retentions": (0.0,)}, "retention"),
+        ({"frames": 0}, "frames"),
+        ({"repeats": 0}, "repeats"),
+        ({"dtype": "int8"}, "dtype"),
+    ],
+)
 def test_spec_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         BenchSpec(model="tiny-llava-ov", **kwargs)
@@ -77,11 +112,19 @@ def test_overrides_are_validated_and_applied(tiny):
         BenchSpec(model="tiny-llava-ov", methods=("tango",), overrides={"tango": {"nope": 1}})
     with pytest.raises(ValueError, match="overrides"):
         BenchSpec(model="tiny-llava-ov", methods=("tango",), overrides={"topk": {}})
-    spec = BenchSpec(model="tiny-llava-ov", methods=("tango",), retentions=(0.5,), frames=2, warmup=0, repeats=1,
-                     new_tokens=1, overrides={"tango": {"tau_static": 1.0}})
+    spec = BenchSpec(
+        model="tiny-llava-ov",
+        methods=("tango",),
+        retentions=(0.5,),
+        frames=2,
+        warmup=0,
+        repeats=1,
+        new_tokens=1,
+        overrides={"tango": {"tau_static": 1.0}},
+    )
     row = run_bench(spec, progress=False, model=tiny)["rows"][1]
     assert row["overrides"] == {"tango": {"tau_static": 1.0}}["tango"]
-    assert row["kept"] == 2 * 8                            # no static merging: the exact budget
+    assert row["kept"] == 2 * 8  # no static merging: the exact budget
 
 
 def test_cli_bad_input_is_one_line_error(capsys):
@@ -105,7 +148,11 @@ def test_unsupported_model_is_a_clear_error():
 def test_presets_build_real_configs():
     cfg = PRESETS["llava-ov-0.5b"].make_config()
     assert (cfg.text_config.hidden_size, cfg.text_config.num_hidden_layers) == (896, 24)
-    assert (cfg.vision_config.hidden_size, cfg.vision_config.image_size, cfg.vision_config.patch_size) == (1152, 384, 14)
+    assert (cfg.vision_config.hidden_size, cfg.vision_config.image_size, cfg.vision_config.patch_size) == (
+        1152,
+        384,
+        14,
+    )
     assert PRESETS["llava-ov-7b"].make_config().text_config.hidden_size == 3584
     q = PRESETS["qwen2.5-vl-7b"].make_config()
     assert q.text_config.hidden_size == 3584 and q.vision_config.out_hidden_size == 3584

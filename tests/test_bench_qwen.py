@@ -37,7 +37,7 @@ def test_run_bench_rows_and_accounting(tiny):
     assert (v["frame_size"], v["temporal_steps"], v["tokens_per_step"], v["video_tokens"]) == (32, 2, 16, 32)
     assert rows[0]["visual_tokens"] == 32 and rows[0]["ttft_speedup"] == 1.0
     for r in rows[1:]:
-        assert r["visual_tokens"] == r["kept"] <= 16 + 2      # no newline tokens; within one token per step
+        assert r["visual_tokens"] == r["kept"] <= 16 + 2  # no newline tokens; within one token per step
         assert r["prune_s"] > 0 and r["prefill_s"] > 0 and r["vision_s"] > 0
         assert r["ttft_s"] == pytest.approx(r["vision_s"] + r["prune_s"] + r["prefill_s"])
         assert r["ttft_speedup"] == pytest.approx(rows[0]["ttft_s"] / r["ttft_s"])
@@ -55,14 +55,14 @@ def test_inputs_follow_the_processor_layout(tiny):
     cfg = tiny.config
     inp = _inputs(tiny, _spec(frames=5, prompt_tokens=3), torch.device("cpu"))
     ids = inp.input_ids[0]
-    n = 3 * 16                                              # 5 frames -> 3 steps (last frame repeated)
+    n = 3 * 16  # 5 frames -> 3 steps (last frame repeated)
     assert inp.pixels.shape == (3 * 8 * 8, 3 * 2 * 4 * 4)
     assert inp.common["video_grid_thw"].tolist() == [[3, 8, 8]]
     start = int((ids == cfg.vision_start_token_id).nonzero())
-    assert ids[start + 1:start + 1 + n].eq(cfg.video_token_id).all() and ids[start + 1 + n] == cfg.vision_end_token_id
+    assert ids[start + 1 : start + 1 + n].eq(cfg.video_token_id).all() and ids[start + 1 + n] == cfg.vision_end_token_id
     assert int((ids == cfg.video_token_id).sum()) == n == inp.info["video_tokens"]
     assert torch.equal(inp.common["mm_token_type_ids"][0], 2 * (ids == cfg.video_token_id).int())
-    assert inp.common["second_per_grid_ts"].tolist() == [2.0]     # synthetic clip at 1 fps, 2 frames per step
+    assert inp.common["second_per_grid_ts"].tolist() == [2.0]  # synthetic clip at 1 fps, 2 frames per step
     assert inp.timestamps == [[0.0, 2.0, 4.0]]
 
 
@@ -114,9 +114,30 @@ def test_frame_size_option(tiny):
 
 
 def test_cli_on_the_tiny_qwen_preset(tmp_path):
-    rc = main(["bench", "--model", TINY, "--methods", "visionzip,fastvid", "--retentions", "0.5",
-               "--frames", "3", "--frame-size", "32", "--warmup", "0", "--repeats", "1", "--new-tokens", "2",
-               "--no-progress", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "bench",
+            "--model",
+            TINY,
+            "--methods",
+            "visionzip,fastvid",
+            "--retentions",
+            "0.5",
+            "--frames",
+            "3",
+            "--frame-size",
+            "32",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--new-tokens",
+            "2",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     rep = json.loads((tmp_path / "bench.json").read_text())
     assert [r["method"] for r in rep["rows"]] == ["none", "visionzip", "fastvid"]

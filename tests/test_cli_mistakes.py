@@ -41,8 +41,22 @@ def _one_line_error(capsys, *needles: str) -> str:
 
 
 def _run(model, video, *extra) -> int:
-    return main(["run", "--model", str(model), "--video", str(video), "--question", "w1", "--frames", "4",
-                 "--max-new-tokens", "2", *extra])
+    return main(
+        [
+            "run",
+            "--model",
+            str(model),
+            "--video",
+            str(video),
+            "--question",
+            "w1",
+            "--frames",
+            "4",
+            "--max-new-tokens",
+            "2",
+            *extra,
+        ]
+    )
 
 
 def _broken_copy(model_dir, tmp_path, name):
@@ -90,7 +104,7 @@ def test_run_bad_frame_count(model_dir, video, capsys, frames):
         main(["run", "--model", str(model_dir), "--video", str(video), "--question", "q", "--frames", frames])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err          # argparse: usage, then one error line
+    assert "Traceback" not in err  # argparse: usage, then one error line
     assert "argument --frames: expected an integer >= 1" in err.strip().splitlines()[-1]
 
 
@@ -115,13 +129,31 @@ def test_show_unwritable_out_is_refused_before_work(tmp_path, video, capsys):
 def test_show_invalid_model_dir(tmp_path, video, capsys):
     bad = tmp_path / "empty"
     bad.mkdir()
-    assert main(["show", "--video", str(video), "--question", "q", "--model", str(bad),
-                 "--out", str(tmp_path / "k.png")]) == 2
+    assert (
+        main(["show", "--video", str(video), "--question", "q", "--model", str(bad), "--out", str(tmp_path / "k.png")])
+        == 2
+    )
     _one_line_error(capsys, "--model", "config.json")
 
 
-BENCH = ["bench", "--model", "tiny-llava-ov", "--methods", "random", "--retentions", "0.25,1.0", "--frames", "2",
-         "--warmup", "0", "--repeats", "1", "--new-tokens", "1", "--no-progress"]
+BENCH = [
+    "bench",
+    "--model",
+    "tiny-llava-ov",
+    "--methods",
+    "random",
+    "--retentions",
+    "0.25,1.0",
+    "--frames",
+    "2",
+    "--warmup",
+    "0",
+    "--repeats",
+    "1",
+    "--new-tokens",
+    "1",
+    "--no-progress",
+]
 
 
 def test_bench_out_checked_before_work(tmp_path, capsys):
@@ -139,10 +171,18 @@ def test_bench_unavailable_device(tmp_path, capsys):
     _one_line_error(capsys, "--device")
 
 
-@pytest.mark.parametrize("content,needle", [("{bad json", "not valid JSON"), ("[1, 2]", "JSON object"),
-                                            ('{"rows": []}', "not a report"),
-                                            ('{"spec": {}, "model": "m", "video": {}, "environment": {}, '
-                                             '"rows": [{"method": "x"}]}', "not a complete bench report")])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("{bad json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"rows": []}', "not a report"),
+        (
+            '{"spec": {}, "model": "m", "video": {}, "environment": {}, "rows": [{"method": "x"}]}',
+            "not a complete bench report",
+        ),
+    ],
+)
 def test_bench_render_malformed(tmp_path, capsys, content, needle):
     path = tmp_path / "bench.json"
     path.write_text(content)
@@ -183,7 +223,7 @@ def test_bench_resumes_an_interrupted_run(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(runner, "timed_generate", counting)
     assert main(BENCH + ["--out", str(out)]) == 0
-    assert counted["n"] == 2         # only random@1.0 is measured again (its untimed first run + 1)
+    assert counted["n"] == 2  # only random@1.0 is measured again (its untimed first run + 1)
     rep = json.loads((out / "bench.json").read_text())
     assert [(r["method"], r["retention"]) for r in rep["rows"]] == [("none", 1.0), ("random", 0.25), ("random", 1.0)]
     assert rep["rows"][:2] == partial["rows"] and rep["resumed_rows"] == 2

@@ -37,8 +37,13 @@ def _save_tokenizer(model_dir, specials):
     vocab.update(specials)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>",
-                                   additional_special_tokens=list(specials))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        additional_special_tokens=list(specials),
+    )
     fast.save_pretrained(model_dir)
 
 
@@ -63,8 +68,23 @@ def test_load_video_uniform_with_real_timestamps(video, tmp_path):
 def test_cli_run_llava_end_to_end(video, tmp_path, capsys):
     model_dir = tiny_llava(tmp_path).name_or_path
     _save_tokenizer(model_dir, {"<image>": 120, "<video>": 121})
-    rc = main(["run", "--model", model_dir, "--video", str(video), "--question", "w1 w2 w3",
-               "--retention", "0.25", "--frames", "4", "--max-new-tokens", "3"])
+    rc = main(
+        [
+            "run",
+            "--model",
+            model_dir,
+            "--video",
+            str(video),
+            "--question",
+            "w1 w2 w3",
+            "--retention",
+            "0.25",
+            "--frames",
+            "4",
+            "--max-new-tokens",
+            "3",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "answer:" in out
@@ -77,10 +97,26 @@ def test_cli_run_llava_end_to_end(video, tmp_path, capsys):
 @pytest.mark.parametrize("family", sorted(QWEN_BUILDERS))
 def test_cli_run_qwen_end_to_end(video, tmp_path, capsys, family):
     model_dir = QWEN_BUILDERS[family](tmp_path).name_or_path
-    _save_tokenizer(model_dir, {"<|image_pad|>": 150, "<|video_pad|>": 151, "<|vision_start|>": 152,
-                                "<|vision_end|>": 153})
-    rc = main(["run", "--model", model_dir, "--video", str(video), "--question", "w1 w2",
-               "--retention", "0.5", "--frames", "4", "--max-new-tokens", "2"])
+    _save_tokenizer(
+        model_dir, {"<|image_pad|>": 150, "<|video_pad|>": 151, "<|vision_start|>": 152, "<|vision_end|>": 153}
+    )
+    rc = main(
+        [
+            "run",
+            "--model",
+            model_dir,
+            "--video",
+            str(video),
+            "--question",
+            "w1 w2",
+            "--retention",
+            "0.5",
+            "--frames",
+            "4",
+            "--max-new-tokens",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "visual tokens:" in out and "answer:" in out
@@ -112,8 +148,22 @@ def test_cli_run_no_prune_keeps_every_token_and_answers_like_the_upstream_model(
     m = tiny_llava(tmp_path, name="llava_noprune")
     model_dir = m.name_or_path
     _save_tokenizer(model_dir, {"<image>": 120, "<video>": 121})
-    rc = main(["run", "--model", model_dir, "--video", str(video), "--question", "w1 w2", "--frames", "4",
-               "--max-new-tokens", "3", "--no-prune"])
+    rc = main(
+        [
+            "run",
+            "--model",
+            model_dir,
+            "--video",
+            str(video),
+            "--question",
+            "w1 w2",
+            "--frames",
+            "4",
+            "--max-new-tokens",
+            "3",
+            "--no-prune",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "visual tokens: 65 -> 65" in out
@@ -125,5 +175,5 @@ def test_cli_run_no_prune_keeps_every_token_and_answers_like_the_upstream_model(
     kw.pop("video_timestamps")
     with torch.no_grad():
         ref = m.generate(**kw, max_new_tokens=3, do_sample=False)
-    answer = tok.decode(ref[0, kw["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    answer = tok.decode(ref[0, kw["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     assert f"answer: {answer}" in out

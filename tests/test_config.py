@@ -38,15 +38,32 @@ def test_presets():
     assert tp.TangoConfig.preset("qwen2.5-vl", retention=0.1, alpha=2.0).alpha == 2.0
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("retention", 0.0, "retention"), ("retention", 1.5, "retention"), ("retention", float("nan"), "retention"),
-    ("retention", "0.1", "retention"), ("context_ratio", -0.1, "context_ratio"), ("alpha", 0.5, "alpha"),
-    ("beta", 2.0, "beta"), ("k_neighbors", 0, "k_neighbors"), ("k_neighbors", 2.5, "k_neighbors"),
-    ("segmentation", "dp", "segmentation"), ("tau_segment", 1.5, "tau_segment"), ("tau_static", -1, "tau_static"),
-    ("base_time", 0.5, "base_time"), ("compat", "legacy", "compat"), ("sinks", ((1, -1),), "sinks"),
-    ("sinks", ((1,),), "sinks"), ("sinks", 3, "sinks"), ("diversity", 1, "diversity"),
-    ("fastv_layer", 0, "fastv_layer"), ("fastv_keep", 0.0, "fastv_keep"), ("max_cluster_tokens", 10, "max_cluster_tokens"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("retention", 0.0, "retention"),
+        ("retention", 1.5, "retention"),
+        ("retention", float("nan"), "retention"),
+        ("retention", "0.1", "retention"),
+        ("context_ratio", -0.1, "context_ratio"),
+        ("alpha", 0.5, "alpha"),
+        ("beta", 2.0, "beta"),
+        ("k_neighbors", 0, "k_neighbors"),
+        ("k_neighbors", 2.5, "k_neighbors"),
+        ("segmentation", "dp", "segmentation"),
+        ("tau_segment", 1.5, "tau_segment"),
+        ("tau_static", -1, "tau_static"),
+        ("base_time", 0.5, "base_time"),
+        ("compat", "legacy", "compat"),
+        ("sinks", ((1, -1),), "sinks"),
+        ("sinks", ((1,),), "sinks"),
+        ("sinks", 3, "sinks"),
+        ("diversity", 1, "diversity"),
+        ("fastv_layer", 0, "fastv_layer"),
+        ("fastv_keep", 0.0, "fastv_keep"),
+        ("max_cluster_tokens", 10, "max_cluster_tokens"),
+    ],
+)
 def test_invalid_fields_raise(field, value, match):
     with pytest.raises(ValueError, match=match):
         tp.TangoConfig(**{field: value})
@@ -73,8 +90,14 @@ def test_frozen():
     assert c.replace(retention=0.5).retention == 0.5 and c.retention == 0.1
 
 
-@pytest.mark.parametrize("make", [lambda: tp.TangoConfig(no_such=1), lambda: tp.TangoConfig().replace(no_such=1),
-                                  lambda: tp.make_config("topk", no_such=1)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tp.TangoConfig(no_such=1),
+        lambda: tp.TangoConfig().replace(no_such=1),
+        lambda: tp.make_config("topk", no_such=1),
+    ],
+)
 def test_unknown_fields_are_value_errors(make):
     """An unknown field is a bad value (ValueError naming it), never a TypeError from the dataclass."""
     with pytest.raises(ValueError, match="no_such"):

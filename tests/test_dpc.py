@@ -49,7 +49,7 @@ def test_batched_equals_per_set():
 
 
 def test_duplicates_are_deterministic_and_input_untouched():
-    x = torch.randn(10, 8, generator=torch.Generator().manual_seed(0)).repeat(3, 1)   # exact triplicates
+    x = torch.randn(10, 8, generator=torch.Generator().manual_seed(0)).repeat(3, 1)  # exact triplicates
     before = x.clone()
     a = dpc_knn(x, 10, 3)
     assert torch.equal(a, dpc_knn(x, 10, 3))
@@ -87,7 +87,7 @@ def _other_blas(monkeypatch, seed):
         a_sq = (a * a).sum(-1) if a_sq is None else a_sq
         b_sq = (b * b).sum(-1) if b_sq is None else b_sq
         d2 = real(a, b, a_sq, b_sq)
-        ulp = 2.0 ** -24 * (a_sq.unsqueeze(-1) + b_sq.unsqueeze(-2))
+        ulp = 2.0**-24 * (a_sq.unsqueeze(-1) + b_sq.unsqueeze(-2))
         return (d2 + ulp * (2 * torch.rand(d2.shape, generator=g) - 1)).clamp_min(0.0)
 
     monkeypatch.setattr(dpc, "pairwise_sqdist", jittered)
@@ -96,8 +96,8 @@ def _other_blas(monkeypatch, seed):
 @pytest.mark.parametrize("seed", range(4))
 def test_nearest_is_exact_under_any_rounding(monkeypatch, seed):
     x = torch.randn(200, 6, generator=torch.Generator().manual_seed(1))
-    x[150:160] = x[100]                                     # identical points take identical decisions
-    c = torch.cat([x[:5], x[:1], x[3:4]])                 # centres 5 and 6 duplicate centres 0 and 3
+    x[150:160] = x[100]  # identical points take identical decisions
+    c = torch.cat([x[:5], x[:1], x[3:4]])  # centres 5 and 6 duplicate centres 0 and 3
     # Points on the bisector of two mirrored centres are exactly equidistant from both.
     mirror = torch.zeros(2, 6)
     mirror[0, 0], mirror[1, 0] = 1.0, -1.0
@@ -140,7 +140,7 @@ def test_first_copies_finds_bitwise_duplicates_only():
     x[0, 40] = x[0, 3]
     x[1, 10] = x[1, 2]
     x[1, 30] = x[1, 2]
-    x[1, 31] = x[1, 31] * (1 + 2 ** -20)              # nearly but not bitwise equal to itself before
+    x[1, 31] = x[1, 31] * (1 + 2**-20)  # nearly but not bitwise equal to itself before
     c = first_copies(x)
     want = torch.arange(50).repeat(2, 1)
     want[0, 40], want[1, 10], want[1, 30] = 3, 2, 2
@@ -155,7 +155,7 @@ def test_first_copies_finds_bitwise_duplicates_only():
 def test_duplicates_in_different_tiles_are_exact_under_any_rounding(monkeypatch, seed, gram_bytes):
     # Copies sit in different BLAS tiles and rows; another kernel rounds their distances differently.
     g = torch.Generator().manual_seed(seed)
-    n = TILE + 150                                        # two row strips
+    n = TILE + 150  # two row strips
     base = torch.randn(n, 12, generator=g)
     src = torch.randint(0, n, (60,), generator=g)
     dst = torch.randint(0, n, (60,), generator=g)
@@ -163,7 +163,7 @@ def test_duplicates_in_different_tiles_are_exact_under_any_rounding(monkeypatch,
     x = torch.stack([base, base.flip(0)])
     want = dpc_knn(x, 40, 7, block_elems=5000, gram_bytes=gram_bytes)
     canon = first_copies(x)
-    assert (torch.gather(canon, 1, want) == want).all()    # a later copy is never a centre before its first
+    assert (torch.gather(canon, 1, want) == want).all()  # a later copy is never a centre before its first
     _other_blas(monkeypatch, seed)
     assert torch.equal(dpc_knn(x, 40, 7, block_elems=5000, gram_bytes=gram_bytes), want)
 

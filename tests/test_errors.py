@@ -9,23 +9,29 @@ def F(*shape):
     return torch.randn(*shape)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(features=F(0, 4, 4, 8)), "non-empty"),
-    (dict(features=F(2, 0, 4, 8)), "non-empty"),
-    (dict(features=F(2, 4, 4)), "features must have shape"),
-    (dict(features=F(2, 4, 4, 1)), "D >= 2"),
-    (dict(features=torch.ones(2, 4, 4, 8, dtype=torch.long)), "floating-point"),
-    (dict(features=[[1.0]]), "torch.Tensor"),
-    (dict(features=F(2, 4, 4, 8).index_fill(0, torch.tensor([1]), float("nan"))), "finite"),
-    (dict(features=F(2, 4, 4, 8).index_fill(0, torch.tensor([1]), float("inf"))), "finite"),
-    (dict(features=F(2, 4, 4, 8), saliency=F(2, 4, 5)), "saliency must have shape"),
-    (dict(features=F(2, 4, 4, 8), saliency=F(2, 4, 4).fill_(float("nan"))), "saliency must contain only finite"),
-    (dict(features=F(2, 4, 4, 8), timestamps=torch.tensor([0.0, 1.0, 2.0])), "timestamps must have shape"),
-    (dict(features=F(2, 4, 4, 8), timestamps=torch.tensor([1.0, 0.0])), "non-decreasing"),
-    (dict(features=F(2, 4, 4, 8), timestamps=torch.tensor([0.0, float("inf")])), "timestamps must contain only finite"),
-    (dict(features=F(2, 4, 4, 8), metric=F(3, 4)), "metric must have shape"),
-    (dict(features=F(2, 4, 4, 8), metric=F(2, 4, 5, 3)), "metric must have shape"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(features=F(0, 4, 4, 8)), "non-empty"),
+        (dict(features=F(2, 0, 4, 8)), "non-empty"),
+        (dict(features=F(2, 4, 4)), "features must have shape"),
+        (dict(features=F(2, 4, 4, 1)), "D >= 2"),
+        (dict(features=torch.ones(2, 4, 4, 8, dtype=torch.long)), "floating-point"),
+        (dict(features=[[1.0]]), "torch.Tensor"),
+        (dict(features=F(2, 4, 4, 8).index_fill(0, torch.tensor([1]), float("nan"))), "finite"),
+        (dict(features=F(2, 4, 4, 8).index_fill(0, torch.tensor([1]), float("inf"))), "finite"),
+        (dict(features=F(2, 4, 4, 8), saliency=F(2, 4, 5)), "saliency must have shape"),
+        (dict(features=F(2, 4, 4, 8), saliency=F(2, 4, 4).fill_(float("nan"))), "saliency must contain only finite"),
+        (dict(features=F(2, 4, 4, 8), timestamps=torch.tensor([0.0, 1.0, 2.0])), "timestamps must have shape"),
+        (dict(features=F(2, 4, 4, 8), timestamps=torch.tensor([1.0, 0.0])), "non-decreasing"),
+        (
+            dict(features=F(2, 4, 4, 8), timestamps=torch.tensor([0.0, float("inf")])),
+            "timestamps must contain only finite",
+        ),
+        (dict(features=F(2, 4, 4, 8), metric=F(3, 4)), "metric must have shape"),
+        (dict(features=F(2, 4, 4, 8), metric=F(2, 4, 5, 3)), "metric must have shape"),
+    ],
+)
 def test_video_tokens_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tp.VideoTokens(**kwargs)

@@ -11,8 +11,15 @@ import tango_prune as tp
 from tango_prune.models import FAMILIES, ModelFamily, family_for_class, register_family
 from tango_prune.models.base import _LOADED
 
-CONTRACT = ("rewrite", "inputs_from_frames", "tango_config", "bench_frame_size", "bench_inputs", "bench_encode",
-            "bench_first_video_features")
+CONTRACT = (
+    "rewrite",
+    "inputs_from_frames",
+    "tango_config",
+    "bench_frame_size",
+    "bench_inputs",
+    "bench_encode",
+    "bench_first_video_features",
+)
 
 
 @pytest.mark.parametrize("cls_name", sorted(FAMILIES))
@@ -32,10 +39,15 @@ def test_generic_patch_layer_names_no_family():
     import tango_prune.models as generic
 
     tree = ast.parse(inspect.getsource(generic))
-    for node in ast.walk(tree):          # docstrings may give examples; the code itself may not
+    for node in ast.walk(tree):  # docstrings may give examples; the code itself may not
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             body.pop(0)
     code = ast.unparse(tree).lower()
     for word in ("llava", "qwen", "fastv", "siglip"):
@@ -61,7 +73,7 @@ class _ToyFamily(ModelFamily):
             raise ValueError(f"variant must be 'toy', got {variant!r}")
 
     def rewrite(self, model, state, kwargs):
-        kwargs["pixel_values_videos"] = kwargs["pixel_values_videos"] * 0 + 7   # the family's own rewrite
+        kwargs["pixel_values_videos"] = kwargs["pixel_values_videos"] * 0 + 7  # the family's own rewrite
         return kwargs
 
 
@@ -94,8 +106,11 @@ def test_llava_video_preset_reads_the_llm_depth_from_the_checkpoint():
     from types import SimpleNamespace
 
     fam = family_for_class("LlavaOnevisionForConditionalGeneration")
-    cfg = SimpleNamespace(vision_config=SimpleNamespace(image_size=384, patch_size=14),
-                          text_config=SimpleNamespace(num_hidden_layers=32), _name_or_path="LLaVA-Video-7B-Qwen2")
+    cfg = SimpleNamespace(
+        vision_config=SimpleNamespace(image_size=384, patch_size=14),
+        text_config=SimpleNamespace(num_hidden_layers=32),
+        _name_or_path="LLaVA-Video-7B-Qwen2",
+    )
     tango, notes = fam.tango_config(cfg, None, 0.1)
     assert notes == [] and tango.fastv_layer == 18
     assert tango.retention == pytest.approx(32 * 0.1 / (18 + 14 * 0.5))

@@ -111,12 +111,37 @@ def test_count_prune_syncs_counts_only_sync_warnings_and_restores_the_mode(gp, m
 
 
 def test_markdown_marks_reduced_rows_counted_syncs_and_incomplete_runs(gp):
-    row = dict(frames=32, method="tango", retention=0.1, visual_tokens=641, vision_ms=100.0, prune_ms=5.0,
-               prefill_ms=50.0, other_ms=1.0, ttft_ms=156.0, ttft_speedup=2.0, peak_gib=16.5, syncs=3,
-               ttft_repeats_ms=[156.0], warmup=0, repeats=1, reduced=True)
-    report = dict(dry_run=False, complete=False, model="m", attention="sdpa", timing="CUDA events",
-                  peak_memory="p", elapsed_s=1.0, command="c", environment={"device": "cuda", "gpu": "G"},
-                  settings=dict(dtype="bfloat16", retention=0.1, warmup=1, repeats=3), rows=[row])
+    row = dict(
+        frames=32,
+        method="tango",
+        retention=0.1,
+        visual_tokens=641,
+        vision_ms=100.0,
+        prune_ms=5.0,
+        prefill_ms=50.0,
+        other_ms=1.0,
+        ttft_ms=156.0,
+        ttft_speedup=2.0,
+        peak_gib=16.5,
+        syncs=3,
+        ttft_repeats_ms=[156.0],
+        warmup=0,
+        repeats=1,
+        reduced=True,
+    )
+    report = dict(
+        dry_run=False,
+        complete=False,
+        model="m",
+        attention="sdpa",
+        timing="CUDA events",
+        peak_memory="p",
+        elapsed_s=1.0,
+        command="c",
+        environment={"device": "cuda", "gpu": "G"},
+        settings=dict(dtype="bfloat16", retention=0.1, warmup=1, repeats=3),
+        rows=[row],
+    )
     md = gp.markdown(report)
     assert "**Incomplete**" in md and "Dry run" not in md and "Device: G" in md
     assert "| 32 | tango (reduced) | 641 | 100.0 | 5.0 | 50.0 | 156.0 | 2.00x | 16.50 | 3 |" in md
@@ -124,19 +149,30 @@ def test_markdown_marks_reduced_rows_counted_syncs_and_incomplete_runs(gp):
 
 def test_defaults_are_the_gpu_run(gp):
     args = gp.parse_args(["--out", "x"])
-    assert (args.model, args.device, args.dtype, args.frames, args.warmup, args.repeats, args.methods,
-            args.retention) == ("llava-ov-7b", "cuda", "bfloat16", [32, 64], 1, 3, None, 0.1)
+    assert (
+        args.model,
+        args.device,
+        args.dtype,
+        args.frames,
+        args.warmup,
+        args.repeats,
+        args.methods,
+        args.retention,
+    ) == ("llava-ov-7b", "cuda", "bfloat16", [32, 64], 1, 3, None, 0.1)
     dry = gp.parse_args(["--out", "x", "--dry-run", "--frames", "3"])
     assert (dry.model, dry.device, dry.frames) == ("tiny-llava-ov", "cpu", [3])
 
 
-@pytest.mark.parametrize("argv, option", [
-    (["--methods", "nope"], "--methods"),
-    (["--methods", " , "], "--methods"),
-    (["--retention", "1.5"], "--retention"),
-    (["--model", "no-such-preset"], "--model"),
-    (["--device", "cuda:99"], "--device"),
-])
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--methods", "nope"], "--methods"),
+        (["--methods", " , "], "--methods"),
+        (["--retention", "1.5"], "--retention"),
+        (["--model", "no-such-preset"], "--model"),
+        (["--device", "cuda:99"], "--device"),
+    ],
+)
 def test_user_mistakes_are_one_line_naming_the_option(gp, tmp_path, capsys, argv, option):
     out = tmp_path / "out"
     assert gp.main(["--dry-run", "--out", str(out)] + argv) == 2

@@ -20,32 +20,46 @@ def test_model_ids_and_defaults():
     assert set(MODEL_IDS) == {LLAVA, QWEN, "tango_qwen2_vl", "tango_qwen3_vl"}
     a = parse_model_args(LLAVA, {"pretrained": "/ckpt", "batch_size": 1, "device": None, "max_batch_size": None})
     assert (a["model_class"], a["method"], a["retention"], a["overrides"], a["variant"]) == (
-        "LlavaOnevisionForConditionalGeneration", "tango", 0.1, {}, None)
+        "LlavaOnevisionForConditionalGeneration",
+        "tango",
+        0.1,
+        {},
+        None,
+    )
     none = parse_model_args(QWEN, {"pretrained": "/ckpt", "method": "none"})
     assert (none["model_class"], none["method"], none["retention"]) == (
-        "Qwen2_5_VLForConditionalGeneration", "none", 1.0)
+        "Qwen2_5_VLForConditionalGeneration",
+        "none",
+        1.0,
+    )
     for model_id, (model_class, _) in MODEL_IDS.items():  # every id serves a registered model family
         assert tp.models.family_for_class(model_class).model_class == model_class
 
 
-@pytest.mark.parametrize("model_id, kwargs, match", [
-    (LLAVA, {"pretrained": "/c", "bogus": 1}, r"unknown model_args \['bogus'\]"),
-    (LLAVA, {"pretrained": "/c", "method": "topk", "tau_static": 1.0}, r"unknown model_args \['tau_static'\]"),
-    (LLAVA, {}, "pretrained"),
-    (LLAVA, {"pretrained": "/c", "method": "nope"}, "method must be 'none' or one of"),
-    (LLAVA, {"pretrained": "/c", "retention": 0}, r"retention must be a number in \(0, 1\]"),
-    (LLAVA, {"pretrained": "/c", "retention": 1.5}, r"retention must be a number in \(0, 1\]"),
-    (LLAVA, {"pretrained": "/c", "method": "none", "retention": 0.1}, "retention must be unset or 1"),
-    (QWEN, {"pretrained": "/c", "variant": "llava-video"}, r"variant must be one of \['qwen2.5-vl'\]"),
-    (QWEN, {"pretrained": "/c", "saliency_head": "/siglip"}, "saliency_head applies to LLaVA models only"),
-    (LLAVA, {"pretrained": "/c", "variant": "llava-next"},
-     r"variant must be one of \['llava-onevision', 'llava-video'\]"),
-    (LLAVA, {"pretrained": "/c", "frames": 0}, "frames must be an integer >= 1"),
-    (LLAVA, {"pretrained": "/c", "dtype": "float8"}, "dtype must be one of"),
-    (LLAVA, {"pretrained": "/c", "batch_size": 4}, "batch_size must be 1"),
-    (LLAVA, {"pretrained": "/c", "config": "/no/such/file.json"}, "config must be a PruneConfig JSON file"),
-    ("llava_onevision", {"pretrained": "/c"}, "model id must be one of"),
-])
+@pytest.mark.parametrize(
+    "model_id, kwargs, match",
+    [
+        (LLAVA, {"pretrained": "/c", "bogus": 1}, r"unknown model_args \['bogus'\]"),
+        (LLAVA, {"pretrained": "/c", "method": "topk", "tau_static": 1.0}, r"unknown model_args \['tau_static'\]"),
+        (LLAVA, {}, "pretrained"),
+        (LLAVA, {"pretrained": "/c", "method": "nope"}, "method must be 'none' or one of"),
+        (LLAVA, {"pretrained": "/c", "retention": 0}, r"retention must be a number in \(0, 1\]"),
+        (LLAVA, {"pretrained": "/c", "retention": 1.5}, r"retention must be a number in \(0, 1\]"),
+        (LLAVA, {"pretrained": "/c", "method": "none", "retention": 0.1}, "retention must be unset or 1"),
+        (QWEN, {"pretrained": "/c", "variant": "llava-video"}, r"variant must be one of \['qwen2.5-vl'\]"),
+        (QWEN, {"pretrained": "/c", "saliency_head": "/siglip"}, "saliency_head applies to LLaVA models only"),
+        (
+            LLAVA,
+            {"pretrained": "/c", "variant": "llava-next"},
+            r"variant must be one of \['llava-onevision', 'llava-video'\]",
+        ),
+        (LLAVA, {"pretrained": "/c", "frames": 0}, "frames must be an integer >= 1"),
+        (LLAVA, {"pretrained": "/c", "dtype": "float8"}, "dtype must be one of"),
+        (LLAVA, {"pretrained": "/c", "batch_size": 4}, "batch_size must be 1"),
+        (LLAVA, {"pretrained": "/c", "config": "/no/such/file.json"}, "config must be a PruneConfig JSON file"),
+        ("llava_onevision", {"pretrained": "/c"}, "model id must be one of"),
+    ],
+)
 def test_model_args_errors_name_the_argument(model_id, kwargs, match):
     with pytest.raises(ValueError, match=match):
         parse_model_args(model_id, kwargs)
@@ -82,8 +96,10 @@ def test_plan_none_first_and_validated():
 
 
 def test_task_score_picks_the_first_metric_not_stderr():
-    res = {"results": {"a": {"alias": "a", "acc_stderr,none": 0.1, "acc,none": 0.5}},
-           "groups": {"g": {"alias": "g", "score,none": 61.0}}}
+    res = {
+        "results": {"a": {"alias": "a", "acc_stderr,none": 0.1, "acc,none": 0.5}},
+        "groups": {"g": {"alias": "g", "score,none": 61.0}},
+    }
     assert task_score(res, "a") == ("acc,none", 0.5)
     assert task_score(res, "g") == ("score,none", 61.0)
     assert task_score(res, "missing") is None
@@ -106,17 +122,34 @@ class FakeHarness:
         if method in self.none:
             return None
         base = {"none": 0.8, "topk": 0.6, "tango": 0.76}[method]
-        out = {"results": {t: {"alias": t, "acc,none": base - 0.1 * k, "acc_stderr,none": 0.01}
-                           for k, t in enumerate(tasks) if method not in self.missing},
-               "n-samples": {t: {"original": 10, "effective": limit or 10} for t in tasks},
-               "throughput": {"avg_tango_visual_tokens_before": 577.0, "avg_tango_prune_ms": 1.5,
-                              "avg_tango_visual_tokens_after": 577.0 if method == "none" else 58.0}}
+        out = {
+            "results": {
+                t: {"alias": t, "acc,none": base - 0.1 * k, "acc_stderr,none": 0.01}
+                for k, t in enumerate(tasks)
+                if method not in self.missing
+            },
+            "n-samples": {t: {"original": 10, "effective": limit or 10} for t in tasks},
+            "throughput": {
+                "avg_tango_visual_tokens_before": 577.0,
+                "avg_tango_prune_ms": 1.5,
+                "avg_tango_visual_tokens_after": 577.0 if method == "none" else 58.0,
+            },
+        }
         return out
 
 
 def _sweep(out, harness, methods=("topk", "tango")):
-    return sweep(out, model=LLAVA, pretrained="/ckpt", tasks=["t1", "t2"], methods=list(methods),
-                 retentions=[0.1], limit=4, evaluate=harness, log=lambda s: None)
+    return sweep(
+        out,
+        model=LLAVA,
+        pretrained="/ckpt",
+        tasks=["t1", "t2"],
+        methods=list(methods),
+        retentions=[0.1],
+        limit=4,
+        evaluate=harness,
+        log=lambda s: None,
+    )
 
 
 def test_sweep_writes_table_json_plot(tmp_path):
@@ -151,15 +184,27 @@ def test_sweep_resumes_and_reports_failures(tmp_path):
     h2 = FakeHarness()
     assert _sweep(tmp_path, h2)["failed"] == [] and len(h2.calls) == 1  # only the failed run is retried
     h3 = FakeHarness()
-    sweep(tmp_path, model=LLAVA, pretrained="/other", tasks=["t1", "t2"], methods=["topk", "tango"],
-          retentions=[0.1], limit=4, evaluate=h3, log=lambda s: None)
+    sweep(
+        tmp_path,
+        model=LLAVA,
+        pretrained="/other",
+        tasks=["t1", "t2"],
+        methods=["topk", "tango"],
+        retentions=[0.1],
+        limit=4,
+        evaluate=h3,
+        log=lambda s: None,
+    )
     assert len(h3.calls) == 3  # other settings: nothing is reused
 
 
-@pytest.mark.parametrize("harness, error", [
-    (FakeHarness(none=("topk",)), "lmms-eval returned no results"),
-    (FakeHarness(missing=("topk",)), "lmms-eval returned no score for task(s) ['t1', 't2']"),
-])
+@pytest.mark.parametrize(
+    "harness, error",
+    [
+        (FakeHarness(none=("topk",)), "lmms-eval returned no results"),
+        (FakeHarness(missing=("topk",)), "lmms-eval returned no score for task(s) ['t1', 't2']"),
+    ],
+)
 def test_sweep_counts_silent_lmms_eval_failures(tmp_path, harness, error):
     s = _sweep(tmp_path, harness, methods=("topk",))
     assert s["failed"] == ["topk@0.1"]
@@ -187,13 +232,16 @@ def test_cli_input_errors(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lmms_eval" else real(name, *a))
     assert main(["lmms-eval", "--testbed", "2", "--out", str(tmp_path)]) == 2
     assert "lmms-eval is not installed: pip install 'tango-prune[lmms-eval]'" in capsys.readouterr().err
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name == "lmms_eval" else real(name, *a))
-    for argv, msg in ((["--tasks", "t"], "--pretrained is required"),
-                      (["--testbed", "2", "--pretrained", "/c"], "--testbed sets the model"),
-                      (["--pretrained", "/c", "--tasks", " , "], "--tasks must list at least one value"),
-                      (["--pretrained", "/c", "--tasks", "t", "--retentions", "a"], "--retentions must be"),
-                      (["--pretrained", "/c", "--tasks", "t", "--methods", "nope"], "methods must be registered")):
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "lmms_eval" else real(name, *a)
+    )
+    for argv, msg in (
+        (["--tasks", "t"], "--pretrained is required"),
+        (["--testbed", "2", "--pretrained", "/c"], "--testbed sets the model"),
+        (["--pretrained", "/c", "--tasks", " , "], "--tasks must list at least one value"),
+        (["--pretrained", "/c", "--tasks", "t", "--retentions", "a"], "--retentions must be"),
+        (["--pretrained", "/c", "--tasks", "t", "--methods", "nope"], "methods must be registered"),
+    ):
         assert main(["lmms-eval", "--out", str(tmp_path), *argv]) == 2, argv
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing was evaluated

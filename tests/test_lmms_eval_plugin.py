@@ -34,7 +34,7 @@ from tiny_models import tiny_llava, tiny_qwen, tiny_qwen2, tiny_qwen3  # noqa: E
 
 HERE = Path(__file__).resolve().parent
 TINY_TASK = "tango_tiny_video"
-_TINY_UTILS = '''import os
+_TINY_UTILS = """import os
 _HERE = os.path.dirname(os.path.abspath(__file__))
 def doc_to_visual(doc):
     return [os.path.join(_HERE, doc["video"])]
@@ -42,7 +42,7 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
     return doc["question"]
 def process_results(doc, results):
     return {"answered": 1.0}
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +88,16 @@ def _evaluate(model_id, model_args, task, include, limit=None):
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    return simple_evaluate(model=model_id, model_args=model_args, tasks=[task], batch_size=1, limit=limit,
-                           log_samples=True, task_manager=TaskManager("WARNING", include_path=str(include)),
-                           verbosity="WARNING")
+    return simple_evaluate(
+        model=model_id,
+        model_args=model_args,
+        tasks=[task],
+        batch_size=1,
+        limit=limit,
+        log_samples=True,
+        task_manager=TaskManager("WARNING", include_path=str(include)),
+        verbosity="WARNING",
+    )
 
 
 def test_entry_point_resolves_every_model_id():
@@ -108,9 +115,11 @@ def test_entry_point_resolves_every_model_id():
 
 def test_manifest_import_is_light():
     # lmms-eval loads every entry point on every run: the payload must not pull in transformers or the model
-    code = ("import sys; from tango_prune.integrations.lmms_eval import manifests; manifests(); "
-            "print(sorted(m for m in ('transformers', 'tango_prune.integrations.lmms_eval_model', "
-            "'lmms_eval.api.model') if m in sys.modules))")
+    code = (
+        "import sys; from tango_prune.integrations.lmms_eval import manifests; manifests(); "
+        "print(sorted(m for m in ('transformers', 'tango_prune.integrations.lmms_eval_model', "
+        "'lmms_eval.api.model') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -132,8 +141,24 @@ def test_model_args_errors_through_lmms_eval(llava_dir, qwen_dir, tmp_path):
 def _cli_answer(capsys, model_dir, extra):
     video, question = str(extra.pop("video")), extra.pop("question")
     opts = [x for kv in extra.items() for x in kv]
-    rc = main(["run", "--model", model_dir, "--video", video, "--question", question, "--frames", "4",
-               "--max-new-tokens", "3", "--device", "cpu", *opts])
+    rc = main(
+        [
+            "run",
+            "--model",
+            model_dir,
+            "--video",
+            video,
+            "--question",
+            question,
+            "--frames",
+            "4",
+            "--max-new-tokens",
+            "3",
+            "--device",
+            "cpu",
+            *opts,
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     return out.split("answer:", 1)[1].splitlines()[0].strip()
@@ -143,10 +168,12 @@ def _cli_answer(capsys, model_dir, extra):
 @pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP")
 @pytest.mark.parametrize("family", ["llava-video", "qwen2.5-vl", "qwen2-vl", "qwen3-vl"])
 def test_tiny_models_through_the_plugin_answer_as_tango_prune_run(family, request, tiny_task, capsys):
-    model_id, fixture, variant = {"llava-video": ("tango_llava_onevision", "llava_dir", "llava-video"),
-                                  "qwen2.5-vl": ("tango_qwen2_5_vl", "qwen_dir", None),
-                                  "qwen2-vl": ("tango_qwen2_vl", "qwen2_dir", None),
-                                  "qwen3-vl": ("tango_qwen3_vl", "qwen3_dir", None)}[family]
+    model_id, fixture, variant = {
+        "llava-video": ("tango_llava_onevision", "llava_dir", "llava-video"),
+        "qwen2.5-vl": ("tango_qwen2_5_vl", "qwen_dir", None),
+        "qwen2-vl": ("tango_qwen2_vl", "qwen2_dir", None),
+        "qwen3-vl": ("tango_qwen3_vl", "qwen3_dir", None),
+    }[family]
     d = request.getfixturevalue(fixture)
     args = f"pretrained={d},method=tango,retention=0.25,frames=4" + (f",variant={variant}" if variant else "")
     res = _evaluate(model_id, args, TINY_TASK, tiny_task)
@@ -160,8 +187,12 @@ def test_tiny_models_through_the_plugin_answer_as_tango_prune_run(family, reques
     # the plugin is the pipeline of `tango-prune run` (same decoding, preprocessing, prompt and config)
     capsys.readouterr()
     for s in samples:
-        extra = {"video": tiny_task / "clip.mp4", "question": s["doc"]["question"], "--method": "tango",
-                 "--retention": "0.25"}
+        extra = {
+            "video": tiny_task / "clip.mp4",
+            "question": s["doc"]["question"],
+            "--method": "tango",
+            "--retention": "0.25",
+        }
         if variant:
             extra["--variant"] = variant
         assert s["resps"][0][0].strip() == _cli_answer(capsys, d, extra)
@@ -170,8 +201,17 @@ def test_tiny_models_through_the_plugin_answer_as_tango_prune_run(family, reques
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP")
 def test_sweep_exits_nonzero_when_lmms_eval_fails(llava_dir, tiny_task, tmp_path, capsys):
-    base = ["lmms-eval", "--pretrained", llava_dir, "--include-path", str(tiny_task), "--methods", "topk",
-            "--model-args", "frames=2"]
+    base = [
+        "lmms-eval",
+        "--pretrained",
+        llava_dir,
+        "--include-path",
+        str(tiny_task),
+        "--methods",
+        "topk",
+        "--model-args",
+        "frames=2",
+    ]
     rc = main(base + ["--tasks", "no_such_task_anywhere", "--out", str(tmp_path / "a")])
     assert rc == 1
     s = json.loads((tmp_path / "a" / "sweep.json").read_text())
@@ -199,15 +239,19 @@ def _reference_counts(n: int) -> dict[str, int]:
     overrides = {k: v for k, v in preset.items() if v != default[k]}
     topk = evaluate(model, proc, ["topk"], [0.1], limit=n, batch_size=1, show_progress=False)
     tango = evaluate(model, proc, ["tango"], [0.1], limit=n, batch_size=1, show_progress=False, overrides=overrides)
-    return {"none": topk["full"]["correct"], "topk@0.1": topk["results"]["topk"]["0.1"]["correct"],
-            "tango@0.1": tango["results"]["tango"]["0.1"]["correct"]}
+    return {
+        "none": topk["full"]["correct"],
+        "topk@0.1": topk["results"]["topk"]["0.1"]["correct"],
+        "tango@0.1": tango["results"]["tango"]["0.1"]["correct"],
+    }
 
 
 @pytest.mark.slow
 def test_testbed_sweep_equals_in_process_evaluator(tmp_path, capsys):
     n = 8
-    rc = main(["lmms-eval", "--testbed", str(n), "--methods", "topk,tango", "--retentions", "0.1",
-               "--out", str(tmp_path)])
+    rc = main(
+        ["lmms-eval", "--testbed", str(n), "--methods", "topk,tango", "--retentions", "0.1", "--out", str(tmp_path)]
+    )
     assert rc == 0
     from tango_prune.testbed import data as D
     from tango_prune.video import load_video
@@ -224,8 +268,12 @@ def test_testbed_sweep_equals_in_process_evaluator(tmp_path, capsys):
     assert f"| none | {ref['none'] / n:.4g} (100.0%) |" in table
     assert (tmp_path / "sweep.png").stat().st_size > 0
     capsys.readouterr()
-    assert main(["lmms-eval", "--testbed", str(n), "--methods", "topk,tango", "--retentions", "0.1",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            ["lmms-eval", "--testbed", str(n), "--methods", "topk,tango", "--retentions", "0.1", "--out", str(tmp_path)]
+        )
+        == 0
+    )
     assert capsys.readouterr().err.count("done earlier, skipped") == 3  # resumed: nothing evaluated again
 
 
@@ -244,12 +292,33 @@ def test_two_process_data_parallel_splits_documents_without_duplicates(tmp_path)
     procs = []
     for rank in (0, 1):
         # what `accelerate launch --cpu --num_processes 2` sets
-        env = {**os.environ, "ACCELERATE_USE_CPU": "true", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-               "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(HERE / "_lmms_eval_worker.py"), args, TASK,
-                                       made["include_path"], str(tmp_path / f"rank{rank}.json")],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = {
+            **os.environ,
+            "ACCELERATE_USE_CPU": "true",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "_lmms_eval_worker.py"),
+                    args,
+                    TASK,
+                    made["include_path"],
+                    str(tmp_path / f"rank{rank}.json"),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     for p in procs:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out[-3000:]

@@ -36,21 +36,22 @@ def test_method_through_apply(model, name):
     try:
         with torch.no_grad():
             out = model(input_ids=ids, pixel_values_videos=px).logits
-            gen = model.generate(input_ids=ids, pixel_values_videos=px, max_new_tokens=2, min_new_tokens=2,
-                                 do_sample=False)
+            gen = model.generate(
+                input_ids=ids, pixel_values_videos=px, max_new_tokens=2, min_new_tokens=2, do_sample=False
+            )
         st = stats(model)
     finally:
         tp.remove(model)
-    budget = T * math.ceil(16 * 0.25)                      # 4x4 tokens per frame on the tiny model
+    budget = T * math.ceil(16 * 0.25)  # 4x4 tokens per frame on the tiny model
     assert abs(st["kept_per_video"][0] - budget) <= T
-    if name not in ("tango", "holitom"):                   # static merging changes the count slightly
+    if name not in ("tango", "holitom"):  # static merging changes the count slightly
         assert st["kept_per_video"][0] == budget
-    assert st["visual_tokens_after"] == st["kept_per_video"][0] + 1          # OV: one newline per video
+    assert st["visual_tokens_after"] == st["kept_per_video"][0] + 1  # OV: one newline per video
     assert st["visual_tokens_before"] == T * 16 + 1
     assert out.shape[1] == ids.shape[1] - (T * 16 - st["kept_per_video"][0])
     assert bool(torch.isfinite(out).all())
     assert gen.shape == (1, ids.shape[1] + 2)
-    with torch.no_grad():                                  # removed: back to the upstream behaviour
+    with torch.no_grad():  # removed: back to the upstream behaviour
         assert torch.equal(model(input_ids=ids, pixel_values_videos=px).logits, ref)
 
 

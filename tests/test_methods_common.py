@@ -120,12 +120,23 @@ def test_bad_retention_and_unknown_option(name):
         tp.prune(dynamic_video(), name, retention=0.2, no_such_field=1)
 
 
-@pytest.mark.parametrize("name,field,value", [
-    ("random", "seed", -1), ("random", "seed", 1.5), ("visionzip", "context_ratio", 1.0),
-    ("divprune", "scope", "clip"), ("dycoke", "merge_ratio", 1.0), ("fastvid", "num_segments", 0),
-    ("fastvid", "tau", 2.0), ("fastvid", "salient_ratio", -0.1), ("fastvid", "anchor_step", 0),
-    ("holitom", "k_neighbors", 0), ("holitom", "tau_segment", 1.5), ("holitom", "context_ratio", 2.0),
-])
+@pytest.mark.parametrize(
+    "name,field,value",
+    [
+        ("random", "seed", -1),
+        ("random", "seed", 1.5),
+        ("visionzip", "context_ratio", 1.0),
+        ("divprune", "scope", "clip"),
+        ("dycoke", "merge_ratio", 1.0),
+        ("fastvid", "num_segments", 0),
+        ("fastvid", "tau", 2.0),
+        ("fastvid", "salient_ratio", -0.1),
+        ("fastvid", "anchor_step", 0),
+        ("holitom", "k_neighbors", 0),
+        ("holitom", "tau_segment", 1.5),
+        ("holitom", "context_ratio", 2.0),
+    ],
+)
 def test_field_validation_names_the_field(name, field, value):
     with pytest.raises(ValueError, match=field):
         tp.make_config(name, **{field: value})

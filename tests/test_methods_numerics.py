@@ -15,7 +15,7 @@ def _scaled(tok, factor, dtype=None):
 
 
 @pytest.mark.parametrize("method", SCALE_FREE)
-@pytest.mark.parametrize("factor", [1e20, 1e-20, 2.0 ** 100, 2.0 ** -100])
+@pytest.mark.parametrize("factor", [1e20, 1e-20, 2.0**100, 2.0**-100])
 def test_cosine_methods_ignore_the_feature_scale(method, factor):
     # Squares of 1e20 overflow fp32 and squares of 1e-20 underflow it: the norms must not be formed on
     # the raw values. A power-of-two factor must leave every bit of the selection unchanged.

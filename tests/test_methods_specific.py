@@ -27,7 +27,7 @@ def test_topk_keeps_highest_saliency_per_frame():
 
 def test_topk_ties_go_to_lower_index():
     v = tp.VideoTokens(torch.randn(2, 3, 3, 4), torch.ones(2, 3, 3))
-    res = tp.prune(v, "topk", retention=0.3)                    # 3 per frame
+    res = tp.prune(v, "topk", retention=0.3)  # 3 per frame
     assert res.indices.tolist() == [0, 1, 2, 9, 10, 11]
 
 
@@ -36,7 +36,7 @@ def test_random_seed_changes_choice_and_is_local():
     state = torch.random.get_rng_state()
     a = tp.prune(v, "random", retention=0.2, seed=0)
     b = tp.prune(v, "random", retention=0.2, seed=1)
-    assert torch.equal(torch.random.get_rng_state(), state)      # global RNG untouched
+    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
     assert not torch.equal(a.indices, b.indices)
     assert torch.equal(a.per_frame_counts(), b.per_frame_counts())
 
@@ -45,7 +45,7 @@ def test_uniform_pools_to_means_and_identity_at_full_retention():
     v = dynamic_video(T=2, H=4, W=6)
     full = tp.prune(v, "uniform", retention=1.0)
     assert torch.allclose(full.features, v.features.reshape(-1, 16))
-    res = tp.prune(v, "uniform", retention=0.25)                # 6 cells per frame
+    res = tp.prune(v, "uniform", retention=0.25)  # 6 cells per frame
     assert res.num_kept == 12
     # The pooled features average to the frame mean weighted by cell sizes: check the total sum.
     _, P = __import__("tango_prune.methods.uniform", fromlist=["pooling_matrix"]).pooling_matrix(4, 6, 6, "cpu")
@@ -64,7 +64,7 @@ def test_uniform_lattice_distinct_and_spread(H, W, K):
 
 def test_visionzip_dominant_are_top_saliency_and_context_merged():
     v = dynamic_video(T=2, H=8, W=8)
-    res = tp.prune(v, "visionzip", retention=0.5, context_ratio=0.25)     # 32 per frame: 24 + 8
+    res = tp.prune(v, "visionzip", retention=0.5, context_ratio=0.25)  # 32 per frame: 24 + 8
     assert res.info["dominant_per_frame"] == 24 and res.info["contextual_per_frame"] == 8
     flat_s = v.saliency.reshape(2, 64)
     for t in range(2):
@@ -73,7 +73,7 @@ def test_visionzip_dominant_are_top_saliency_and_context_merged():
         assert set(dom.tolist()) == set(torch.sort(flat_s[t], descending=True, stable=True).indices[:24].tolist())
     ctx = res.kinds == TokenKind.CONTEXT
     orig = v.features.reshape(-1, 16)[res.indices[ctx]]
-    assert not torch.allclose(res.features[ctx], orig)                   # contextual tokens carry means
+    assert not torch.allclose(res.features[ctx], orig)  # contextual tokens carry means
 
 
 def test_divprune_blocked_equals_dense_and_prefers_outliers():
@@ -96,8 +96,8 @@ def test_dycoke_reference_and_keeps_changed_tokens():
     assert [reference_frame(f) for f in range(8)] == [None, 0, 0, 2, None, 4, 4, 6]
     g = torch.Generator().manual_seed(0)
     F = torch.randn(1, 4, 4, 16, generator=g).repeat(2, 1, 1, 1)
-    F[1, 0, :3] = torch.randn(3, 16, generator=g)                 # positions 0, 1, 2 change in frame 1
-    res = tp.prune(tp.VideoTokens(F), "dycoke", retention=1.0 / 16 * 2)   # 4 tokens in total
+    F[1, 0, :3] = torch.randn(3, 16, generator=g)  # positions 0, 1, 2 change in frame 1
+    res = tp.prune(tp.VideoTokens(F), "dycoke", retention=1.0 / 16 * 2)  # 4 tokens in total
     frame1 = res.indices[res.positions[:, 0] == 1] - 16
     assert set(range(3)) <= set(frame1.tolist()) or res.info["per_frame"][1] < 3
     high = tp.prune(tp.VideoTokens(F), "dycoke", retention=0.7)
@@ -118,7 +118,7 @@ def test_fastvid_segments_follow_scenes_and_budget():
     assert res.info["segments"] == [4, 4]
     assert res.num_kept == 8 * 9
     ctx = res.positions[res.kinds == TokenKind.CONTEXT][:, 0]
-    assert set(ctx.tolist()) <= {0, 4}                            # contextual tokens sit on anchor frames
+    assert set(ctx.tolist()) <= {0, 4}  # contextual tokens sit on anchor frames
 
 
 def test_fastvid_high_retention_shrinks_anchor_step():
@@ -144,6 +144,7 @@ def test_holitom_needs_per_token_metric():
 
 
 # -- Tango ablations ---------------------------------------------------------------------------
+
 
 def test_tango_without_diversity_and_context_is_topk():
     v = dynamic_video(T=4, H=6, W=6, D=64)
@@ -171,8 +172,10 @@ def test_tango_without_strope_differs_but_keeps_budget():
     assert not (torch.equal(on.indices, off.indices) and torch.equal(on.features, off.features))
 
 
-@pytest.mark.parametrize("total,weights,cap", [(10, [1, 1, 1], 5), (7, [1, 0.3, 0.3, 0.3], 3), (0, [1, 1], 2),
-                                               (12, [1, 0.3, 0.3, 0.3], 3), (5, [0, 0], 3)])
+@pytest.mark.parametrize(
+    "total,weights,cap",
+    [(10, [1, 1, 1], 5), (7, [1, 0.3, 0.3, 0.3], 3), (0, [1, 1], 2), (12, [1, 0.3, 0.3, 0.3], 3), (5, [0, 0], 3)],
+)
 def test_allocate_exact_and_capped(total, weights, cap):
     out = allocate(total, weights, cap)
     assert sum(out) == total and all(0 <= x <= cap for x in out)

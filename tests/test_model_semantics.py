@@ -37,14 +37,14 @@ def test_deepcopy_of_a_patched_model_is_independent(root):
     assert tp.models.is_applied(c) and tp.models.is_applied(m)
     with torch.no_grad():
         for p in c.parameters():
-            p.mul_(0.5)                                   # change only the copy's weights
+            p.mul_(0.5)  # change only the copy's weights
         after_orig = m(**kw).logits
         after_copy = c(**kw).logits
-    assert torch.equal(after_orig, before)               # the original is untouched
+    assert torch.equal(after_orig, before)  # the original is untouched
     # the copy runs its own weights (halved weights even change what it keeps)
     assert after_copy.shape != before.shape or not torch.allclose(after_copy, before)
     n_text = kw["input_ids"].shape[1] - (T * 16 + 1)
-    assert stats(c)["visual_tokens_after"] == after_copy.shape[1] - n_text   # the copy's own stats
+    assert stats(c)["visual_tokens_after"] == after_copy.shape[1] - n_text  # the copy's own stats
     tp.remove(c)
     tp.remove(m)
     ref = tiny_llava(root)
@@ -71,8 +71,11 @@ def _grads(model, kw):
     model.zero_grad()
     out = model(**kw)
     out.logits.float().pow(2).mean().backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters()
-            if p.grad is not None and ("vision_tower" in n or "projector" in n or "visual" in n)}
+    return {
+        n: p.grad.clone()
+        for n, p in model.named_parameters()
+        if p.grad is not None and ("vision_tower" in n or "projector" in n or "visual" in n)
+    }
 
 
 def _assert_full_retention_grads_equal(m, kw) -> dict:
@@ -108,8 +111,13 @@ def test_gradients_reach_the_vision_tower_qwen(root):
     m = tiny_qwen(root)
     G = (2, 8, 8)
     ids = torch.tensor([qwen_ids([G])])
-    kw = dict(input_ids=ids, pixel_values_videos=qwen_video(*G), video_grid_thw=torch.tensor([G]),
-              mm_token_type_ids=qwen_types(ids), second_per_grid_ts=torch.tensor([0.5]))
+    kw = dict(
+        input_ids=ids,
+        pixel_values_videos=qwen_video(*G),
+        video_grid_thw=torch.tensor([G]),
+        mm_token_type_ids=qwen_types(ids),
+        second_per_grid_ts=torch.tensor([0.5]),
+    )
     _assert_full_retention_grads_equal(m, kw)
 
 

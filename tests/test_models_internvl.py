@@ -81,7 +81,7 @@ def test_kept_token_count_and_every_text_token_kept(model):
         res = tp.models.last_results(model)[0]
     finally:
         tp.remove(model)
-    n_text = ids.shape[1] - T * PER_FRAME       # frame labels, <img> and </img> included
+    n_text = ids.shape[1] - T * PER_FRAME  # frame labels, <img> and </img> included
     assert res.grid == (T, 4, 4)
     assert st["visual_tokens_before"] == T * PER_FRAME
     assert st["visual_tokens_after"] == res.num_kept < T * PER_FRAME
@@ -118,15 +118,26 @@ def test_left_padded_batch_equals_each_sample_alone(model):
     ids, am = left_pad(rows)
     tp.apply(model, name="tango", retention=0.3)
     try:
-        batch = model.generate(input_ids=ids, attention_mask=am, pixel_values_videos=px, video_timestamps=ts,
-                               max_new_tokens=5, do_sample=False)
+        batch = model.generate(
+            input_ids=ids,
+            attention_mask=am,
+            pixel_values_videos=px,
+            video_timestamps=ts,
+            max_new_tokens=5,
+            do_sample=False,
+        )
         kept = stats(model)["kept_per_video"]
         for i, r in enumerate(rows):
-            one = model.generate(input_ids=torch.tensor([r]), pixel_values_videos=px[i:i + 1],
-                                 video_timestamps=ts[i:i + 1], max_new_tokens=5, do_sample=False)
-            assert torch.equal(batch[i, ids.shape[1]:], one[0, len(r):])
+            one = model.generate(
+                input_ids=torch.tensor([r]),
+                pixel_values_videos=px[i : i + 1],
+                video_timestamps=ts[i : i + 1],
+                max_new_tokens=5,
+                do_sample=False,
+            )
+            assert torch.equal(batch[i, ids.shape[1] :], one[0, len(r) :])
             assert stats(model)["kept_per_video"] == [kept[i]]
-        assert torch.equal(batch[:, :ids.shape[1]], ids)  # the caller's prompt comes back unpruned
+        assert torch.equal(batch[:, : ids.shape[1]], ids)  # the caller's prompt comes back unpruned
     finally:
         tp.remove(model)
 
@@ -135,8 +146,9 @@ def test_several_videos_and_an_image_in_one_prompt(model):
     """An image (two tiles, one run) then two videos: both videos pruned, the image untouched."""
     img = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     image = [IV_START] + [IV_CONTEXT] * (2 * PER_FRAME) + [IV_END]
-    ids = torch.tensor([[1] + image + internvl_video_ids(T, prefix=(2,), suffix=()) +
-                        internvl_video_ids(T, prefix=(3,), suffix=(4,))])
+    ids = torch.tensor(
+        [[1] + image + internvl_video_ids(T, prefix=(2,), suffix=()) + internvl_video_ids(T, prefix=(3,), suffix=(4,))]
+    )
     px = _video(2, n=2)
     ref = _logits(model, input_ids=ids, pixel_values=torch.cat([img, _upstream(px)]))
     kw = dict(input_ids=ids, pixel_values=img, pixel_values_videos=px, visual_order=["image", "video", "video"])
@@ -166,8 +178,12 @@ def test_bad_inputs_raise(model):
         with pytest.raises(ValueError, match="placeholder"):
             _logits(model, input_ids=torch.tensor([internvl_video_ids(T - 1)]), pixel_values_videos=_video())
         with pytest.raises(ValueError, match="video_timestamps"):
-            _logits(model, input_ids=torch.tensor([internvl_video_ids(T)]), pixel_values_videos=_video(),
-                    video_timestamps=[[0.0, 1.0]])
+            _logits(
+                model,
+                input_ids=torch.tensor([internvl_video_ids(T)]),
+                pixel_values_videos=_video(),
+                video_timestamps=[[0.0, 1.0]],
+            )
         with pytest.raises(ValueError, match="pixel_values_videos must have shape"):
             _logits(model, input_ids=torch.tensor([internvl_video_ids(T)]), pixel_values_videos=_video()[0])
     finally:
@@ -209,8 +225,23 @@ def test_cli_run_end_to_end(tmp_path, capsys):
     video = _write_video(tmp_path / "clip.mp4")
     model_dir = tiny_internvl(tmp_path).name_or_path
     _save_tokenizer(model_dir, {"<IMG_CONTEXT>": IV_CONTEXT, "<img>": IV_START, "</img>": IV_END})
-    rc = main(["run", "--model", model_dir, "--video", str(video), "--question", "w1 w2 w3",
-               "--retention", "0.25", "--frames", "4", "--max-new-tokens", "3"])
+    rc = main(
+        [
+            "run",
+            "--model",
+            model_dir,
+            "--video",
+            str(video),
+            "--question",
+            "w1 w2 w3",
+            "--retention",
+            "0.25",
+            "--frames",
+            "4",
+            "--max-new-tokens",
+            "3",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "answer:" in out and "note: InternVL has no published Tango preset" in out

@@ -81,8 +81,9 @@ def test_remove_restores_bit_identical_outputs(model):
     tp.remove(model)
     assert "forward" not in model.__dict__ and "generate" not in model.__dict__
     assert torch.equal(_logits(model, input_ids=ids, pixel_values_videos=px), before)
-    assert torch.equal(model.generate(input_ids=ids, pixel_values_videos=px, max_new_tokens=4, do_sample=False),
-                       gen_before)
+    assert torch.equal(
+        model.generate(input_ids=ids, pixel_values_videos=px, max_new_tokens=4, do_sample=False), gen_before
+    )
 
 
 def test_apply_twice_is_an_error_and_bad_inputs_raise(model):
@@ -91,8 +92,12 @@ def test_apply_twice_is_an_error_and_bad_inputs_raise(model):
         with pytest.raises(ValueError, match="already patched"):
             tp.apply(model, tp.TangoConfig(retention=0.5))
         with pytest.raises(ValueError, match="video_timestamps"):
-            _logits(model, input_ids=torch.tensor([llava_video_ids(T)]), pixel_values_videos=_video(),
-                    video_timestamps=[[0.0, 1.0]])
+            _logits(
+                model,
+                input_ids=torch.tensor([llava_video_ids(T)]),
+                pixel_values_videos=_video(),
+                video_timestamps=[[0.0, 1.0]],
+            )
         with pytest.raises(ValueError, match="placeholder"):
             _logits(model, input_ids=torch.tensor([llava_video_ids(T - 1)]), pixel_values_videos=_video())
     finally:
@@ -123,16 +128,34 @@ def test_pruned_batch_of_two_equals_each_alone_with_and_without_cache(model, met
     tp.apply(model, name=method, retention=0.3)
     try:
         ids, am = left_pad(rows)
-        batch = model.generate(input_ids=ids, attention_mask=am, pixel_values_videos=px, video_timestamps=ts,
-                               max_new_tokens=5, do_sample=False)
-        nocache = model.generate(input_ids=ids, attention_mask=am, pixel_values_videos=px, video_timestamps=ts,
-                                 max_new_tokens=5, do_sample=False, use_cache=False)
+        batch = model.generate(
+            input_ids=ids,
+            attention_mask=am,
+            pixel_values_videos=px,
+            video_timestamps=ts,
+            max_new_tokens=5,
+            do_sample=False,
+        )
+        nocache = model.generate(
+            input_ids=ids,
+            attention_mask=am,
+            pixel_values_videos=px,
+            video_timestamps=ts,
+            max_new_tokens=5,
+            do_sample=False,
+            use_cache=False,
+        )
         for i, r in enumerate(rows):
-            one = model.generate(input_ids=torch.tensor([r]), pixel_values_videos=px[i:i + 1],
-                                 video_timestamps=ts[i:i + 1], max_new_tokens=5, do_sample=False)
-            assert torch.equal(batch[i, ids.shape[1]:], one[0, len(r):])
-            assert torch.equal(nocache[i, ids.shape[1]:], one[0, len(r):])
-        assert torch.equal(batch[:, :ids.shape[1]], ids)  # the caller's prompt comes back unpruned
+            one = model.generate(
+                input_ids=torch.tensor([r]),
+                pixel_values_videos=px[i : i + 1],
+                video_timestamps=ts[i : i + 1],
+                max_new_tokens=5,
+                do_sample=False,
+            )
+            assert torch.equal(batch[i, ids.shape[1] :], one[0, len(r) :])
+            assert torch.equal(nocache[i, ids.shape[1] :], one[0, len(r) :])
+        assert torch.equal(batch[:, : ids.shape[1]], ids)  # the caller's prompt comes back unpruned
     finally:
         tp.remove(model)
 
@@ -157,7 +180,7 @@ def test_several_videos_and_an_image_in_one_prompt(model):
     assert len(res) == 2
     assert out.shape[1] == 4 + n_img + sum(r.num_kept + 1 for r in res)
     # Everything before the first video (text + image) is untouched by the pruning.
-    assert torch.allclose(out[0, :n_img + 2], ref[0, :n_img + 2], atol=1e-5, rtol=0)
+    assert torch.allclose(out[0, : n_img + 2], ref[0, : n_img + 2], atol=1e-5, rtol=0)
 
 
 def test_head_saliency_matches_torch_multihead_attention(root):
@@ -204,7 +227,7 @@ def test_pruned_logits_equal_a_hand_built_reference(model):
     finally:
         tp.remove(model)
     emb = model.get_input_embeddings()
-    text_a, text_b = ids[0, :3], ids[0, 3 + T * 16 + 1:]
+    text_a, text_b = ids[0, :3], ids[0, 3 + T * 16 + 1 :]
     seq = torch.cat([emb(text_a), res.features, model.model.image_newline[None], emb(text_b)])
     with torch.no_grad():
         ref = model(inputs_embeds=seq[None]).logits

@@ -55,7 +55,7 @@ def test_llava_video_layout_counts(model):
         after = stats(model)["visual_tokens_after"]
     finally:
         tp.remove(model)
-    assert full == T * 3 * 3 + T * 3          # 7x7 patches -> 3x3 tokens, one newline per row
+    assert full == T * 3 * 3 + T * 3  # 7x7 patches -> 3x3 tokens, one newline per row
     assert out.shape[1] == ids.shape[1] - (T * 16 + 1) + full
     active_rows = torch.unique(res.positions[:, 0] * 3 + res.positions[:, 1]).numel()
     assert after == res.num_kept + active_rows
@@ -107,11 +107,12 @@ def test_fastv_scores_are_the_causal_attention_of_the_last_prompt_token(root):
     tp.apply(m, tp.TangoConfig(retention=0.5, fastv_layer=2, fastv_keep=0.5), variant="llava-video")
     try:
         h = m.model.language_model.layers[-1].register_forward_pre_hook(
-            lambda _m, a, k: seen.__setitem__("len", (a[0] if a else k["hidden_states"]).shape[1]), with_kwargs=True)
+            lambda _m, a, k: seen.__setitem__("len", (a[0] if a else k["hidden_states"]).shape[1]), with_kwargs=True
+        )
         with torch.no_grad():
             m(input_ids=ids, pixel_values_videos=px)
         h.remove()
-        fastv, = tp.models.stages(m)
+        (fastv,) = tp.models.stages(m)
         scores, plan = fastv.last_scores, fastv.plan
     finally:
         tp.remove(m)
@@ -125,7 +126,7 @@ def test_fastv_scores_are_the_causal_attention_of_the_last_prompt_token(root):
         tp.remove(m)
     L = plan.prompt_len
     assert torch.allclose(scores[0], ref[0, :, L - 1].float().mean(0), atol=1e-6)
-    (row, start, n), = plan.spans
+    ((row, start, n),) = plan.spans
     assert seen["len"] == L - n + round(n * 0.5)
 
 
@@ -141,9 +142,10 @@ def test_fastv_batch_of_two_equals_each_alone_with_and_without_cache(root):
         nocache = m.generate(**kw, use_cache=False)
         assert stats(m)["visual_tokens_after_fastv"] < stats(m)["visual_tokens_after"]
         for i, r in enumerate(rows):
-            one = m.generate(input_ids=torch.tensor([r]), pixel_values_videos=px[i:i + 1], max_new_tokens=5,
-                             do_sample=False)
-            assert torch.equal(batch[i, ids.shape[1]:], one[0, len(r):])
-            assert torch.equal(nocache[i, ids.shape[1]:], one[0, len(r):])
+            one = m.generate(
+                input_ids=torch.tensor([r]), pixel_values_videos=px[i : i + 1], max_new_tokens=5, do_sample=False
+            )
+            assert torch.equal(batch[i, ids.shape[1] :], one[0, len(r) :])
+            assert torch.equal(nocache[i, ids.shape[1] :], one[0, len(r) :])
     finally:
         tp.remove(m)

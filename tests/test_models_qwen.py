@@ -40,8 +40,13 @@ def _timing(model, spg):
 def _inputs(model, grids=(G,), seed=0, spg=0.5):
     ids = torch.tensor([qwen_family_ids(model, grids)])
     pv = torch.cat([qwen_video(*g, seed=seed + i) for i, g in enumerate(grids)])
-    return dict(input_ids=ids, pixel_values_videos=pv, video_grid_thw=torch.tensor(list(grids)),
-                mm_token_type_ids=qwen_types(ids), **_timing(model, [spg] * len(grids)))
+    return dict(
+        input_ids=ids,
+        pixel_values_videos=pv,
+        video_grid_thw=torch.tensor(list(grids)),
+        mm_token_type_ids=qwen_types(ids),
+        **_timing(model, [spg] * len(grids)),
+    )
 
 
 def _logits(m, **kw):
@@ -67,9 +72,12 @@ def test_full_retention_reproduces_unpruned_logits_and_generation(root, family, 
 
 def test_kept_tokens_keep_their_original_mrope_positions(model):
     kw = _inputs(model)
-    full_pos, _ = model.model.get_rope_index(kw["input_ids"], kw["mm_token_type_ids"],
-                                             video_grid_thw=kw["video_grid_thw"],
-                                             second_per_grid_ts=kw.get("second_per_grid_ts"))
+    full_pos, _ = model.model.get_rope_index(
+        kw["input_ids"],
+        kw["mm_token_type_ids"],
+        video_grid_thw=kw["video_grid_thw"],
+        second_per_grid_ts=kw.get("second_per_grid_ts"),
+    )
     seen = {}
 
     def grab(_m, args, kwargs):
@@ -85,14 +93,14 @@ def test_kept_tokens_keep_their_original_mrope_positions(model):
         tp.remove(model)
         h.remove()
     ids = kw["input_ids"][0]
-    video = (ids == 151).nonzero()[:, 0]        # one run (Qwen2/2.5-VL) or one run per step (Qwen3-VL)
+    video = (ids == 151).nonzero()[:, 0]  # one run (Qwen2/2.5-VL) or one run per step (Qwen3-VL)
     keep = torch.ones(ids.numel(), dtype=torch.bool)
     keep[video] = False
-    keep[video[res.indices]] = True             # every text token stays, Qwen3-VL's timestamps included
+    keep[video[res.indices]] = True  # every text token stays, Qwen3-VL's timestamps included
     pos = seen["pos"]
     assert pos.shape == (4, 1, int(keep.sum()))
-    assert torch.equal(pos[1:, 0], full_pos[:, 0, keep])            # original (t, h, w) positions, gaps kept
-    assert torch.equal(pos[0, 0], torch.arange(int(keep.sum())))     # compact text row (mask construction)
+    assert torch.equal(pos[1:, 0], full_pos[:, 0, keep])  # original (t, h, w) positions, gaps kept
+    assert torch.equal(pos[0, 0], torch.arange(int(keep.sum())))  # compact text row (mask construction)
     assert st["visual_tokens_after"] == res.num_kept == out.shape[1] - (ids.numel() - 48)
     assert st["visual_tokens_before"] == 48
     # Temporal positions: one per step. Qwen2/2.5-VL advance time by 1 per step here (0.5 s * 2 tokens per
@@ -111,18 +119,30 @@ def test_pruned_batch_of_two_equals_each_alone(model):
     tp.apply(model, tp.TangoConfig(retention=0.3))
     try:
         ids, am = left_pad(rows)
-        kw = dict(input_ids=ids, attention_mask=am, pixel_values_videos=torch.cat(pvs),
-                  video_grid_thw=torch.tensor(grids), mm_token_type_ids=qwen_types(ids), **_timing(model, spg))
+        kw = dict(
+            input_ids=ids,
+            attention_mask=am,
+            pixel_values_videos=torch.cat(pvs),
+            video_grid_thw=torch.tensor(grids),
+            mm_token_type_ids=qwen_types(ids),
+            **_timing(model, spg),
+        )
         batch = model.generate(**kw, max_new_tokens=5, do_sample=False)
         nocache = model.generate(**kw, max_new_tokens=5, do_sample=False, use_cache=False)
         for i, r in enumerate(rows):
             one_ids = torch.tensor([r])
-            one = model.generate(input_ids=one_ids, pixel_values_videos=pvs[i], video_grid_thw=torch.tensor([grids[i]]),
-                                 mm_token_type_ids=qwen_types(one_ids), **_timing(model, spg[i:i + 1]),
-                                 max_new_tokens=5, do_sample=False)
-            assert torch.equal(batch[i, ids.shape[1]:], one[0, len(r):])
-            assert torch.equal(nocache[i, ids.shape[1]:], one[0, len(r):])
-        assert torch.equal(batch[:, :ids.shape[1]], ids)
+            one = model.generate(
+                input_ids=one_ids,
+                pixel_values_videos=pvs[i],
+                video_grid_thw=torch.tensor([grids[i]]),
+                mm_token_type_ids=qwen_types(one_ids),
+                **_timing(model, spg[i : i + 1]),
+                max_new_tokens=5,
+                do_sample=False,
+            )
+            assert torch.equal(batch[i, ids.shape[1] :], one[0, len(r) :])
+            assert torch.equal(nocache[i, ids.shape[1] :], one[0, len(r) :])
+        assert torch.equal(batch[:, : ids.shape[1]], ids)
     finally:
         tp.remove(model)
 
@@ -131,9 +151,14 @@ def test_image_untouched_two_videos_pruned(model):
     img_grid = (1, 4, 4)
     grids = [(2, 8, 8), (3, 4, 8)]
     ids = torch.tensor([qwen_family_ids(model, grids, images=[img_grid])])
-    kw = dict(input_ids=ids, pixel_values=qwen_video(*img_grid, seed=9), image_grid_thw=torch.tensor([img_grid]),
-              pixel_values_videos=torch.cat([qwen_video(*g, seed=3 + i) for i, g in enumerate(grids)]),
-              video_grid_thw=torch.tensor(grids), mm_token_type_ids=qwen_types(ids))
+    kw = dict(
+        input_ids=ids,
+        pixel_values=qwen_video(*img_grid, seed=9),
+        image_grid_thw=torch.tensor([img_grid]),
+        pixel_values_videos=torch.cat([qwen_video(*g, seed=3 + i) for i, g in enumerate(grids)]),
+        video_grid_thw=torch.tensor(grids),
+        mm_token_type_ids=qwen_types(ids),
+    )
     ref = _logits(model, **kw)
     tp.apply(model, FULL)
     try:

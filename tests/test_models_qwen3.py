@@ -27,9 +27,14 @@ def _logits(m, **kw):
 def _image_and_videos():
     img, grids = (1, 4, 4), [(2, 8, 8), (3, 4, 8)]
     ids = torch.tensor([qwen3_ids(grids, images=[img])])
-    return dict(input_ids=ids, pixel_values=qwen_video(*img, seed=9), image_grid_thw=torch.tensor([img]),
-                pixel_values_videos=torch.cat([qwen_video(*g, seed=3 + i) for i, g in enumerate(grids)]),
-                video_grid_thw=torch.tensor(grids), mm_token_type_ids=qwen_types(ids))
+    return dict(
+        input_ids=ids,
+        pixel_values=qwen_video(*img, seed=9),
+        image_grid_thw=torch.tensor([img]),
+        pixel_values_videos=torch.cat([qwen_video(*g, seed=3 + i) for i, g in enumerate(grids)]),
+        video_grid_thw=torch.tensor(grids),
+        mm_token_type_ids=qwen_types(ids),
+    )
 
 
 def _reference(model, kw, results, perm=None):
@@ -52,14 +57,20 @@ def _reference(model, kw, results, perm=None):
     for r in results:
         keep[cols[offset + r.indices]] = True
         offset += r.grid[0] * r.grid[1] * r.grid[2]
-    pos, _ = base.get_rope_index(ids, kw["mm_token_type_ids"], image_grid_thw=kw["image_grid_thw"],
-                                 video_grid_thw=kw["video_grid_thw"])
+    pos, _ = base.get_rope_index(
+        ids, kw["mm_token_type_ids"], image_grid_thw=kw["image_grid_thw"], video_grid_thw=kw["video_grid_thw"]
+    )
     text = torch.arange(int(keep.sum()))[None, None]
     video = BaseModelOutputWithDeepstackFeatures(pooler_output=main, deepstack_features=deep)
-    return _logits(model, input_ids=ids[:, keep], position_ids=torch.cat([text, pos[:, :, keep]]),
-                   image_grid_thw=kw["image_grid_thw"], video_grid_thw=kw["video_grid_thw"],
-                   mm_token_type_ids=kw["mm_token_type_ids"][:, keep],
-                   mm_encoder_outputs={"video": video, "image": image})
+    return _logits(
+        model,
+        input_ids=ids[:, keep],
+        position_ids=torch.cat([text, pos[:, :, keep]]),
+        image_grid_thw=kw["image_grid_thw"],
+        video_grid_thw=kw["video_grid_thw"],
+        mm_token_type_ids=kw["mm_token_type_ids"][:, keep],
+        mm_encoder_outputs={"video": video, "image": image},
+    )
 
 
 def test_deepstack_levels_follow_the_kept_tokens_next_to_an_image(model):
@@ -78,7 +89,7 @@ def test_deepstack_levels_follow_the_kept_tokens_next_to_an_image(model):
     finally:
         tp.remove(model)
         h.remove()
-    n = 4 + sum(r.num_kept for r in res)        # the image's 4 tokens, then the kept video tokens
+    n = 4 + sum(r.num_kept for r in res)  # the image's 4 tokens, then the kept video tokens
     assert len(res) == 2 and int(seen["mask"].sum()) == n
     assert len(seen["deep"]) == 2 and all(d.shape == (n, 32) for d in seen["deep"])
     assert torch.allclose(out, _reference(model, kw, res), atol=1e-5, rtol=0)
@@ -92,8 +103,10 @@ def test_placeholder_layout_mistakes_are_value_errors(model):
     kw = dict(input_ids=ids, pixel_values_videos=qwen_video(*G), video_grid_thw=torch.tensor([G]))
     tp.apply(model, name="tango", retention=0.2)
     try:
-        for bad, match in ((ids[:, :-8], "video placeholder"),                  # a step lost placeholders
-                           (torch.tensor([qwen_ids([G])]), "temporal step")):   # Qwen2.5-VL layout: one run
+        for bad, match in (
+            (ids[:, :-8], "video placeholder"),  # a step lost placeholders
+            (torch.tensor([qwen_ids([G])]), "temporal step"),
+        ):  # Qwen2.5-VL layout: one run
             with pytest.raises(ValueError, match=match):
                 _logits(model, **dict(kw, input_ids=bad, mm_token_type_ids=qwen_types(bad)))
     finally:
@@ -116,8 +129,17 @@ def test_bench_runs_unpruned_and_pruned_with_per_step_groups(tmp_path):
     from tango_prune.models.qwen3_vl import check_step_layout
 
     m = tiny_qwen3(tmp_path, real_ids=True)
-    spec = BenchSpec(model="tiny-qwen3", frames=4, warmup=0, repeats=1, new_tokens=2, prompt_tokens=4,
-                     methods=("tango", "topk"), retentions=(0.5,), frame_size=32)
+    spec = BenchSpec(
+        model="tiny-qwen3",
+        frames=4,
+        warmup=0,
+        repeats=1,
+        new_tokens=2,
+        prompt_tokens=4,
+        methods=("tango", "topk"),
+        retentions=(0.5,),
+        frame_size=32,
+    )
     inp = _inputs(m, spec, torch.device("cpu"))
     cfg = m.config
     check_step_layout(inp.input_ids, inp.common["video_grid_thw"], cfg.video_token_id, 2)  # one group per step

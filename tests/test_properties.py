@@ -11,10 +11,19 @@ from conftest import make_tokens
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(T=st.integers(1, 6), H=st.integers(1, 7), W=st.integers(1, 7), D=st.integers(2, 20),
-       r=st.floats(0.01, 1.0), seed=st.integers(0, 10_000), static=st.integers(0, 10),
-       seg=st.sampled_from(["holitom", "fastvid", "none"]), compat=st.sampled_from(["fixed", "published"]),
-       c=st.sampled_from([0.0, 0.4, 1.0]), dtype=st.sampled_from([torch.float32, torch.float16]))
+@given(
+    T=st.integers(1, 6),
+    H=st.integers(1, 7),
+    W=st.integers(1, 7),
+    D=st.integers(2, 20),
+    r=st.floats(0.01, 1.0),
+    seed=st.integers(0, 10_000),
+    static=st.integers(0, 10),
+    seg=st.sampled_from(["holitom", "fastvid", "none"]),
+    compat=st.sampled_from(["fixed", "published"]),
+    c=st.sampled_from([0.0, 0.4, 1.0]),
+    dtype=st.sampled_from([torch.float32, torch.float16]),
+)
 def test_invariants(T, H, W, D, r, seed, static, seg, compat, c, dtype):
     tok = make_tokens(T=T, H=H, W=W, D=D, seed=seed, static=min(static, H * W), dtype=dtype)
     before = (tok.features.clone(), tok.saliency.clone(), tok.timestamps.clone())

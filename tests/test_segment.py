@@ -20,7 +20,7 @@ def test_fully_static_video_is_one_segment():
 
 def test_scene_cut_splits_segments():
     sim = torch.ones(9, 6)
-    sim[3] = 0.0   # frames 0-3 | 4-9
+    sim[3] = 0.0  # frames 0-3 | 4-9
     assert holitom_segments(sim, 0.8) == [4, 6]
 
 

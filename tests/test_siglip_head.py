@@ -17,8 +17,9 @@ from tiny_models import llava_video_ids, tiny_llava
 pytestmark = pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP")
 
 T = 3
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28,
-              patch_size=4)
+VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=4
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,17 @@ def siglip_dir(root):
     from transformers import SiglipConfig, SiglipModel
 
     torch.manual_seed(1)
-    cfg = SiglipConfig(text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, vocab_size=50, max_position_embeddings=16),
-                       vision_config=dict(VISION, vision_use_head=True))
+    cfg = SiglipConfig(
+        text_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=50,
+            max_position_embeddings=16,
+        ),
+        vision_config=dict(VISION, vision_use_head=True),
+    )
     model = SiglipModel(cfg)
     path = root / "siglip"
     model.save_pretrained(path)
@@ -52,8 +61,8 @@ def _hand_saliency(vision_model, hidden: torch.Tensor) -> torch.Tensor:
     mha = vision_model.head.attention
     D, nh = x.shape[-1], mha.num_heads
     hd = D // nh
-    wq, wk = mha.in_proj_weight[:D], mha.in_proj_weight[D:2 * D]
-    bq, bk = mha.in_proj_bias[:D], mha.in_proj_bias[D:2 * D]
+    wq, wk = mha.in_proj_weight[:D], mha.in_proj_weight[D : 2 * D]
+    bq, bk = mha.in_proj_bias[:D], mha.in_proj_bias[D : 2 * D]
     q = (vision_model.head.probe.reshape(1, D) @ wq.T + bq).reshape(nh, hd)
     k = (x @ wk.T + bk).reshape(x.shape[0], x.shape[1], nh, hd)
     att = torch.softmax(torch.einsum("hd,nphd->nhp", q, k) / math.sqrt(hd), dim=-1)
@@ -77,11 +86,12 @@ def test_adapter_saliency_equals_hand_computed_probe_attention(siglip_dir, llava
     adapter = LlavaOnevisionAdapter(llava, "llava-onevision", saliency_head=path)
     px = _pixels()
     with torch.no_grad():
-        _, sal = adapter.encode(llava, px, llava.config.vision_feature_layer,
-                                llava.config.vision_feature_select_strategy)
+        _, sal = adapter.encode(
+            llava, px, llava.config.vision_feature_layer, llava.config.vision_feature_select_strategy
+        )
         hidden = llava.model.vision_tower(px[0], output_hidden_states=True).hidden_states[-1]
         want = _hand_saliency(vision, hidden).reshape(T, 1, 7, 7)
-    want = F.interpolate(want, size=[4, 4], mode="bilinear").reshape(1, T, 4, 4)   # the OV layout's pooling
+    want = F.interpolate(want, size=[4, 4], mode="bilinear").reshape(1, T, 4, 4)  # the OV layout's pooling
     torch.testing.assert_close(sal, want, atol=1e-6, rtol=1e-5)
 
 
@@ -96,7 +106,7 @@ def test_apply_with_saliency_head_keeps_the_heads_top_tokens(siglip_dir, llava, 
     want = (want + 16 * torch.arange(T)[:, None]).reshape(-1)
     tp.apply(llava, name="topk", retention=0.25, saliency_head=path)
     try:
-        assert not [w for w in recwarn if "no SigLIP" in str(w.message)]   # no fallback warning
+        assert not [w for w in recwarn if "no SigLIP" in str(w.message)]  # no fallback warning
         with torch.no_grad():
             llava(input_ids=torch.tensor([llava_video_ids(T)]), pixel_values_videos=px)
         kept = tp.models.last_results(llava)[0].indices
@@ -119,4 +129,5 @@ def test_bad_sources_are_clear_errors(siglip_dir, root, llava):
         load_saliency_head(nohead, 32)
     with pytest.raises(ValueError, match="saliency_head applies to SigLIP"):
         from tiny_models import tiny_qwen
+
         tp.apply(tiny_qwen(root), name="topk", saliency_head=path)

@@ -7,8 +7,10 @@ from reference_tango import ref_rotate
 from tango_prune.core.strope import normalize, strope_rotate, strope_sections
 
 
-@pytest.mark.parametrize("dim,expected", [(3584, (1196, 1194, 1194)), (896, (300, 298, 298)),
-                                          (8192, (2732, 2730, 2730)), (6, (2, 2, 2)), (4, (4, 0, 0))])
+@pytest.mark.parametrize(
+    "dim,expected",
+    [(3584, (1196, 1194, 1194)), (896, (300, 298, 298)), (8192, (2732, 2730, 2730)), (6, (2, 2, 2)), (4, (4, 0, 0))],
+)
 def test_sections_derived_from_dim(dim, expected):
     assert strope_sections(dim) == expected
     assert sum(strope_sections(dim)) == dim
@@ -21,8 +23,12 @@ def test_sections_reject_tiny_dim():
 
 def _random(n, D, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return normalize(torch.randn(n, D, generator=g)), torch.rand(n, generator=g) * 30, \
-        torch.randint(0, 14, (n,), generator=g), torch.randint(0, 14, (n,), generator=g)
+    return (
+        normalize(torch.randn(n, D, generator=g)),
+        torch.rand(n, generator=g) * 30,
+        torch.randint(0, 14, (n,), generator=g),
+        torch.randint(0, 14, (n,), generator=g),
+    )
 
 
 def test_rotation_preserves_norm_and_matches_reference():

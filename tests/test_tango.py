@@ -38,13 +38,13 @@ def test_budget_with_static_positions():
     assert res.num_kept == 159
     assert res.info["by_kind"]["static"] == 7
     static = res.kinds == tp.TokenKind.STATIC
-    assert (res.positions[static, 0] == 0).all()          # placed at the segment's first frame
+    assert (res.positions[static, 0] == 0).all()  # placed at the segment's first frame
 
 
 def test_compressor_budget_rounding():
     assert compressor_budget(196, 0.1, 0.4) == (12, 8)
     assert compressor_budget(0, 0.1, 0.4) == (0, 0)
-    assert compressor_budget(3, 0.01, 0.4) == (0, 1)      # K = max(1, ceil(.03)) = 1 -> all context
+    assert compressor_budget(3, 0.01, 0.4) == (0, 1)  # K = max(1, ceil(.03)) = 1 -> all context
 
 
 # -- oracle: the naive dense reference ------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_sinks_are_never_salient_and_input_saliency_untouched():
 
 
 def test_duplicate_features_give_unique_indices():
-    F = torch.randn(1, 1, 4, 8).repeat(2, 6, 1, 1)      # heavy exact duplication
+    F = torch.randn(1, 1, 4, 8).repeat(2, 6, 1, 1)  # heavy exact duplication
     S = torch.ones(2, 6, 4)
     res = tp.prune(tp.VideoTokens(F, S), "tango", retention=0.5, segmentation="none", tau_static=1.0)
     assert torch.equal(res.indices, torch.unique(res.indices))
@@ -164,7 +164,7 @@ def test_static_positions_collapse_to_their_temporal_mean():
     # Retention 1: nothing is dropped, but each static position becomes one token carrying its mean.
     tok = make_tokens(T=5, H=4, W=4, D=16, seed=12, static=6)
     F = tok.features.clone()
-    F[:, 0, :2] += 0.01 * torch.randn(5, 2, 16)          # nearly static: still above tau_static
+    F[:, 0, :2] += 0.01 * torch.randn(5, 2, 16)  # nearly static: still above tau_static
     tok = tp.VideoTokens(F, tok.saliency, tok.timestamps)
     res = tp.prune(tok, "tango", retention=1.0, segmentation="none")
     S = res.info["static_positions"][0]
@@ -205,20 +205,21 @@ def test_long_video_memory_is_bounded(tmp_path):
 @pytest.mark.parametrize("K,c,K_s", [(20, 0.9, 2), (30, 0.9, 3), (90, 0.3, 63), (170, 0.3, 119), (10, 0.3, 7)])
 def test_budget_split_is_exact_integer_arithmetic(K, c, K_s):
     # The float expression int(K * (1 - c)) is one short for these (0.9 and 0.3 are not binary fractions).
-    n = K * 10                                             # K = ceil(n * 0.1) exactly
+    n = K * 10  # K = ceil(n * 0.1) exactly
     assert compressor_budget(n, 0.1, c) == (K_s, K - K_s)
 
 
 def test_budget_of_a_frame_is_exact_and_published_keeps_doubles():
-    assert compressor_budget(100, 0.07, 0.0) == (7, 0)     # ceil(100 * 0.07) is 8 in doubles
+    assert compressor_budget(100, 0.07, 0.0) == (7, 0)  # ceil(100 * 0.07) is 8 in doubles
     assert compressor_budget(100, 0.07, 0.0, published=True) == (8, 0)
     assert compressor_budget(200, 0.1, 0.9, published=True) == (1, 19)
     from tango_prune.methods._common import frame_budget
+
     assert frame_budget(100, 0.07) == 7 and frame_budget(200, 0.07) == 14
 
 
 def test_context_ratio_0_9_keeps_exact_salient_count():
-    tok = make_tokens(T=1, H=10, W=20, D=8, seed=0)       # K = 20 per frame
+    tok = make_tokens(T=1, H=10, W=20, D=8, seed=0)  # K = 20 per frame
     res = tp.prune(tok, "tango", retention=0.1, context_ratio=0.9, merge_context=True)
     assert res.info["by_kind"]["salient"] == 2 and res.num_kept == 20
 
@@ -227,10 +228,14 @@ def test_context_ratio_0_9_keeps_exact_salient_count():
 def _four_static_points():
     # Two frames of a 2x2 grid whose four positions never change, so all four are static. Unit vectors in
     # the plane, listed so that the densest point sits at position 1 (squared distances in the comments).
-    pts = torch.tensor([[0.0, 1.0],      # p0 = x2
-                        [0.8, 0.6],      # p1 = x1: |p1-p0|^2 = 0.8, |p1-p2|^2 = 0.4, |p1-p3|^2 = 1.296
-                        [1.0, 0.0],      # p2 = x0: |p2-p0|^2 = 2.0, |p2-p3|^2 = 2.56
-                        [-0.28, 0.96]])  # p3 = x3: |p3-p0|^2 = 0.08
+    pts = torch.tensor(
+        [
+            [0.0, 1.0],  # p0 = x2
+            [0.8, 0.6],  # p1 = x1: |p1-p0|^2 = 0.8, |p1-p2|^2 = 0.4, |p1-p3|^2 = 1.296
+            [1.0, 0.0],  # p2 = x0: |p2-p0|^2 = 2.0, |p2-p3|^2 = 2.56
+            [-0.28, 0.96],
+        ]
+    )  # p3 = x3: |p3-p0|^2 = 0.08
     F = pts.reshape(1, 2, 2, 2).repeat(2, 1, 1, 1)
     return tp.VideoTokens(F, torch.ones(2, 2, 2))
 

@@ -46,7 +46,7 @@ def test_presence_matches_pixels():
     pres = clip.presence()
     for t in range(clip.frames.shape[0]):
         colors = {int(c) - 1 for c in np.unique(clip.color_ids[t]) if c > 0}
-        assert colors <= set(np.flatnonzero(pres[t, :len(D.COLORS)]).tolist())
+        assert colors <= set(np.flatnonzero(pres[t, : len(D.COLORS)]).tolist())
 
 
 def test_mp4_round_trip(tmp_path):

@@ -25,16 +25,52 @@ def test_evaluate_end_to_end_on_a_tiny_subset():
 
 def test_eval_cli_writes_json_and_markdown(tmp_path, capsys):
     js, md = tmp_path / "e.json", tmp_path / "e.md"
-    rc = main(["eval", "--benchmark", "testbed", "--limit", "2", "--methods", "tango", "--retentions", "0.2",
-               "--json", str(js), "--markdown", str(md), "--no-progress", "--threads", "1"])
+    rc = main(
+        [
+            "eval",
+            "--benchmark",
+            "testbed",
+            "--limit",
+            "2",
+            "--methods",
+            "tango",
+            "--retentions",
+            "0.2",
+            "--json",
+            str(js),
+            "--markdown",
+            str(md),
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 0
     rep = json.loads(js.read_text())
     assert rep["results"]["tango"]["0.2"]["total"] == 2
     assert md.read_text().startswith("| method |")
     assert main(["eval", "--limit", "2", "--methods", "nope", "--no-progress"]) == 2
     # config overrides reach every method and are recorded; a field the method lacks is a clear error
-    rc = main(["eval", "--limit", "2", "--methods", "tango", "--retentions", "1.0", "--set", "tau_static=1.0",
-               "--json", str(js), "--markdown", str(md), "--no-progress", "--threads", "1"])
+    rc = main(
+        [
+            "eval",
+            "--limit",
+            "2",
+            "--methods",
+            "tango",
+            "--retentions",
+            "1.0",
+            "--set",
+            "tau_static=1.0",
+            "--json",
+            str(js),
+            "--markdown",
+            str(md),
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 0 and json.loads(js.read_text())["overrides"] == {"tau_static": 1.0}
     assert "tau_static=1.0" in md.read_text()
     assert main(["eval", "--limit", "2", "--methods", "topk", "--set", "tau_static=1.0", "--no-progress"]) == 2
@@ -55,8 +91,7 @@ def test_show_cli(tmp_path, capsys):
 
     video = D.write_mp4(D.make_clip(D.TEST, 5).frames, tmp_path / "v.mp4")
     png = tmp_path / "k.png"
-    rc = main(["show", "--video", str(video), "--question", "how many shapes appear in the video ?",
-               "--out", str(png)])
+    rc = main(["show", "--video", str(video), "--question", "how many shapes appear in the video ?", "--out", str(png)])
     assert rc == 0 and png.is_file()
     out = capsys.readouterr().out
     assert "all tokens" in out and "tango @ 0.1" in out

@@ -23,7 +23,7 @@ def test_shipped_model_is_upstream_llava_ov_with_siglip_head(shipped):
     assert model.config.vision_config.vision_use_head
     assert hasattr(model.model.vision_tower, "head")
     size = sum(p.stat().st_size for p in WEIGHTS_DIR.glob("*.safetensors"))
-    assert size <= 30 * 2 ** 20
+    assert size <= 30 * 2**20
 
 
 def test_shipped_model_reaches_recorded_accuracy(shipped):

@@ -16,14 +16,15 @@ def test_cell_objects_and_aux_targets_follow_the_objects():
     g = D.IMAGE_SIZE // cell
     assert cells.shape == (D.NUM_FRAMES * g * g,)
     by_shape = {D.SHAPES.index(o.shape): o for o in clip.objects}
-    for k in np.nonzero(cells >= 0)[0]:   # every labelled cell holds pixels of that object in that frame
+    for k in np.nonzero(cells >= 0)[0]:  # every labelled cell holds pixels of that object in that frame
         t, r, c = k // (g * g), (k % (g * g)) // g, k % g
-        patch = clip.shape_ids[t, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
+        patch = clip.shape_ids[t, r * cell : (r + 1) * cell, c * cell : (c + 1) * cell]
         assert (patch == cells[k] + 1).sum() >= 4
         assert by_shape[int(cells[k])].visible(int(t))
     classes, flags = TR._aux_targets(clip.objects, cells, D.NUM_FRAMES)
-    assert ((classes[cells < 0] == -100).all() and (classes[cells >= 0, 1:] >= 0).all()
-            and (flags[cells < 0] == -1).all())
+    assert (
+        (classes[cells < 0] == -100).all() and (classes[cells >= 0, 1:] >= 0).all() and (flags[cells < 0] == -1).all()
+    )
     for k in np.nonzero(cells >= 0)[0]:
         o, t = by_shape[int(cells[k])], int(k // (g * g))
         assert D.SHAPES[classes[k, 1]] == o.shape and tuple(D.COLORS)[classes[k, 2]] == o.color_at(t)
@@ -46,15 +47,15 @@ def test_layouts_drop_frames_and_tokens_but_never_everything():
     sizes, objects_dropped = [], 0
     for seed in range(40):
         k = TR._layout(np.random.default_rng(seed), bg_only, obj, T)
-        assert k[obj].all()                     # background-only mode never drops an object token
+        assert k[obj].all()  # background-only mode never drops an object token
         k = TR._layout(np.random.default_rng(seed), anyd, obj, T)
         assert k.any()
         shown = np.unique(frame[k])
         assert len(shown) <= T
         objects_dropped += int((~k[obj]).sum() > 0)
         sizes.append(int(k.sum()))
-        assert np.array_equal(k, TR._layout(np.random.default_rng(seed), anyd, obj, T))   # seeded
-    assert objects_dropped > 30 and len(set(sizes)) > 20   # a distribution of layouts, objects included
+        assert np.array_equal(k, TR._layout(np.random.default_rng(seed), anyd, obj, T))  # seeded
+    assert objects_dropped > 30 and len(set(sizes)) > 20  # a distribution of layouts, objects included
     with pytest.raises(ValueError, match="min_frames"):
         TR.TrainConfig(out_dir="x", min_frames=0)
     with pytest.raises(ValueError, match="exclusive"):
@@ -75,9 +76,36 @@ def test_bad_train_config_raises():
 
 
 def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
-    common = ["testbed", "train", "--seed", "1", "--vision-steps", "2", "--cache-clips", "20", "--lm-steps", "3",
-              "--lm-batch", "2", "--easy-steps", "1", "--eval-every", "3", "--eval-size", "2", "--text-hidden", "32",
-              "--text-layers", "2", "--text-heads", "2", "--layouts", "distribution", "--attn-weight", "0"]
+    common = [
+        "testbed",
+        "train",
+        "--seed",
+        "1",
+        "--vision-steps",
+        "2",
+        "--cache-clips",
+        "20",
+        "--lm-steps",
+        "3",
+        "--lm-batch",
+        "2",
+        "--easy-steps",
+        "1",
+        "--eval-every",
+        "3",
+        "--eval-size",
+        "2",
+        "--text-hidden",
+        "32",
+        "--text-layers",
+        "2",
+        "--text-heads",
+        "2",
+        "--layouts",
+        "distribution",
+        "--attn-weight",
+        "0",
+    ]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(common + ["--out", str(a), "--save-stage"]) == 0
     assert main(common + ["--out", str(b), "--stage-from", str(a / "stage.pt")]) == 0
@@ -86,7 +114,7 @@ def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
     ma, proc = load(a)
     mb, _ = load(b)
     for (n, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values()):
-        assert torch.equal(pa, pb), n   # resuming from the saved stage is the same run
+        assert torch.equal(pa, pb), n  # resuming from the saved stage is the same run
     rec = json.loads((a / "training.json").read_text())
     assert rec["config"]["text_layers"] == 2 and len(rec["history"]) == 1
     assert json.loads((a / "reference.json").read_text())["total"] == 48
@@ -96,8 +124,7 @@ def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
 
     fresh = LlavaOnevisionForConditionalGeneration(ma.config)
     TR._load_vision_tower(fresh, str(a))
-    for (n, pa), pc in zip(ma.model.vision_tower.state_dict().items(),
-                           fresh.model.vision_tower.state_dict().values()):
+    for (n, pa), pc in zip(ma.model.vision_tower.state_dict().items(), fresh.model.vision_tower.state_dict().values()):
         assert torch.equal(pa, pc), n
     assert not any(p.requires_grad for p in fresh.model.vision_tower.parameters())
     assert main(["testbed", "train", "--out", str(tmp_path / "d"), "--vision-from", str(tmp_path)]) == 2
@@ -107,5 +134,5 @@ def test_shipped_training_record_is_a_config_of_this_code():
     from tango_prune.testbed.model import WEIGHTS_DIR
 
     rec = json.loads((WEIGHTS_DIR / "training.json").read_text())
-    cfg = TR.TrainConfig(**rec["config"])   # the recorded command still means the same run
+    cfg = TR.TrainConfig(**rec["config"])  # the recorded command still means the same run
     assert cfg.layouts == "background" and cfg.attn_weight == 1.0 and cfg.lm_steps == 3000

@@ -32,12 +32,12 @@ def test_concatenated_transport_streams_get_continuous_time(tmp_path):
     both.write_bytes(a.read_bytes() + b.read_bytes())
     with av.open(str(both)) as c:
         raw = [f.time for f in c.decode(video=0)]
-    assert raw[6] < raw[5]                                   # the file really resets its clock
+    assert raw[6] < raw[5]  # the file really resets its clock
     frames, ts = load_video(both, 12)
     assert frames.shape == (12, 32, 32, 3)
     assert np.all(np.diff(ts) > 0)
     np.testing.assert_allclose(np.diff(ts), 0.1, atol=1e-6)
-    assert frames[6, 0, 0, 0] > frames[5, 0, 0, 0]           # order of the file kept
+    assert frames[6, 0, 0, 0] > frames[5, 0, 0, 0]  # order of the file kept
 
 
 def test_monotonic_times_rules():

@@ -18,13 +18,32 @@ def tiny_llava(tmp_path, *, head: bool = False, attn: str = "sdpa", layers: int 
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
     cfg = LlavaOnevisionConfig(
-        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=28, patch_size=4, vision_use_head=head),
-        text_config=dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, vocab_size=128, max_position_embeddings=1024,
-                         pad_token_id=0),
-        image_token_index=IMAGE_ID, video_token_index=VIDEO_ID, vision_feature_layer=-1,
-        image_grid_pinpoints=[[28, 28]])
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=28,
+            patch_size=4,
+            vision_use_head=head,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=128,
+            max_position_embeddings=1024,
+            pad_token_id=0,
+        ),
+        image_token_index=IMAGE_ID,
+        video_token_index=VIDEO_ID,
+        vision_feature_layer=-1,
+        image_grid_pinpoints=[[28, 28]],
+    )
     torch.manual_seed(0)
     model = LlavaOnevisionForConditionalGeneration(cfg)
     # why: random init of the projector is tiny; larger weights make the logits depend visibly on the video
@@ -46,8 +65,8 @@ def left_pad(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.T
     ids = torch.full((len(rows), L), pad, dtype=torch.long)
     am = torch.zeros((len(rows), L), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, L - len(r):] = torch.tensor(r)
-        am[i, L - len(r):] = 1
+        ids[i, L - len(r) :] = torch.tensor(r)
+        am[i, L - len(r) :] = 1
     return ids, am
 
 
@@ -59,14 +78,38 @@ def tiny_qwen(tmp_path, *, attn: str = "sdpa"):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     cfg = Qwen2_5_VLConfig(
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
-                           patch_size=4, temporal_patch_size=2, spatial_merge_size=2, window_size=16,
-                           fullatt_block_indexes=[1], tokens_per_second=2, in_channels=3),
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=160, max_position_embeddings=4096, pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2,
-                         rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4}),
-        image_token_id=Q_IMAGE, video_token_id=Q_VIDEO, vision_start_token_id=Q_START, vision_end_token_id=Q_END)
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=4,
+            out_hidden_size=32,
+            patch_size=4,
+            temporal_patch_size=2,
+            spatial_merge_size=2,
+            window_size=16,
+            fullatt_block_indexes=[1],
+            tokens_per_second=2,
+            in_channels=3,
+        ),
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=160,
+            max_position_embeddings=4096,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4},
+        ),
+        image_token_id=Q_IMAGE,
+        video_token_id=Q_VIDEO,
+        vision_start_token_id=Q_START,
+        vision_end_token_id=Q_END,
+    )
     torch.manual_seed(0)
     model = Qwen2_5_VLForConditionalGeneration(cfg)
     path = tmp_path / f"qwen_{attn}"
@@ -79,18 +122,38 @@ def tiny_qwen2(tmp_path, *, attn: str = "sdpa"):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     cfg = Qwen2VLConfig(
-        vision_config=dict(depth=2, embed_dim=32, hidden_size=32, mlp_ratio=2, num_heads=4, patch_size=4,
-                           temporal_patch_size=2, spatial_merge_size=2, in_channels=3),
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=160, max_position_embeddings=4096, pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2,
-                         rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4}),
-        image_token_id=Q_IMAGE, video_token_id=Q_VIDEO, vision_start_token_id=Q_START, vision_end_token_id=Q_END)
+        vision_config=dict(
+            depth=2,
+            embed_dim=32,
+            hidden_size=32,
+            mlp_ratio=2,
+            num_heads=4,
+            patch_size=4,
+            temporal_patch_size=2,
+            spatial_merge_size=2,
+            in_channels=3,
+        ),
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=160,
+            max_position_embeddings=4096,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4},
+        ),
+        image_token_id=Q_IMAGE,
+        video_token_id=Q_VIDEO,
+        vision_start_token_id=Q_START,
+        vision_end_token_id=Q_END,
+    )
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(cfg)
     return _save_load(model, Qwen2VLForConditionalGeneration, tmp_path / f"qwen2vl_{attn}", attn)
-
-
 
 
 def tiny_qwen3(tmp_path, *, attn: str = "sdpa", real_ids: bool = False):
@@ -100,18 +163,44 @@ def tiny_qwen3(tmp_path, *, attn: str = "sdpa", real_ids: bool = False):
     ids instead, for the benchmark's prompts)."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    ids = {} if real_ids else dict(image_token_id=Q_IMAGE, video_token_id=Q_VIDEO, vision_start_token_id=Q_START,
-                                   vision_end_token_id=Q_END)
+    ids = (
+        {}
+        if real_ids
+        else dict(
+            image_token_id=Q_IMAGE, video_token_id=Q_VIDEO, vision_start_token_id=Q_START, vision_end_token_id=Q_END
+        )
+    )
 
     cfg = Qwen3VLConfig(
-        vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
-                           patch_size=4, temporal_patch_size=2, spatial_merge_size=2, in_channels=3,
-                           num_position_embeddings=16, deepstack_visual_indexes=[0, 1]),
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                         num_key_value_heads=2, head_dim=8, vocab_size=151936 if real_ids else 160,
-                         max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                         rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4}),
-        **ids)
+        vision_config=dict(
+            depth=3,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=4,
+            out_hidden_size=32,
+            patch_size=4,
+            temporal_patch_size=2,
+            spatial_merge_size=2,
+            in_channels=3,
+            num_position_embeddings=16,
+            deepstack_visual_indexes=[0, 1],
+        ),
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            vocab_size=151936 if real_ids else 160,
+            max_position_embeddings=4096,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4},
+        ),
+        **ids,
+    )
     torch.manual_seed(0)
     model = Qwen3VLForConditionalGeneration(cfg)
     # why: random DeepStack mergers are tiny next to the main features; larger ones make a misaligned level
@@ -119,8 +208,9 @@ def tiny_qwen3(tmp_path, *, attn: str = "sdpa", real_ids: bool = False):
     with torch.no_grad():
         for p in model.model.visual.deepstack_merger_list.parameters():
             p.mul_(4.0)
-    return _save_load(model, Qwen3VLForConditionalGeneration, tmp_path / f"qwen3vl_{attn}{'_real' if real_ids else ''}",
-                      attn)
+    return _save_load(
+        model, Qwen3VLForConditionalGeneration, tmp_path / f"qwen3vl_{attn}{'_real' if real_ids else ''}", attn
+    )
 
 
 QWEN_BUILDERS = {"qwen2.5-vl": tiny_qwen, "qwen2-vl": tiny_qwen2, "qwen3-vl": tiny_qwen3}
@@ -135,9 +225,9 @@ def qwen3_ids(grids, prefix=(1, 3), suffix=(4, 5), images=(), stamp=(8, 9)) -> l
     """Prompt tokens in the Qwen3-VL layout: every temporal step of a video is its own group, a timestamp
     (``stamp`` text tokens, the processor's ``<t seconds>``) then vision start / placeholders / end."""
     ids = list(prefix)
-    for (t, h, w) in images:
+    for t, h, w in images:
         ids += [Q_START] + [Q_IMAGE] * (t * h * w // 4) + [Q_END, 6]
-    for (t, h, w) in grids:
+    for t, h, w in grids:
         for _ in range(t):
             ids += list(stamp) + [Q_START] + [Q_VIDEO] * (h * w // 4) + [Q_END]
         ids += [7]
@@ -152,16 +242,16 @@ def qwen_video(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 def qwen_ids(grids, prefix=(1, 3), suffix=(4, 5), images=()) -> list[int]:
     """Prompt tokens: prefix, each image then each video wrapped in vision start/end, suffix."""
     ids = list(prefix)
-    for (t, h, w) in images:
+    for t, h, w in images:
         ids += [Q_START] + [Q_IMAGE] * (t * h * w // 4) + [Q_END, 6]
-    for (t, h, w) in grids:
+    for t, h, w in grids:
         ids += [Q_START] + [Q_VIDEO] * (t * h * w // 4) + [Q_END, 7]
     return ids + list(suffix)
 
 
 def qwen_types(ids: torch.Tensor) -> torch.Tensor:
     """mm_token_type_ids as the processor builds them: 0 text, 1 image, 2 video."""
-    return ((ids == Q_IMAGE).int() + 2 * (ids == Q_VIDEO).int())
+    return (ids == Q_IMAGE).int() + 2 * (ids == Q_VIDEO).int()
 
 
 IV_CONTEXT, IV_START, IV_END = 122, 123, 124
@@ -173,12 +263,29 @@ def tiny_internvl(tmp_path, *, attn: str = "sdpa"):
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
     cfg = InternVLConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=[32, 32], patch_size=[4, 4]),
-        text_config=dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, vocab_size=1024, max_position_embeddings=2048,
-                         pad_token_id=0),
-        image_token_id=IV_CONTEXT, image_seq_length=16, downsample_ratio=0.5)
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=[32, 32],
+            patch_size=[4, 4],
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=1024,
+            max_position_embeddings=2048,
+            pad_token_id=0,
+        ),
+        image_token_id=IV_CONTEXT,
+        image_seq_length=16,
+        downsample_ratio=0.5,
+    )
     torch.manual_seed(0)
     model = InternVLForConditionalGeneration(cfg)
     # why: zero-initialised CLS / position embeddings and tiny projector weights would make the saliency flat and

@@ -26,5 +26,16 @@ def methods() -> list[str]:
     return _method_names()
 
 
-__all__ = ["VideoTokens", "PruneResult", "TokenKind", "PruneConfig", "TangoConfig", "prune", "make_config",
-           "methods", "apply", "remove", "__version__"]
+__all__ = [
+    "VideoTokens",
+    "PruneResult",
+    "TokenKind",
+    "PruneConfig",
+    "TangoConfig",
+    "prune",
+    "make_config",
+    "methods",
+    "apply",
+    "remove",
+    "__version__",
+]

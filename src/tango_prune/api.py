@@ -23,8 +23,9 @@ def make_config(method: str | PruneConfig | None = None, **kwargs: Any) -> Prune
     fields = sorted(f.name for f in dataclasses.fields(spec.config_class))
     unknown = sorted(set(kwargs) - set(fields))
     if unknown:
-        raise ValueError(f"invalid option for method {name!r}: unknown field(s) {unknown}; expected a subset of "
-                         f"{fields}")
+        raise ValueError(
+            f"invalid option for method {name!r}: unknown field(s) {unknown}; expected a subset of {fields}"
+        )
     return spec.config_class(**kwargs)
 
 

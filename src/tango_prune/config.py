@@ -192,12 +192,19 @@ class TangoConfig(PruneConfig):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1 <= v <= 1:
                 raise ValueError(f"{name} must be a cosine similarity in [-1, 1], got {v!r}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (
-            math.isfinite(self.alpha) and self.alpha >= 1
+        if (
+            isinstance(self.alpha, bool)
+            or not isinstance(self.alpha, (int, float))
+            or not (math.isfinite(self.alpha) and self.alpha >= 1)
         ):
             raise ValueError(f"alpha must be a finite number >= 1, got {self.alpha!r}")
-        for name, minimum in (("k_neighbors", 1), ("fastvid_cuts", 1), ("holitom_max_window", 2),
-                              ("max_cluster_tokens", 64), ("gram_bytes", 0)):
+        for name, minimum in (
+            ("k_neighbors", 1),
+            ("fastvid_cuts", 1),
+            ("holitom_max_window", 2),
+            ("max_cluster_tokens", 64),
+            ("gram_bytes", 0),
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
@@ -246,8 +253,15 @@ class TangoConfig(PruneConfig):
             raise ValueError(f"model must name a preset, one of {sorted(PRESETS)}, got {model!r}")
         check_unit_interval("retention", retention, low_open=True, high_open=False)
         fields: dict[str, Any] = dict(PRESETS[model])
-        fields.update(segmentation="holitom", context_ratio=0.4, alpha=1.5, beta=0.6, k_neighbors=7,
-                      tau_static=0.8, tau_segment=0.65 if math.isclose(retention, 0.1) else 0.8)
+        fields.update(
+            segmentation="holitom",
+            context_ratio=0.4,
+            alpha=1.5,
+            beta=0.6,
+            k_neighbors=7,
+            tau_static=0.8,
+            tau_segment=0.65 if math.isclose(retention, 0.1) else 0.8,
+        )
         pre = retention
         if fields.get("fastv_layer") is not None:
             if isinstance(llm_layers, bool) or not isinstance(llm_layers, int) or llm_layers < 2:

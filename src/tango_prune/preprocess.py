@@ -18,7 +18,9 @@ __all__ = ["SIGLIP_MEAN_STD", "CLIP_MEAN_STD", "IMAGENET_MEAN_STD", "normalise",
 SIGLIP_MEAN_STD: tuple[tuple[float, ...], tuple[float, ...]] = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 #: OpenAI CLIP normalisation used by the Qwen2-VL / Qwen2.5-VL processors.
 CLIP_MEAN_STD: tuple[tuple[float, ...], tuple[float, ...]] = (
-    (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+    (0.48145466, 0.4578275, 0.40821073),
+    (0.26862954, 0.26130258, 0.27577711),
+)
 #: ImageNet normalisation used by the InternVL processors.
 IMAGENET_MEAN_STD: tuple[tuple[float, ...], tuple[float, ...]] = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

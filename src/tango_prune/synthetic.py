@@ -17,14 +17,24 @@ from .tokens import VideoTokens
 
 __all__ = ["render_shapes_video", "tokens_from_frames", "synthetic_tokens"]
 
-_PALETTE = np.array([
-    [230, 40, 40], [40, 200, 60], [50, 90, 230], [240, 200, 30], [200, 60, 220], [30, 210, 220],
-    [250, 140, 20], [240, 240, 240],
-], dtype=np.float32)
+_PALETTE = np.array(
+    [
+        [230, 40, 40],
+        [40, 200, 60],
+        [50, 90, 230],
+        [240, 200, 30],
+        [200, 60, 220],
+        [30, 210, 220],
+        [250, 140, 20],
+        [240, 240, 240],
+    ],
+    dtype=np.float32,
+)
 
 
-def render_shapes_video(num_frames: int = 16, size: int = 224, num_shapes: int = 4, seed: int = 0,
-                        cut_every: int = 0) -> np.ndarray:
+def render_shapes_video(
+    num_frames: int = 16, size: int = 224, num_shapes: int = 4, seed: int = 0, cut_every: int = 0
+) -> np.ndarray:
     """Render a (T, size, size, 3) uint8 video of moving discs and squares.
 
     Shapes move on straight lines, bouncing off the borders; the background is a fixed smooth texture.
@@ -44,13 +54,15 @@ def render_shapes_video(num_frames: int = 16, size: int = 224, num_shapes: int =
         bg = np.clip(base + tex * rng.uniform(0.5, 1.0, size=3), 0, 255)
         shapes = []
         for _ in range(num_shapes):
-            shapes.append(dict(
-                pos=rng.uniform(0.15, 0.85, size=2) * size,
-                vel=rng.uniform(-0.04, 0.04, size=2) * size,
-                rad=rng.uniform(0.06, 0.12) * size,
-                col=_PALETTE[rng.integers(len(_PALETTE))],
-                square=bool(rng.integers(2)),
-            ))
+            shapes.append(
+                dict(
+                    pos=rng.uniform(0.15, 0.85, size=2) * size,
+                    vel=rng.uniform(-0.04, 0.04, size=2) * size,
+                    rad=rng.uniform(0.06, 0.12) * size,
+                    col=_PALETTE[rng.integers(len(_PALETTE))],
+                    square=bool(rng.integers(2)),
+                )
+            )
         return bg, shapes
 
     bg, shapes = new_scene()
@@ -73,8 +85,14 @@ def render_shapes_video(num_frames: int = 16, size: int = 224, num_shapes: int =
     return frames
 
 
-def tokens_from_frames(frames: np.ndarray, grid: int | tuple[int, int] = 14, dim: int = 64, fps: float = 1.0,
-                       seed: int = 0, dtype: torch.dtype = torch.float32) -> VideoTokens:
+def tokens_from_frames(
+    frames: np.ndarray,
+    grid: int | tuple[int, int] = 14,
+    dim: int = 64,
+    fps: float = 1.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> VideoTokens:
     """Model-free :class:`VideoTokens` of a (T, H, W, 3) uint8 video on a ``grid`` of cells.
 
     Features: per-cell mean and standard deviation of RGB (6 values), centred -> fixed random MLP -> ``dim``
@@ -91,7 +109,7 @@ def tokens_from_frames(frames: np.ndarray, grid: int | tuple[int, int] = 14, dim
     ch, cw = H // gh, W // gw
     f = frames[:, : ch * gh, : cw * gw].astype(np.float32) / 255.0
     cells = f.reshape(T, gh, ch, gw, cw, 3).transpose(0, 1, 3, 2, 4, 5).reshape(T, gh, gw, ch * cw, 3)
-    desc = np.concatenate([cells.mean(3), cells.std(3)], axis=-1)              # (T, gh, gw, 6)
+    desc = np.concatenate([cells.mean(3), cells.std(3)], axis=-1)  # (T, gh, gw, 6)
     rng = np.random.default_rng(seed)
     hidden = min(4 * dim, 512)
     w1 = torch.from_numpy((rng.standard_normal((6, hidden)) * 3.0).astype(np.float32))
@@ -100,19 +118,28 @@ def tokens_from_frames(frames: np.ndarray, grid: int | tuple[int, int] = 14, dim
     centred = torch.from_numpy((desc - np.array([0.5, 0.5, 0.5, 0.1, 0.1, 0.1])).astype(np.float32))
     feats = torch.empty(T, gh, gw, dim, dtype=dtype)
     for s in range(0, T, 64):  # chunks keep the hidden activations small for long videos
-        feats[s:s + 64] = (torch.tanh(centred[s:s + 64] @ w1) @ w2).to(dtype)
+        feats[s : s + 64] = (torch.tanh(centred[s : s + 64] @ w1) @ w2).to(dtype)
     mean_col = desc[..., :3]
     bgcol = np.median(mean_col.reshape(T, -1, 3), axis=1)[:, None, None, :]
     logits = 12.0 * np.linalg.norm(mean_col - bgcol, axis=-1)
     logits -= logits.max(axis=(1, 2), keepdims=True)
     sal = np.exp(logits)
     sal /= sal.sum(axis=(1, 2), keepdims=True)
-    return VideoTokens(features=feats, saliency=torch.from_numpy(sal.astype(np.float32)),
-                       timestamps=torch.arange(T, dtype=torch.float64) / fps)
+    return VideoTokens(
+        features=feats,
+        saliency=torch.from_numpy(sal.astype(np.float32)),
+        timestamps=torch.arange(T, dtype=torch.float64) / fps,
+    )
 
 
-def synthetic_tokens(num_frames: int = 32, grid: int | tuple[int, int] = 14, dim: int = 64, seed: int = 0,
-                     cut_every: int = 0, dtype: torch.dtype = torch.float32) -> VideoTokens:
+def synthetic_tokens(
+    num_frames: int = 32,
+    grid: int | tuple[int, int] = 14,
+    dim: int = 64,
+    seed: int = 0,
+    cut_every: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> VideoTokens:
     """Render a shapes video (8 px per grid cell) and return its tokens: the one-call synthetic input."""
     gh, gw = (grid, grid) if isinstance(grid, int) else grid
     size = 8 * max(gh, gw)

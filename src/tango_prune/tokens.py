@@ -15,7 +15,7 @@ class TokenKind:
 
     SALIENT = 0  #: kept for its attention, feature unchanged
     CONTEXT = 1  #: context anchor, carries the (weighted) average of its cluster
-    STATIC = 2   #: stands for a position that is static over a segment (at its first frame)
+    STATIC = 2  #: stands for a position that is static over a segment (at its first frame)
     NAMES = ("salient", "context", "static")
 
 
@@ -79,12 +79,15 @@ class VideoTokens:
         if self.metric is not None:
             m = self.metric
             if not isinstance(m, torch.Tensor) or m.dim() not in (2, 4):
-                raise ValueError(f"metric must be a tensor of shape (T, H, W, Dm) or (T, Dm), got "
-                                 f"{tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__}")
+                raise ValueError(
+                    f"metric must be a tensor of shape (T, H, W, Dm) or (T, Dm), got "
+                    f"{tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__}"
+                )
             _require_float("metric", m, m.dim(), "(T, H, W, Dm) or (T, Dm)")
             if m.dim() == 4 and tuple(m.shape[:3]) != (T, H, W) or m.dim() == 2 and m.shape[0] != T:
-                raise ValueError(f"metric must have shape (T, H, W, Dm) or (T, Dm) with T, H, W = {(T, H, W)}, "
-                                 f"got {tuple(m.shape)}")
+                raise ValueError(
+                    f"metric must have shape (T, H, W, Dm) or (T, Dm) with T, H, W = {(T, H, W)}, got {tuple(m.shape)}"
+                )
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -101,8 +104,10 @@ class VideoTokens:
     def require_saliency(self, method: str) -> torch.Tensor:
         """Return the saliency map, or raise ``ValueError`` saying that ``method`` needs one."""
         if self.saliency is None:
-            raise ValueError(f"saliency is required by method {method!r}: pass VideoTokens(saliency=...) of shape "
-                             f"(T, H, W) = {self.grid}")
+            raise ValueError(
+                f"saliency is required by method {method!r}: pass VideoTokens(saliency=...) of shape "
+                f"(T, H, W) = {self.grid}"
+            )
         return self.saliency
 
 
@@ -126,8 +131,14 @@ class PruneResult:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_indices(cls, tokens: VideoTokens, indices: torch.Tensor, features: torch.Tensor | None = None,
-                     kinds: torch.Tensor | None = None, info: dict[str, Any] | None = None) -> "PruneResult":
+    def from_indices(
+        cls,
+        tokens: VideoTokens,
+        indices: torch.Tensor,
+        features: torch.Tensor | None = None,
+        kinds: torch.Tensor | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> "PruneResult":
         """Build a result from (not necessarily sorted) unique flat indices and optional replacement features.
 
         ``features`` (K, D), if given, is aligned with ``indices`` as passed; otherwise the original features
@@ -144,8 +155,14 @@ class PruneResult:
         flat = tokens.features.reshape(T * H * W, -1)
         feats = flat[idx] if features is None else features[order].to(flat.dtype)
         kinds = None if kinds is None else kinds.to(idx.device, torch.long)[order]
-        return cls(indices=idx, features=feats, positions=unflatten_index(idx, H, W), grid=(T, H, W),
-                   kinds=kinds, info=dict(info or {}))
+        return cls(
+            indices=idx,
+            features=feats,
+            positions=unflatten_index(idx, H, W),
+            grid=(T, H, W),
+            kinds=kinds,
+            info=dict(info or {}),
+        )
 
     @property
     def num_kept(self) -> int:

@@ -15,8 +15,9 @@ __all__ = ["KIND_COLOURS", "render_kept", "save_kept_png"]
 KIND_COLOURS = {TokenKind.SALIENT: (40, 230, 60), TokenKind.CONTEXT: (255, 150, 20), TokenKind.STATIC: (60, 140, 255)}
 
 
-def render_kept(frames: np.ndarray, result: PruneResult, cols: int = 8, max_frames: int = 32,
-                tile: int = 160) -> Image.Image:
+def render_kept(
+    frames: np.ndarray, result: PruneResult, cols: int = 8, max_frames: int = 32, tile: int = 160
+) -> Image.Image:
     """A contact sheet of the first ``max_frames`` frames with the kept tokens marked.
 
     Dropped cells are dimmed; kept cells get an outline in :data:`KIND_COLOURS` (unknown kind: white).

@@ -55,14 +55,18 @@ def bench_prompt(spec: Any, video: list[int]) -> torch.Tensor:
 
 def unpruned_kwargs(inp: BenchInputs, mask: torch.Tensor, video_output: Any) -> dict[str, Any]:
     """Upstream ``generate`` kwargs with the encoder output passed in."""
-    return dict(input_ids=inp.input_ids, attention_mask=mask, mm_encoder_outputs={"video": video_output},
-                **inp.common)
+    return dict(input_ids=inp.input_ids, attention_mask=mask, mm_encoder_outputs={"video": video_output}, **inp.common)
 
 
 def pruned_kwargs(inp: BenchInputs, mask: torch.Tensor) -> dict[str, Any]:
     """``generate`` kwargs for a patched model (the family encodes, prunes and re-inserts)."""
-    return dict(input_ids=inp.input_ids, attention_mask=mask, pixel_values_videos=inp.pixels,
-                video_timestamps=inp.timestamps, **inp.common)
+    return dict(
+        input_ids=inp.input_ids,
+        attention_mask=mask,
+        pixel_values_videos=inp.pixels,
+        video_timestamps=inp.timestamps,
+        **inp.common,
+    )
 
 
 def family_for(model: Any) -> Any:

@@ -91,12 +91,20 @@ def timed_generate(model: Any, kwargs: dict[str, Any], new_tokens: int, device: 
     with PeakMemory(device) as mem, torch.no_grad():
         sync(device)
         t0 = time.perf_counter()
-        model.generate(**kwargs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                       logits_processor=LogitsProcessorList([clock]))
+        model.generate(
+            **kwargs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([clock]),
+        )
         sync(device)
         t1 = time.perf_counter()
     ttft = (clock.first or t1) - t0
     decode = t1 - (clock.first or t1)
-    return {"ttft_s": ttft, "total_s": t1 - t0,
-            "decode_tok_s": (clock.calls - 1) / decode if clock.calls > 1 and decode > 0 else 0.0,
-            "peak_mib": mem.peak_mib}
+    return {
+        "ttft_s": ttft,
+        "total_s": t1 - t0,
+        "decode_tok_s": (clock.calls - 1) / decode if clock.calls > 1 and decode > 0 else 0.0,
+        "peak_mib": mem.peak_mib,
+    }

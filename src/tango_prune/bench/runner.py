@@ -72,8 +72,7 @@ class BenchSpec:
             make_config(m, **fields)  # raises ValueError naming an unknown or invalid field
         for r in self.retentions:
             make_config("topk", retention=r)  # the shared retention check
-        for name, minimum in (("frames", 1), ("repeats", 1), ("warmup", 0), ("new_tokens", 1),
-                              ("prompt_tokens", 0)):
+        for name, minimum in (("frames", 1), ("repeats", 1), ("warmup", 0), ("new_tokens", 1), ("prompt_tokens", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
@@ -133,8 +132,9 @@ def load_model(name_or_dir: str, dtype: torch.dtype, device: str) -> tuple[Any, 
             model = cls.from_pretrained(name_or_dir, dtype=dtype).eval()
         except Exception as exc:  # noqa: BLE001 - missing/truncated weights: OSError, SafetensorError, ...
             first = str(exc).splitlines()[0] if str(exc) else ""
-            raise ValueError(f"model directory {name_or_dir!r}: cannot load the weights ({type(exc).__name__}: "
-                             f"{first})") from None
+            raise ValueError(
+                f"model directory {name_or_dir!r}: cannot load the weights ({type(exc).__name__}: {first})"
+            ) from None
         desc = f"{arch} from {name_or_dir}"
     else:
         raise ValueError(f"model must be a preset ({sorted(PRESETS)}) or a model directory, got {name_or_dir!r}")
@@ -178,13 +178,14 @@ def _encode_once(model: Any, spec: BenchSpec, inp: BenchInputs, device: torch.de
     family = family_for(model)
     base = model.model
     inner: dict[str, Any] = {}
-    upstream = base.get_video_features                       # bound class method
+    upstream = base.get_video_features  # bound class method
 
     def timed_upstream(*args: Any, **kwargs: Any) -> Any:
         out, inner["s"] = _timed(lambda: upstream(*args, **kwargs), device)
         # Not the hidden states; the other outputs stay (Qwen3-VL's DeepStack levels are part of the video input).
-        inner["video"] = type(out)(**{k: v for k, v in out.items()
-                                      if k not in ("last_hidden_state", "hidden_states", "attentions")})
+        inner["video"] = type(out)(
+            **{k: v for k, v in out.items() if k not in ("last_hidden_state", "hidden_states", "attentions")}
+        )
         return out
 
     with warnings.catch_warnings():
@@ -193,7 +194,7 @@ def _encode_once(model: Any, spec: BenchSpec, inp: BenchInputs, device: torch.de
     with torch.no_grad():
         # why: a one-frame (one-step) warm-up so the single timed pass does not pay first-call costs.
         adapter.bench_encode(model, inp, warmup=True)
-        base.get_video_features = timed_upstream          # instance attribute, deleted below
+        base.get_video_features = timed_upstream  # instance attribute, deleted below
         try:
             encoded, total = _timed(lambda: adapter.bench_encode(model, inp), device)
         finally:
@@ -201,10 +202,14 @@ def _encode_once(model: Any, spec: BenchSpec, inp: BenchInputs, device: torch.de
     return {"vision_s": inner["s"], "vision_saliency_s": total, "video": inner["video"], "encoded": encoded}
 
 
-def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
-              log: Callable[[str], None] | None = None,
-              on_row: Callable[[dict[str, Any]], None] | None = None,
-              done_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def run_bench(
+    spec: BenchSpec,
+    progress: bool = True,
+    model: Any = None,
+    log: Callable[[str], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    done_rows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Run the benchmark described by ``spec``; returns a JSON-serialisable report (see module docstring).
 
     ``model`` may be passed in already built (tests); otherwise it is loaded from ``spec.model``. ``on_row``
@@ -246,10 +251,18 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
             if i >= spec.warmup:
                 base_runs.append(r)
             bar.step("unpruned")
-        base = {"method": "none", "retention": 1.0, "visual_tokens": vinfo["video_tokens"], "kept": None,
-                "vision_s": enc["vision_s"], "prune_s": 0.0, "prefill_s": _median(base_runs, "ttft_s"),
-                "decode_tok_s": _median(base_runs, "decode_tok_s"),
-                "peak_mib": max(r["peak_mib"] for r in base_runs), "repeats": [r["ttft_s"] for r in base_runs]}
+        base = {
+            "method": "none",
+            "retention": 1.0,
+            "visual_tokens": vinfo["video_tokens"],
+            "kept": None,
+            "vision_s": enc["vision_s"],
+            "prune_s": 0.0,
+            "prefill_s": _median(base_runs, "ttft_s"),
+            "decode_tok_s": _median(base_runs, "decode_tok_s"),
+            "peak_mib": max(r["peak_mib"] for r in base_runs),
+            "repeats": [r["ttft_s"] for r in base_runs],
+        }
         base["ttft_s"] = base["vision_s"] + base["prefill_s"]
         _finish(base, base)
         if on_row:
@@ -271,36 +284,57 @@ def run_bench(spec: BenchSpec, progress: bool = True, model: Any = None,
             first = False
             try:
                 for i in range(n_runs + extra):
-                    run: dict[str, Any] = dict(timed_generate(model, pruned_kwargs(inp, attn), spec.new_tokens,
-                                                              device))
+                    run: dict[str, Any] = dict(timed_generate(model, pruned_kwargs(inp, attn), spec.new_tokens, device))
                     st = _models.stats(model)
-                    run.update(prune_s=st["prune_s"], prefill_s=run["ttft_s"] - st["vision_s"] - st["prune_s"],
-                               visual_tokens=st["visual_tokens_after"], kept=sum(st.get("kept_per_video", [0])))
+                    run.update(
+                        prune_s=st["prune_s"],
+                        prefill_s=run["ttft_s"] - st["vision_s"] - st["prune_s"],
+                        visual_tokens=st["visual_tokens_after"],
+                        kept=sum(st.get("kept_per_video", [0])),
+                    )
                     last = _models.last_results(model)
-                    run["prune_info"] = {k: v for k, v in (last[0].info if last else {}).items()
-                                         if k in ("segments", "static_positions", "by_kind")}
+                    run["prune_info"] = {
+                        k: v
+                        for k, v in (last[0].info if last else {}).items()
+                        if k in ("segments", "static_positions", "by_kind")
+                    }
                     if i >= spec.warmup + extra:
                         runs.append(run)
                     if i >= extra:
                         bar.step(f"{method} r={r_keep}")
             finally:
                 _models.remove(model)
-            row = {"method": method, "retention": r_keep, "overrides": spec.overrides.get(method, {}),
-                   "visual_tokens": runs[0]["visual_tokens"],
-                   "kept": runs[0]["kept"], "prune_info": runs[0]["prune_info"], "vision_s": enc["vision_saliency_s"], "prune_s": _median(runs, "prune_s"),
-                   "prefill_s": _median(runs, "prefill_s"), "decode_tok_s": _median(runs, "decode_tok_s"),
-                   "peak_mib": max(r["peak_mib"] for r in runs), "repeats": [r["ttft_s"] for r in runs]}
+            row = {
+                "method": method,
+                "retention": r_keep,
+                "overrides": spec.overrides.get(method, {}),
+                "visual_tokens": runs[0]["visual_tokens"],
+                "kept": runs[0]["kept"],
+                "prune_info": runs[0]["prune_info"],
+                "vision_s": enc["vision_saliency_s"],
+                "prune_s": _median(runs, "prune_s"),
+                "prefill_s": _median(runs, "prefill_s"),
+                "decode_tok_s": _median(runs, "decode_tok_s"),
+                "peak_mib": max(r["peak_mib"] for r in runs),
+                "repeats": [r["ttft_s"] for r in runs],
+            }
             row["ttft_s"] = row["vision_s"] + row["prune_s"] + row["prefill_s"]
             _finish(row, base)
             rows.append(row)
             if on_row:
                 on_row(row)
-    return {"spec": dataclasses.asdict(spec), "model": desc, "video": vinfo, "environment": _environment(device),
-            "vision_note": "vision is measured once per video (it does not depend on the method) in one encoder "
-                           "pass: the upstream encoder alone for 'none', the encoder plus the saliency map for "
-                           "the pruning methods",
-            "feature_similarity": _feature_similarity(family.bench_first_video_features(enc["encoded"], inp)),
-            "rows": rows, "resumed_rows": sum(1 for r in rows if any(r is d for d in done.values()))}
+    return {
+        "spec": dataclasses.asdict(spec),
+        "model": desc,
+        "video": vinfo,
+        "environment": _environment(device),
+        "vision_note": "vision is measured once per video (it does not depend on the method) in one encoder "
+        "pass: the upstream encoder alone for 'none', the encoder plus the saliency map for "
+        "the pruning methods",
+        "feature_similarity": _feature_similarity(family.bench_first_video_features(enc["encoded"], inp)),
+        "rows": rows,
+        "resumed_rows": sum(1 for r in rows if any(r is d for d in done.values())),
+    }
 
 
 def _feature_similarity(feats: torch.Tensor) -> dict[str, float]:
@@ -329,10 +363,17 @@ def _finish(row: dict[str, Any], base: dict[str, Any]) -> None:
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
-    env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-           "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    env = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     try:
         import transformers
+
         env["transformers"] = transformers.__version__
     except ImportError:
         pass
@@ -343,28 +384,35 @@ def _environment(device: torch.device) -> dict[str, Any]:
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The report's rows as a markdown table (times in ms, memory in MiB)."""
-    head = ("| method | retention | visual tokens | vision ms | prune ms | prefill ms | TTFT ms | TTFT speedup "
-            "| prefill speedup | prune / prefill saved | decode tok/s | peak MiB |")
+    head = (
+        "| method | retention | visual tokens | vision ms | prune ms | prefill ms | TTFT ms | TTFT speedup "
+        "| prefill speedup | prune / prefill saved | decode tok/s | peak MiB |"
+    )
     lines = [head, "|" + "---|" * 12]
     for r in report["rows"]:
         ov = "-" if r["overhead_of_saved"] is None else f"{100 * r['overhead_of_saved']:.1f}%"
-        lines.append(f"| {r['method']} | {r['retention']:g} | {r['visual_tokens']} | {1e3 * r['vision_s']:.0f} "
-                     f"| {1e3 * r['prune_s']:.1f} | {1e3 * r['prefill_s']:.0f} | {1e3 * r['ttft_s']:.0f} "
-                     f"| {r['ttft_speedup']:.2f}x | {r['prefill_speedup']:.2f}x | {ov} | {r['decode_tok_s']:.1f} "
-                     f"| {r['peak_mib']:.0f} |")
+        lines.append(
+            f"| {r['method']} | {r['retention']:g} | {r['visual_tokens']} | {1e3 * r['vision_s']:.0f} "
+            f"| {1e3 * r['prune_s']:.1f} | {1e3 * r['prefill_s']:.0f} | {1e3 * r['ttft_s']:.0f} "
+            f"| {r['ttft_speedup']:.2f}x | {r['prefill_speedup']:.2f}x | {ov} | {r['decode_tok_s']:.1f} "
+            f"| {r['peak_mib']:.0f} |"
+        )
     v = report["video"]
     lines.append("")
-    steps = (f" ({v['temporal_steps']} temporal steps of {v['tokens_per_step']} tokens)"
-             if "temporal_steps" in v else "")
-    lines.append(f"Model: {report['model']}. Video: {v['source']}, {v['frames']} frames at {v['frame_size']} px, "
-                 f"{v['video_tokens']} video tokens{steps} + {v['prompt_tokens']} prompt tokens. Device: "
-                 f"{report['environment'].get('gpu', report['environment']['device'])}, "
-                 f"{report['environment']['threads']} threads. {report['vision_note']}. Medians of "
-                 f"{report['spec']['repeats']} repeats after {report['spec']['warmup']} warm-up(s).")
+    steps = f" ({v['temporal_steps']} temporal steps of {v['tokens_per_step']} tokens)" if "temporal_steps" in v else ""
+    lines.append(
+        f"Model: {report['model']}. Video: {v['source']}, {v['frames']} frames at {v['frame_size']} px, "
+        f"{v['video_tokens']} video tokens{steps} + {v['prompt_tokens']} prompt tokens. Device: "
+        f"{report['environment'].get('gpu', report['environment']['device'])}, "
+        f"{report['environment']['threads']} threads. {report['vision_note']}. Medians of "
+        f"{report['spec']['repeats']} repeats after {report['spec']['warmup']} warm-up(s)."
+    )
     fs = report.get("feature_similarity")
     if fs:
-        lines.append(f"Consecutive-frame cosine similarity of the video features at the same position: p10 "
-                     f"{fs['p10']:.2f}, median {fs['p50']:.2f}, p90 {fs['p90']:.2f}.")
+        lines.append(
+            f"Consecutive-frame cosine similarity of the video features at the same position: p10 "
+            f"{fs['p10']:.2f}, median {fs['p50']:.2f}, p90 {fs['p90']:.2f}."
+        )
     if report["spec"].get("overrides"):
         lines.append(f"Config overrides: {json.dumps(report['spec']['overrides'], sort_keys=True)}.")
     return "\n".join(lines) + "\n"

@@ -36,14 +36,14 @@ def synthetic_video(frames: int, size: int, seed: int = 0, fps: float = 1.0) -> 
     if frames < 1 or size < 8:
         raise ValueError(f"frames must be >= 1 and size >= 8, got frames={frames}, size={size}")
     rng = np.random.default_rng(seed)
-    step = max(1, round(0.06 * size))                                   # pan per frame, pixels
+    step = max(1, round(0.06 * size))  # pan per frame, pixels
     scenes = [_texture(size, size + step * frames, rng) for _ in range(2)]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    discs = rng.uniform(0.1, 0.9, (4, 4))                               # x, y, vx, vy
+    discs = rng.uniform(0.1, 0.9, (4, 4))  # x, y, vx, vy
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     for t in range(frames):
         scene = 0 if t < max(1, frames // 2) else 1
-        img = scenes[scene][:, t * step: t * step + size].copy()
+        img = scenes[scene][:, t * step : t * step + size].copy()
         for i, (x, y, vx, vy) in enumerate(discs):
             cx = (x + 0.05 * (vx - 0.5) * t) % 1.0
             cy = (y + 0.05 * (vy - 0.5) * t) % 1.0
@@ -54,8 +54,9 @@ def synthetic_video(frames: int, size: int, seed: int = 0, fps: float = 1.0) -> 
     return out, np.arange(frames, dtype=np.float64) / fps
 
 
-def to_pixels(frames: np.ndarray, size: int, mean: float | Sequence[float] = 0.5,
-              std: float | Sequence[float] = 0.5) -> torch.Tensor:
+def to_pixels(
+    frames: np.ndarray, size: int, mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5
+) -> torch.Tensor:
     """Resize RGB frames to ``size`` x ``size`` and normalise (default like SigLIP; ``mean`` / ``std`` may be per
     channel), with :func:`tango_prune.preprocess.normalise`: (1, T, 3, size, size) fp32."""
     m = [float(mean)] * 3 if isinstance(mean, (int, float)) else list(mean)

@@ -12,8 +12,18 @@ import os
 import tempfile
 from typing import Any
 
-__all__ = ["positive_int", "nonnegative_int", "check_out_dir", "check_out_file", "resolve_device",
-           "read_json_report", "atomic_write_text", "atomic_write_json", "load_pretrained", "load_hf_config"]
+__all__ = [
+    "positive_int",
+    "nonnegative_int",
+    "check_out_dir",
+    "check_out_file",
+    "resolve_device",
+    "read_json_report",
+    "atomic_write_text",
+    "atomic_write_json",
+    "load_pretrained",
+    "load_hf_config",
+]
 
 
 def _int_at_least(minimum: int):
@@ -25,6 +35,7 @@ def _int_at_least(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
         return value
+
     parse.__name__ = f"integer >= {minimum}"
     return parse
 
@@ -150,8 +161,10 @@ def load_hf_config(model_dir: str, arg: str = "--model") -> Any:
     try:
         return AutoConfig.from_pretrained(model_dir)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, JSON errors
-        raise ValueError(f"{arg}: {model_dir!r} has an invalid config.json ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ValueError(
+            f"{arg}: {model_dir!r} has an invalid config.json ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
 
 
 def load_pretrained(cls: Any, model_dir: str, arg: str = "--model", **kwargs: Any) -> Any:

@@ -8,12 +8,21 @@ import json
 import os
 import sys
 
-from ._checks import (atomic_write_json, atomic_write_text, check_out_dir, nonnegative_int, positive_int,
-                      read_json_report, resolve_device)
+from ._checks import (
+    atomic_write_json,
+    atomic_write_text,
+    check_out_dir,
+    nonnegative_int,
+    positive_int,
+    read_json_report,
+    resolve_device,
+)
 
 NAME = "bench"
-HELP = ("Measure TTFT (vision / pruning / prefill), decode tokens/s and peak memory of a Video LLM for several "
-        "pruning methods and retentions; writes JSON and a markdown table.")
+HELP = (
+    "Measure TTFT (vision / pruning / prefill), decode tokens/s and peak memory of a Video LLM for several "
+    "pruning methods and retentions; writes JSON and a markdown table."
+)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -43,30 +52,55 @@ def _override(text: str) -> tuple[str, str, object]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tango-prune bench``."""
-    parser.add_argument("--model", default="llava-ov-0.5b",
-                        help="preset (llava-ov-0.5b, llava-ov-7b, qwen2.5-vl-3b, qwen2.5-vl-7b, tiny-llava-ov, "
-                             "tiny-qwen2.5-vl) or a save_pretrained directory (default: llava-ov-0.5b)")
+    parser.add_argument(
+        "--model",
+        default="llava-ov-0.5b",
+        help="preset (llava-ov-0.5b, llava-ov-7b, qwen2.5-vl-3b, qwen2.5-vl-7b, tiny-llava-ov, "
+        "tiny-qwen2.5-vl) or a save_pretrained directory (default: llava-ov-0.5b)",
+    )
     parser.add_argument("--methods", type=_names, default=("tango",), help="comma-separated method names")
     parser.add_argument("--retentions", type=_floats, default=(0.1,), help="comma-separated retentions in (0, 1]")
     parser.add_argument("--video", default=None, help="video file (default: a synthetic clip)")
     parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled from the video (default 32)")
-    parser.add_argument("--frame-size", type=positive_int, default=None,
-                        help="frame size in pixels (Qwen2.5-VL: a multiple of 28; default: the preset's, 448 for "
-                             "Qwen2.5-VL, 384 for LLaVA-OneVision, which accepts no other)")
-    parser.add_argument("--warmup", type=nonnegative_int, default=1, help="discarded runs per configuration (default 1)")
+    parser.add_argument(
+        "--frame-size",
+        type=positive_int,
+        default=None,
+        help="frame size in pixels (Qwen2.5-VL: a multiple of 28; default: the preset's, 448 for "
+        "Qwen2.5-VL, 384 for LLaVA-OneVision, which accepts no other)",
+    )
+    parser.add_argument(
+        "--warmup", type=nonnegative_int, default=1, help="discarded runs per configuration (default 1)"
+    )
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs per configuration (default 3)")
     parser.add_argument("--new-tokens", type=positive_int, default=8, help="generated tokens per run (default 8)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
-                        metavar="METHOD.FIELD=VALUE", help="override a method's config field (repeatable)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        type=_override,
+        action="append",
+        default=[],
+        metavar="METHOD.FIELD=VALUE",
+        help="override a method's config field (repeatable)",
+    )
     parser.add_argument("--out", default="bench_out", help="output directory for bench.json and bench.md")
-    parser.add_argument("--render", metavar="BENCH_JSON", default=None,
-                        help="do not measure: re-render the markdown of an existing bench.json into --out")
+    parser.add_argument(
+        "--render",
+        metavar="BENCH_JSON",
+        default=None,
+        help="do not measure: re-render the markdown of an existing bench.json into --out",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--restart", action="store_true",
-                        help="discard the partial results of an interrupted run in --out instead of resuming it")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the partial results of an interrupted run in --out instead of resuming it",
+    )
 
 
 PARTIAL = "bench.partial.json"
@@ -86,26 +120,40 @@ def run(args: argparse.Namespace) -> int:
         try:
             _write_markdown(report, args.out)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"--render: {args.render!r} is not a complete bench report ({type(exc).__name__}: "
-                             f"{exc})") from None
+            raise ValueError(
+                f"--render: {args.render!r} is not a complete bench report ({type(exc).__name__}: {exc})"
+            ) from None
         return 0
     overrides: dict[str, dict[str, object]] = {}
     for method, field, value in args.overrides:
         overrides.setdefault(method, {})[field] = value
     resolve_device(args.device, "--device")
-    spec = BenchSpec(model=args.model, methods=args.methods, retentions=args.retentions, video=args.video,
-                     frames=args.frames, frame_size=args.frame_size, warmup=args.warmup, repeats=args.repeats,
-                     new_tokens=args.new_tokens, dtype=args.dtype, device=args.device, threads=args.threads,
-                     overrides=overrides)
+    spec = BenchSpec(
+        model=args.model,
+        methods=args.methods,
+        retentions=args.retentions,
+        video=args.video,
+        frames=args.frames,
+        frame_size=args.frame_size,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        new_tokens=args.new_tokens,
+        dtype=args.dtype,
+        device=args.device,
+        threads=args.threads,
+        overrides=overrides,
+    )
     check_out_dir(args.out, "--out")
     partial_path = os.path.join(args.out, PARTIAL)
-    key = json.loads(json.dumps(dataclasses.asdict(spec)))   # tuples -> lists, as read back from disk
+    key = json.loads(json.dumps(dataclasses.asdict(spec)))  # tuples -> lists, as read back from disk
     done: list[dict] = []
     if os.path.exists(partial_path) and not args.restart:
         old = read_json_report(partial_path, "--out", ("spec", "rows"))
         if old["spec"] != key:
-            raise ValueError(f"--out: {partial_path!r} holds an interrupted run with other settings; use another "
-                             "--out, or --restart to discard it")
+            raise ValueError(
+                f"--out: {partial_path!r} holds an interrupted run with other settings; use another "
+                "--out, or --restart to discard it"
+            )
         done = list(old["rows"])
         print(f"resuming: {len(done)} row(s) already measured in {partial_path}", file=sys.stderr)
     partial: list[dict] = list(done)
@@ -115,8 +163,13 @@ def run(args: argparse.Namespace) -> int:
         partial.append(row)
         atomic_write_json(partial_path, {"spec": key, "rows": partial})
 
-    report = run_bench(spec, progress=not args.no_progress,
-                       log=lambda s: print(s, file=sys.stderr, flush=True), on_row=on_row, done_rows=done)
+    report = run_bench(
+        spec,
+        progress=not args.no_progress,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+        on_row=on_row,
+        done_rows=done,
+    )
     report["command"] = "tango-prune bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None
     atomic_write_json(os.path.join(args.out, "bench.json"), report)
     _write_markdown(report, args.out)
@@ -130,8 +183,10 @@ def _write_markdown(report: dict, out: str) -> None:
 
     text = markdown_table(report) + "\n" + markdown_summary(report)
     if report.get("resumed_rows"):
-        text += (f"\nResumed run: {report['resumed_rows']} row(s) were measured by an earlier, interrupted process; "
-                 "compare ratios within one process where it matters.\n")
+        text += (
+            f"\nResumed run: {report['resumed_rows']} row(s) were measured by an earlier, interrupted process; "
+            "compare ratios within one process where it matters.\n"
+        )
     if report.get("command"):
         text += f"\nCommand: `{report['command']}`\n"
     atomic_write_text(os.path.join(out, "bench.md"), text)

@@ -34,8 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, default=256, help="feature dimension (default: 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-model", action="store_true", help="skip part 2 (the shipped testbed model)")
-    p.add_argument("--subset", type=int, default=100,
-                   help="part 2 scores the first N held-out questions with and without pruning (default: 100)")
+    p.add_argument(
+        "--subset",
+        type=int,
+        default=100,
+        help="part 2 scores the first N held-out questions with and without pruning (default: 100)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(args.subset, bool) or not 1 <= args.subset <= TEST_SIZE:
         raise ValueError(f"--subset must be in [1, {TEST_SIZE}], got {args.subset}")
 
-    frames = render_shapes_video(args.frames, size=16 * args.grid, num_shapes=4, seed=args.seed,
-                                 cut_every=max(2, args.frames // 2))
+    frames = render_shapes_video(
+        args.frames, size=16 * args.grid, num_shapes=4, seed=args.seed, cut_every=max(2, args.frames // 2)
+    )
     tokens = tokens_from_frames(frames, grid=args.grid, dim=args.dim, fps=2.0, seed=args.seed)
     cfg = make_config(args.method, retention=args.retention)
     t0 = time.perf_counter()
@@ -67,12 +72,25 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     png = save_kept_png(os.path.join(args.out, "kept_tokens.png"), frames, result)
     with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as fh:
-        json.dump({"config": cfg.to_dict(), "kept": result.num_kept, "total": T * H * W, "by_kind": by_kind,
-                   "info": result.info, "prune_ms": 1000 * dt}, fh, indent=2, default=str)
+        json.dump(
+            {
+                "config": cfg.to_dict(),
+                "kept": result.num_kept,
+                "total": T * H * W,
+                "by_kind": by_kind,
+                "info": result.info,
+                "prune_ms": 1000 * dt,
+            },
+            fh,
+            indent=2,
+            default=str,
+        )
     print(f"wrote {png}")
     if not args.no_model:
         from ..testbed.demo import run_demo  # needs transformers and PyAV
 
         print("\n-- the shipped testbed Video LLM on a generated mp4 --")
-        run_demo(os.path.join(args.out, "testbed"), method=cfg.method, retention=cfg.retention, subset=range(args.subset))
+        run_demo(
+            os.path.join(args.out, "testbed"), method=cfg.method, retention=cfg.retention, subset=range(args.subset)
+        )
     return 0

@@ -13,32 +13,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tango-prune eval``."""
     from ..testbed.evaluate import RETENTIONS
 
-    parser.add_argument("--benchmark", choices=["testbed"], default="testbed",
-                        help="which benchmark (only the CPU testbed for now)")
-    parser.add_argument("--methods", default=None,
-                        help="comma-separated method names (default: every registered method)")
-    parser.add_argument("--retentions", default=",".join(f"{r:g}" for r in RETENTIONS),
-                        help="comma-separated retention ratios in (0, 1]")
+    parser.add_argument(
+        "--benchmark", choices=["testbed"], default="testbed", help="which benchmark (only the CPU testbed for now)"
+    )
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated method names (default: every registered method)"
+    )
+    parser.add_argument(
+        "--retentions",
+        default=",".join(f"{r:g}" for r in RETENTIONS),
+        help="comma-separated retention ratios in (0, 1]",
+    )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test questions")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--model", default=None, help="model directory (default: the shipped testbed weights)")
     parser.add_argument("--json", default="eval_testbed.json", help="where to write the JSON report")
     parser.add_argument("--markdown", default="eval_testbed.md", help="where to write the markdown table")
-    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                        help="instead of evaluating, merge reports of runs over disjoint methods into --json/--markdown")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="instead of evaluating, merge reports of runs over disjoint methods into --json/--markdown",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--oracle", action="store_true",
-                        help="add the evidence-oracle reference row (testbed only; not a pruning method)")
-    parser.add_argument("--ablations", action="store_true",
-                        help="add Tango's ablation rows (no diversity / ST-RoPE / context merging / static collapse, "
-                             "segmentation none / fastvid)")
-    parser.add_argument("--plot", default=None, metavar="PNG",
-                        help="also draw accuracy against retention for every row into this PNG")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted run whose partial report is at --json (finished cells are kept)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="config override for every evaluated method, e.g. --set tau_static=1.0 (repeatable)")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="add the evidence-oracle reference row (testbed only; not a pruning method)",
+    )
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="add Tango's ablation rows (no diversity / ST-RoPE / context merging / static collapse, "
+        "segmentation none / fastvid)",
+    )
+    parser.add_argument(
+        "--plot", default=None, metavar="PNG", help="also draw accuracy against retention for every row into this PNG"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run whose partial report is at --json (finished cells are kept)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="config override for every evaluated method, e.g. --set tau_static=1.0 (repeatable)",
+    )
 
 
 def _overrides(items: list[str]) -> dict:
@@ -132,10 +157,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     overrides = _overrides(args.set)
     if "retention" in overrides:
-        raise ValueError(f"--set retention={overrides['retention']} conflicts with --retentions; "
-                         "give retentions with --retentions only")
+        raise ValueError(
+            f"--set retention={overrides['retention']} conflicts with --retentions; "
+            "give retentions with --retentions only"
+        )
     known = tp.methods()
-    for m in methods:   # fail before loading anything if a method is unknown or lacks an overridden field
+    for m in methods:  # fail before loading anything if a method is unknown or lacks an overridden field
         if m not in known:
             raise ValueError(f"--methods must be registered names {known}, got {m!r}")
         tp.make_config(m, **overrides)
@@ -144,10 +171,20 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and Path(args.json).is_file():
         previous = _read_report(args.json, "--json")
     model, proc = load(args.model)
-    report = evaluate(model, proc, methods, retentions, limit=args.limit, batch_size=args.batch_size,
-                      show_progress=not args.no_progress, overrides=overrides, extra_rows=extra, previous=previous,
-                      checkpoint=lambda rep: save_report(rep, args.json, args.markdown),
-                      model_name=None if args.model is None else str(Path(args.model)))
+    report = evaluate(
+        model,
+        proc,
+        methods,
+        retentions,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        show_progress=not args.no_progress,
+        overrides=overrides,
+        extra_rows=extra,
+        previous=previous,
+        checkpoint=lambda rep: save_report(rep, args.json, args.markdown),
+        model_name=None if args.model is None else str(Path(args.model)),
+    )
     _plot(report, args.plot)
     print(markdown_table(report), end="")
     print(f"wrote {args.json} and {args.markdown} ({report['seconds']}s)")

@@ -18,20 +18,32 @@ HELP = "sweep none + methods x retentions over lmms-eval tasks (table, JSON, plo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tango-prune lmms-eval``."""
-    parser.add_argument("--model", default="tango_llava_onevision",
-                        help="plugin model id: tango_llava_onevision (also LLaVA-Video) or tango_qwen2_5_vl")
+    parser.add_argument(
+        "--model",
+        default="tango_llava_onevision",
+        help="plugin model id: tango_llava_onevision (also LLaVA-Video) or tango_qwen2_5_vl",
+    )
     parser.add_argument("--pretrained", default=None, help="checkpoint directory or hub id")
-    parser.add_argument("--tasks", default=None,
-                        help="comma-separated lmms-eval tasks, e.g. videomme,mvbench,longvideobench_val_v,mlvu_dev")
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated lmms-eval tasks, e.g. videomme,mvbench,longvideobench_val_v,mlvu_dev",
+    )
     parser.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
     parser.add_argument("--retentions", default="0.1", help="comma-separated retention ratios (default 0.1)")
-    parser.add_argument("--model-args", default="",
-                        help="extra plugin model_args for every run, e.g. frames=32,dtype=bfloat16")
+    parser.add_argument(
+        "--model-args", default="", help="extra plugin model_args for every run, e.g. frames=32,dtype=bfloat16"
+    )
     parser.add_argument("--include-path", default=None, help="directory of extra task YAMLs (lmms-eval --include_path)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N documents per task")
     parser.add_argument("--out", default="lmms_eval_sweep", help="output directory (default lmms_eval_sweep)")
-    parser.add_argument("--testbed", type=int, default=None, metavar="N",
-                        help="sweep the shipped testbed model on an offline task of its first N held-out questions")
+    parser.add_argument(
+        "--testbed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sweep the shipped testbed model on an offline task of its first N held-out questions",
+    )
 
 
 def _list(text: str | None, name: str) -> list[str]:
@@ -75,14 +87,25 @@ def run(args: argparse.Namespace) -> int:
         pretrained, tasks, include = made["pretrained"], made["task"], made["include_path"]
     if not pretrained:
         raise ValueError("--pretrained is required (or --testbed N)")
-    summary = sweep(args.out, model=model, pretrained=pretrained, tasks=_list(tasks, "--tasks"), methods=methods,
-                    retentions=retentions, model_args=args.model_args, include_path=include, limit=args.limit,
-                    log=lambda s: print(s, file=sys.stderr))
+    summary = sweep(
+        args.out,
+        model=model,
+        pretrained=pretrained,
+        tasks=_list(tasks, "--tasks"),
+        methods=methods,
+        retentions=retentions,
+        model_args=args.model_args,
+        include_path=include,
+        limit=args.limit,
+        log=lambda s: print(s, file=sys.stderr),
+    )
     if is_main:
         print(markdown_table(summary), end="")
         print(f"wrote {Path(args.out) / 'sweep.md'}, sweep.json and sweep.png")
     if summary["failed"]:
-        print(f"tango-prune lmms-eval: {len(summary['failed'])} run(s) failed: {', '.join(summary['failed'])}",
-              file=sys.stderr)
+        print(
+            f"tango-prune lmms-eval: {len(summary['failed'])} run(s) failed: {', '.join(summary['failed'])}",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -24,20 +24,33 @@ HELP = "answer a question about a video with a pruned Hugging Face Video LLM"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``tango-prune run``."""
-    parser.add_argument("--model", required=True, help="directory of a Hugging Face checkpoint (config + weights + tokenizer)")
+    parser.add_argument(
+        "--model", required=True, help="directory of a Hugging Face checkpoint (config + weights + tokenizer)"
+    )
     parser.add_argument("--video", required=True, help="video file (anything PyAV decodes)")
     parser.add_argument("--question", required=True, help="question about the video")
     parser.add_argument("--method", default="tango", help="pruning method (default tango)")
     parser.add_argument("--retention", type=float, default=0.1, help="fraction of visual tokens kept (default 0.1)")
-    parser.add_argument("--frames", type=positive_int, default=None,
-                        help="frames sampled uniformly (default: the model family's, 32 for LLaVA, 16 for Qwen2.5-VL)")
+    parser.add_argument(
+        "--frames",
+        type=positive_int,
+        default=None,
+        help="frames sampled uniformly (default: the model family's, 32 for LLaVA, 16 for Qwen2.5-VL)",
+    )
     parser.add_argument("--max-new-tokens", type=positive_int, default=32, help="answer length limit (default 32)")
     parser.add_argument("--variant", default=None, help="LLaVA token layout: llava-onevision or llava-video")
-    parser.add_argument("--saliency-head", default=None, metavar="DIR_OR_HUB_ID",
-                        help="LLaVA: score patches with this original SigLIP checkpoint's post_layernorm + "
-                             "attention-pooling head, the paper's setting (e.g. google/siglip-so400m-patch14-384)")
-    parser.add_argument("--no-prune", action="store_true",
-                        help="keep every visual token (baseline: the unpruned model's logits, same time split)")
+    parser.add_argument(
+        "--saliency-head",
+        default=None,
+        metavar="DIR_OR_HUB_ID",
+        help="LLaVA: score patches with this original SigLIP checkpoint's post_layernorm + "
+        "attention-pooling head, the paper's setting (e.g. google/siglip-so400m-patch14-384)",
+    )
+    parser.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="keep every visual token (baseline: the unpruned model's logits, same time split)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
 
 
@@ -48,8 +61,9 @@ def _load_config(model_dir: str) -> tuple[Any, str]:
     archs = list(getattr(config, "architectures", None) or [])
     cls = next((a for a in archs if a in SUPPORTED), None)
     if cls is None:
-        raise ValueError(f"--model: unsupported model class {archs or type(config).__name__}; supported: "
-                         f"{sorted(SUPPORTED)}")
+        raise ValueError(
+            f"--model: unsupported model class {archs or type(config).__name__}; supported: {sorted(SUPPORTED)}"
+        )
     return config, cls
 
 
@@ -128,20 +142,25 @@ def run(args: argparse.Namespace) -> int:
     first = _FirstToken(device)
     start = time.perf_counter()
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False,
-                             logits_processor=LogitsProcessorList([first]))
+        out = model.generate(
+            **inputs, max_new_tokens=args.max_new_tokens, do_sample=False, logits_processor=LogitsProcessorList([first])
+        )
     if device.type == "cuda":
         torch.cuda.synchronize()
     total = time.perf_counter() - start
-    new = out[0, inputs["input_ids"].shape[1]:]
+    new = out[0, inputs["input_ids"].shape[1] :]
     answer = str(tokenizer.decode(new, skip_special_tokens=True)).strip()
     st = tp.models.stats(model)
     ttft = (first.t or time.perf_counter()) - start
     prefill = max(0.0, ttft - st["vision_s"] - st["prune_s"])
     print(f"answer: {answer}")
     print(f"frames: {len(ts)} at {', '.join(f'{t:.2f}' for t in ts)} s")
-    print(f"visual tokens: {st['visual_tokens_before']} -> {st['visual_tokens_after']}"
-          + ("" if args.no_prune else f" ({args.method}, retention {args.retention})"))
-    print(f"time: vision {st['vision_s'] * 1e3:.1f} ms | pruning {st['prune_s'] * 1e3:.1f} ms | "
-          f"prefill {prefill * 1e3:.1f} ms | decode {(total - ttft) * 1e3:.1f} ms ({len(new)} tokens)")
+    print(
+        f"visual tokens: {st['visual_tokens_before']} -> {st['visual_tokens_after']}"
+        + ("" if args.no_prune else f" ({args.method}, retention {args.retention})")
+    )
+    print(
+        f"time: vision {st['vision_s'] * 1e3:.1f} ms | pruning {st['prune_s'] * 1e3:.1f} ms | "
+        f"prefill {prefill * 1e3:.1f} ms | decode {(total - ttft) * 1e3:.1f} ms ({len(new)} tokens)"
+    )
     return 0

@@ -8,8 +8,10 @@ import argparse
 from ._checks import check_out_file, load_hf_config
 
 NAME = "show"
-HELP = ("Answer a question about a video with the shipped testbed model, with and without pruning; print "
-        "answers, token counts and the time split, and draw the kept tokens as PNG.")
+HELP = (
+    "Answer a question about a video with the shipped testbed model, with and without pruning; print "
+    "answers, token counts and the time split, and draw the kept tokens as PNG."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ValueError(f"--model: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - truncated weights, missing processor files
-            raise ValueError(f"--model: cannot load the testbed model from {args.model!r} "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise ValueError(
+                f"--model: cannot load the testbed model from {args.model!r} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
     else:
         model, proc = load(None)
     frames, ts = D.read_video(args.video, D.NUM_FRAMES, proc.image_size)

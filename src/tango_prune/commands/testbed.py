@@ -26,39 +26,82 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--lm-batch", type=int, default=defaults.lm_batch, help="clips per language step")
     t.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of the vision stage")
     t.add_argument("--lm-lr", type=float, default=defaults.lm_lr, help="peak learning rate of the language stage")
-    t.add_argument("--easy-steps", type=int, default=defaults.easy_steps,
-                   help="curriculum: first language steps with look-up questions only")
-    t.add_argument("--aux-weight", type=float, default=defaults.aux_weight,
-                   help="weight of the per-visual-token auxiliary loss inside the LLM (0 = off)")
-    t.add_argument("--attn-weight", type=float, default=defaults.attn_weight,
-                   help="weight of the evidence-attention loss of the last LLM layer (0 = off)")
-    t.add_argument("--layouts", choices=["background", "distribution"], default=defaults.layouts,
-                   help="token layouts after the easy steps: background-only dropping (the shipped recipe) or "
-                        "the distribution of frame counts and token drops of issue 10")
-    t.add_argument("--drop-prob", type=float, default=defaults.drop_prob,
-                   help="background layouts: chance that a sample keeps only part of its background tokens")
-    t.add_argument("--full-layout-prob", type=float, default=defaults.full_layout_prob,
-                   help="distribution layouts: chance that a sample shows every visual token")
-    t.add_argument("--frame-prob", type=float, default=defaults.frame_prob,
-                   help="otherwise, chance that only a random subset of --min-frames..16 frames is shown")
+    t.add_argument(
+        "--easy-steps",
+        type=int,
+        default=defaults.easy_steps,
+        help="curriculum: first language steps with look-up questions only",
+    )
+    t.add_argument(
+        "--aux-weight",
+        type=float,
+        default=defaults.aux_weight,
+        help="weight of the per-visual-token auxiliary loss inside the LLM (0 = off)",
+    )
+    t.add_argument(
+        "--attn-weight",
+        type=float,
+        default=defaults.attn_weight,
+        help="weight of the evidence-attention loss of the last LLM layer (0 = off)",
+    )
+    t.add_argument(
+        "--layouts",
+        choices=["background", "distribution"],
+        default=defaults.layouts,
+        help="token layouts after the easy steps: background-only dropping (the shipped recipe) or "
+        "the distribution of frame counts and token drops of issue 10",
+    )
+    t.add_argument(
+        "--drop-prob",
+        type=float,
+        default=defaults.drop_prob,
+        help="background layouts: chance that a sample keeps only part of its background tokens",
+    )
+    t.add_argument(
+        "--full-layout-prob",
+        type=float,
+        default=defaults.full_layout_prob,
+        help="distribution layouts: chance that a sample shows every visual token",
+    )
+    t.add_argument(
+        "--frame-prob",
+        type=float,
+        default=defaults.frame_prob,
+        help="otherwise, chance that only a random subset of --min-frames..16 frames is shown",
+    )
     t.add_argument("--min-frames", type=int, default=defaults.min_frames)
-    t.add_argument("--any-drop-prob", type=float, default=defaults.any_drop_prob,
-                   help="otherwise, chance that random token dropping hits object tokens too")
-    t.add_argument("--vision-from", default=None,
-                   help="take the frozen vision tower of a saved testbed model (skips the vision stage)")
+    t.add_argument(
+        "--any-drop-prob",
+        type=float,
+        default=defaults.any_drop_prob,
+        help="otherwise, chance that random token dropping hits object tokens too",
+    )
+    t.add_argument(
+        "--vision-from",
+        default=None,
+        help="take the frozen vision tower of a saved testbed model (skips the vision stage)",
+    )
     t.add_argument("--text-hidden", type=int, default=defaults.text_hidden)
     t.add_argument("--text-layers", type=int, default=defaults.text_layers)
     t.add_argument("--text-heads", type=int, default=defaults.text_heads)
-    t.add_argument("--save-stage", action="store_true",
-                   help="also write the frozen vision tower and feature cache to OUT/stage.pt")
-    t.add_argument("--stage-from", default=None,
-                   help="reuse a stage.pt written by --save-stage (skips the vision and cache stages)")
+    t.add_argument(
+        "--save-stage", action="store_true", help="also write the frozen vision tower and feature cache to OUT/stage.pt"
+    )
+    t.add_argument(
+        "--stage-from",
+        default=None,
+        help="reuse a stage.pt written by --save-stage (skips the vision and cache stages)",
+    )
     t.add_argument("--threads", type=int, default=defaults.threads)
     t.add_argument("--eval-every", type=int, default=defaults.eval_every)
     t.add_argument("--eval-size", type=int, default=defaults.eval_size)
-    t.add_argument("--stop-after", type=int, default=None,
-                   help="end the language stage after N steps, with the learning-rate schedule of --lm-steps "
-                        "(the same weights as that run's checkpoint at step N)")
+    t.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="end the language stage after N steps, with the learning-rate schedule of --lm-steps "
+        "(the same weights as that run's checkpoint at step N)",
+    )
     t.add_argument("--log", default=None, help="also append progress lines to this file")
 
 
@@ -67,22 +110,40 @@ def run(args: argparse.Namespace) -> int:
     from ..testbed.train import TrainConfig, train
 
     try:
-        cfg = TrainConfig(out_dir=str(args.out), seed=args.seed, vision_steps=args.vision_steps,
-                          cache_clips=args.cache_clips, lm_steps=args.lm_steps, lm_batch=args.lm_batch, lr=args.lr, lm_lr=args.lm_lr,
-                          easy_steps=args.easy_steps, aux_weight=args.aux_weight,
-                          attn_weight=args.attn_weight, layouts=args.layouts, drop_prob=args.drop_prob,
-                          full_layout_prob=args.full_layout_prob,
-                          frame_prob=args.frame_prob, min_frames=args.min_frames, any_drop_prob=args.any_drop_prob,
-                          vision_from=args.vision_from, text_hidden=args.text_hidden,
-                          text_layers=args.text_layers, text_heads=args.text_heads, save_stage=args.save_stage,
-                          stage_from=args.stage_from, threads=args.threads, eval_every=args.eval_every,
-                          eval_size=args.eval_size, stop_after=args.stop_after)
+        cfg = TrainConfig(
+            out_dir=str(args.out),
+            seed=args.seed,
+            vision_steps=args.vision_steps,
+            cache_clips=args.cache_clips,
+            lm_steps=args.lm_steps,
+            lm_batch=args.lm_batch,
+            lr=args.lr,
+            lm_lr=args.lm_lr,
+            easy_steps=args.easy_steps,
+            aux_weight=args.aux_weight,
+            attn_weight=args.attn_weight,
+            layouts=args.layouts,
+            drop_prob=args.drop_prob,
+            full_layout_prob=args.full_layout_prob,
+            frame_prob=args.frame_prob,
+            min_frames=args.min_frames,
+            any_drop_prob=args.any_drop_prob,
+            vision_from=args.vision_from,
+            text_hidden=args.text_hidden,
+            text_layers=args.text_layers,
+            text_heads=args.text_heads,
+            save_stage=args.save_stage,
+            stage_from=args.stage_from,
+            threads=args.threads,
+            eval_every=args.eval_every,
+            eval_size=args.eval_size,
+            stop_after=args.stop_after,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if cfg.vision_from is not None and not (Path(cfg.vision_from) / "config.json").is_file():
-        print(f"error: --vision-from must be a saved testbed model directory, got {cfg.vision_from!r}",
-              file=sys.stderr)
+        print(f"error: --vision-from must be a saved testbed model directory, got {cfg.vision_from!r}", file=sys.stderr)
         return 2
     if cfg.stage_from is not None and not Path(cfg.stage_from).is_file():
         print(f"error: --stage-from must be an existing stage.pt file, got {cfg.stage_from!r}", file=sys.stderr)

@@ -33,8 +33,19 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["dpc_knn", "assign", "nearest", "pairwise_sqdist", "stable_argsort_desc", "sqdist_error_bound",
-           "fixed_order_sqdist", "first_copies", "DEFAULT_BLOCK_ELEMS", "DEFAULT_GRAM_BYTES", "TILE"]
+__all__ = [
+    "dpc_knn",
+    "assign",
+    "nearest",
+    "pairwise_sqdist",
+    "stable_argsort_desc",
+    "sqdist_error_bound",
+    "fixed_order_sqdist",
+    "first_copies",
+    "DEFAULT_BLOCK_ELEMS",
+    "DEFAULT_GRAM_BYTES",
+    "TILE",
+]
 
 #: Entries of a distance strip in the blocked path (fp32): 2**23 entries = 32 MiB.
 DEFAULT_BLOCK_ELEMS = 1 << 23
@@ -44,8 +55,9 @@ DEFAULT_GRAM_BYTES = 1 << 28
 TILE = 512
 
 
-def pairwise_sqdist(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor | None = None,
-                    b_sq: torch.Tensor | None = None) -> torch.Tensor:
+def pairwise_sqdist(
+    a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor | None = None, b_sq: torch.Tensor | None = None
+) -> torch.Tensor:
     """Squared Euclidean distances between (..., m, D) and (..., n, D) fp32 sets, clamped at 0."""
     if a_sq is None:
         a_sq = (a * a).sum(-1)
@@ -76,7 +88,7 @@ def first_copies(x: torch.Tensor) -> torch.Tensor | None:
     candidates; equality is then checked on the bits."""
     B, n, D = x.shape
     bits = (x + 0.0).contiguous().view(torch.int32)
-    h = (bits.to(torch.int64) * _hash_weights(D, x.device)).sum(-1)          # wraps exactly in int64
+    h = (bits.to(torch.int64) * _hash_weights(D, x.device)).sum(-1)  # wraps exactly in int64
     order = torch.sort(h, dim=1, stable=True).indices
     hs = torch.gather(h, 1, order)
     same = torch.zeros(B, n, dtype=torch.bool, device=x.device)
@@ -88,7 +100,7 @@ def first_copies(x: torch.Tensor) -> torch.Tensor | None:
     head_pos = torch.where(same, torch.zeros_like(pos), pos).cummax(1).values
     head = torch.gather(order, 1, head_pos)
     rows = torch.arange(B, device=x.device)[:, None]
-    equal = (bits[rows, order] == bits[rows, head]).all(-1)                  # a hash collision stays distinct
+    equal = (bits[rows, order] == bits[rows, head]).all(-1)  # a hash collision stays distinct
     canon = torch.where(equal, head, order)
     out = torch.empty_like(canon).scatter_(1, order, canon)
     return None if bool((out == pos).all()) else out
@@ -101,10 +113,10 @@ def _copies_from_distances(x: torch.Tensor, d2: torch.Tensor, sq: torch.Tensor) 
     tol = 2.0 * sqdist_error_bound(sq, sq.amax(-1, keepdim=True), D, x.device)
     close = d2 <= tol.unsqueeze(-1)
     close.diagonal(dim1=-2, dim2=-1).fill_(False)
-    b, i, j = torch.nonzero(close.triu_(1), as_tuple=True)                  # i < j
+    b, i, j = torch.nonzero(close.triu_(1), as_tuple=True)  # i < j
     if b.numel() == 0:
         return None
-    if b.numel() > B * n:          # a crowd of near-duplicates: hashing every row is cheaper
+    if b.numel() > B * n:  # a crowd of near-duplicates: hashing every row is cheaper
         return first_copies(x)
     bits = (x + 0.0).view(torch.int32)
     eq = (bits[b, i] == bits[b, j]).all(-1)
@@ -168,14 +180,17 @@ def _dense_scores(full: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tens
     """(rho, delta^2, largest d2) from a whole distance matrix, in row chunks to bound temporaries."""
     B, n, _ = full.shape
     chunk = max(1, (1 << 22) // max(1, B * n))
-    rho = torch.cat([_knn_rho(_smallest(full[:, s:s + chunk], kk), kk) for s in range(0, n, chunk)], 1)
+    rho = torch.cat([_knn_rho(_smallest(full[:, s : s + chunk], kk), kk) for s in range(0, n, chunk)], 1)
     rank = _rank(rho)
-    delta2 = torch.cat([_denser_min(full[:, s:s + chunk], rank[:, s:s + chunk], rank) for s in range(0, n, chunk)], 1)
+    delta2 = torch.cat(
+        [_denser_min(full[:, s : s + chunk], rank[:, s : s + chunk], rank) for s in range(0, n, chunk)], 1
+    )
     return rho, delta2, full.amax(dim=(1, 2))
 
 
-def _strip_scores(x: torch.Tensor, kk: int, mult: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                torch.Tensor]:
+def _strip_scores(
+    x: torch.Tensor, kk: int, mult: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rho, delta^2, largest d2) without the whole matrix: two passes over :func:`_upper_strips`, each entry
     (i < j) serving row i and, transposed, row j. ``mult`` (B, n) counts copies of each (unique) point:
     a column then stands for that many equal distances."""
@@ -185,7 +200,7 @@ def _strip_scores(x: torch.Tensor, kk: int, mult: torch.Tensor | None) -> tuple[
     max_d2 = torch.zeros(B, device=x.device)
 
     def fold(rows: slice, cand: torch.Tensor, cols: slice) -> None:
-        if mult is not None:      # B == 1 here
+        if mult is not None:  # B == 1 here
             cand = cand.repeat_interleave(mult[0, cols].clamp(max=kk), dim=-1)
         merged = torch.cat([best[:, rows], _smallest(cand, kk)], -1)
         best[:, rows] = _smallest(merged, kk)
@@ -194,20 +209,21 @@ def _strip_scores(x: torch.Tensor, kk: int, mult: torch.Tensor | None) -> tuple[
         max_d2 = torch.maximum(max_d2, d2.amax(dim=(1, 2)))
         fold(slice(i0, i1), d2, slice(i0, n))
         if i1 < n:
-            fold(slice(i1, n), d2[:, :, i1 - i0:].transpose(-1, -2), slice(i0, i1))
+            fold(slice(i1, n), d2[:, :, i1 - i0 :].transpose(-1, -2), slice(i0, i1))
     rho = _knn_rho(best, kk)
     rank = _rank(rho)
     delta2 = torch.full((B, n), float("inf"), device=x.device)
     for i0, i1, d2 in _upper_strips(x, sq):
         delta2[:, i0:i1] = torch.minimum(delta2[:, i0:i1], _denser_min(d2, rank[:, i0:i1], rank[:, i0:]))
         if i1 < n:
-            below = _denser_min(d2[:, :, i1 - i0:].transpose(-1, -2), rank[:, i1:], rank[:, i0:i1])
+            below = _denser_min(d2[:, :, i1 - i0 :].transpose(-1, -2), rank[:, i1:], rank[:, i0:i1])
             delta2[:, i1:] = torch.minimum(delta2[:, i1:], below)
     return rho, delta2, max_d2
 
 
-def _scores(x: torch.Tensor, kk: int, dense: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                              torch.Tensor | None]:
+def _scores(
+    x: torch.Tensor, kk: int, dense: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(rho, delta^2, largest d2, whole matrix or None) for B sets, exact duplicates canonicalised.
 
     Sets with duplicates are computed on their unique rows (first copies, in index order): copies get the
@@ -225,10 +241,10 @@ def _scores(x: torch.Tensor, kk: int, dense: bool) -> tuple[torch.Tensor, torch.
     outs = []
     for b in range(B):
         first = torch.nonzero(canon[b] == torch.arange(n, device=x.device)).squeeze(1)
-        inv = torch.searchsorted(first, canon[b])                            # point -> its unique row
-        u = x[b:b + 1, first]
+        inv = torch.searchsorted(first, canon[b])  # point -> its unique row
+        u = x[b : b + 1, first]
         if dense:
-            fu = _matrix(u, sq[b:b + 1, first])
+            fu = _matrix(u, sq[b : b + 1, first])
             fb = fu[:, inv][:, :, inv]
             outs.append((*_dense_scores(fb, kk), fb))
         else:
@@ -241,8 +257,14 @@ def _scores(x: torch.Tensor, kk: int, dense: bool) -> tuple[torch.Tensor, torch.
     return rho, delta2, mx, (torch.cat([o[3] for o in outs]) if dense else None)
 
 
-def dpc_knn(x: torch.Tensor, num: int, k: int, block_elems: int = DEFAULT_BLOCK_ELEMS,
-            gram_bytes: int = DEFAULT_GRAM_BYTES, return_distances: bool = False):
+def dpc_knn(
+    x: torch.Tensor,
+    num: int,
+    k: int,
+    block_elems: int = DEFAULT_BLOCK_ELEMS,
+    gram_bytes: int = DEFAULT_GRAM_BYTES,
+    return_distances: bool = False,
+):
     """Select ``num`` DPC-KNN centres of each set in ``x``.
 
     ``x`` is (B, n, D) or (n, D) (any float dtype; computed in fp32). Returns LongTensor (B, num) or
@@ -271,8 +293,9 @@ def dpc_knn(x: torch.Tensor, num: int, k: int, block_elems: int = DEFAULT_BLOCK_
     return (centres, full) if return_distances else centres
 
 
-def assign(x: torch.Tensor, idx: torch.Tensor, distances: torch.Tensor | None = None,
-           block_elems: int = DEFAULT_BLOCK_ELEMS) -> torch.Tensor:
+def assign(
+    x: torch.Tensor, idx: torch.Tensor, distances: torch.Tensor | None = None, block_elems: int = DEFAULT_BLOCK_ELEMS
+) -> torch.Tensor:
     """Nearest of the points ``x[..., idx, :]`` for every point of ``x``: (B, n) / (n,) positions into ``idx``.
 
     Same answer as ``nearest(x, x[idx])`` (ties: first in ``idx`` order), but reads the distances from
@@ -304,9 +327,9 @@ def sqdist_error_bound(a_sq: torch.Tensor, b_sq_max: torch.Tensor, dim: int, dev
     likewise, and the final additions add a few ``u``. So two machines never disagree by more than twice
     this bound. Under TF32 matmuls (CUDA, ``float32_matmul_precision != "highest"``) ``u`` is 2**-11.
     """
-    u = 2.0 ** -24
+    u = 2.0**-24
     if device.type == "cuda" and torch.get_float32_matmul_precision() != "highest":
-        u = 2.0 ** -11
+        u = 2.0**-11
     gamma = dim * u / max(1e-30, 1.0 - dim * u)
     return (2.0 * gamma + 4.0 * u) * (a_sq + b_sq_max)
 
@@ -322,19 +345,20 @@ def fixed_order_sqdist(a: torch.Tensor, b: torch.Tensor, chunk_elems: int = DEFA
     width = 1 << max(0, (D - 1).bit_length())
     step = max(1, chunk_elems // max(1, width))
     for s in range(0, P, step):
-        d = a[s:s + step].double() - b[s:s + step].double()
+        d = a[s : s + step].double() - b[s : s + step].double()
         d = d * d
         if width != D:
             d = torch.nn.functional.pad(d, (0, width - D))
         while d.shape[-1] > 1:
             h = d.shape[-1] // 2
             d = d[:, :h] + d[:, h:]
-        out[s:s + step] = d[:, 0]
+        out[s : s + step] = d[:, 0]
     return out
 
 
-def _resolve_near_ties(d2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
-                       b_sq: torch.Tensor) -> torch.Tensor:
+def _resolve_near_ties(
+    d2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch.Tensor
+) -> torch.Tensor:
     """Argmin over the last dim of ``d2`` (B, r, m), made independent of how ``d2`` was rounded.
 
     Every column within twice the rounding bound of the row minimum may be the exact minimum on some
@@ -358,11 +382,15 @@ def _resolve_near_ties(d2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_sq:
         multi &= row_canon == torch.arange(r, device=d2.device)
     if not bool(multi.any()):
         return arg if row_canon is None else torch.gather(arg, 1, row_canon)
-    bb, rr, cc = torch.nonzero(near & multi.unsqueeze(-1), as_tuple=True)        # row-major order
+    bb, rr, cc = torch.nonzero(near & multi.unsqueeze(-1), as_tuple=True)  # row-major order
     # Gather the pairs' rows chunk by chunk: there may be many more pairs than points.
     step = max(1, DEFAULT_BLOCK_ELEMS // max(1, a.shape[-1]))
-    v = torch.cat([fixed_order_sqdist(a[bb[s:s + step], rr[s:s + step]], b[bb[s:s + step], cc[s:s + step]])
-                   for s in range(0, bb.numel(), step)])
+    v = torch.cat(
+        [
+            fixed_order_sqdist(a[bb[s : s + step], rr[s : s + step]], b[bb[s : s + step], cc[s : s + step]])
+            for s in range(0, bb.numel(), step)
+        ]
+    )
     key = bb * r + rr
     rows = torch.unique(key)
     gmin = torch.full((B * r,), float("inf"), dtype=torch.float64, device=d2.device)

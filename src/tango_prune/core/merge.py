@@ -32,8 +32,14 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) 
     return sums, counts.to(sums.dtype)
 
 
-def merge_into_anchors(src: torch.Tensor, src_rot: torch.Tensor, anchors: torch.Tensor, beta: float,
-                       block_elems: int = DEFAULT_BLOCK_ELEMS, distances: torch.Tensor | None = None) -> torch.Tensor:
+def merge_into_anchors(
+    src: torch.Tensor,
+    src_rot: torch.Tensor,
+    anchors: torch.Tensor,
+    beta: float,
+    block_elems: int = DEFAULT_BLOCK_ELEMS,
+    distances: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Merge every source token into its nearest anchor, for one set or a batch of equal-size sets.
 
     - ``src`` (n, D) or (B, n, D): un-rotated features (any float dtype); ``src_rot`` (n, D') / (B, n, D')
@@ -56,7 +62,7 @@ def merge_into_anchors(src: torch.Tensor, src_rot: torch.Tensor, anchors: torch.
         distances = None if distances is None else distances[None]
     B, n, D = src.shape
     m = anchors.shape[1]
-    owner = assign(src_rot, anchors, distances, block_elems)                            # (B, n)
+    owner = assign(src_rot, anchors, distances, block_elems)  # (B, n)
     # One segment per (set, anchor): a single deterministic reduction serves the whole batch.
     seg = (owner + m * torch.arange(B, device=owner.device)[:, None]).reshape(-1)
     sums, counts = segment_sum(src.reshape(B * n, D), seg, B * m)

@@ -28,7 +28,7 @@ def frame_similarity(metric: torch.Tensor, chunk_frames: int = 64) -> torch.Tens
     out = []
     prev = None
     for s in range(0, T, chunk_frames):
-        chunk = normalize(metric[s:s + chunk_frames])
+        chunk = normalize(metric[s : s + chunk_frames])
         if prev is not None:
             chunk = torch.cat([prev, chunk], dim=0)
         out.append((chunk[:-1] * chunk[1:]).sum(-1))
@@ -52,7 +52,7 @@ def holitom_segments(frame_sim: torch.Tensor | np.ndarray, tau: float, max_windo
         raise ValueError(f"frame_sim must have shape (N-1, L), got {sim.shape}")
     N = sim.shape[0] + 1
     Wmax = max(1, min(N, max_window))
-    above = sim > tau                                             # (N-1, L)
+    above = sim > tau  # (N-1, L)
     L = above.shape[1]
     # run[a, l]: number of consecutive steps a, a+1, ... with similarity > tau at position l.
     run = np.zeros((N, L), dtype=np.int64)
@@ -62,17 +62,17 @@ def holitom_segments(frame_sim: torch.Tensor | np.ndarray, tau: float, max_windo
     hist = np.zeros((N, Wmax + 1), dtype=np.int64)
     rows = np.repeat(np.arange(N), L)
     np.add.at(hist, (rows, np.minimum(run, Wmax).reshape(-1)), 1)
-    static = hist[:, ::-1].cumsum(axis=1)[:, ::-1]                # suffix sums over w
-    dp = np.zeros(N + 1, dtype=np.int64)                          # dp[i + 1] = best value of frames 0..i
+    static = hist[:, ::-1].cumsum(axis=1)[:, ::-1]  # suffix sums over w
+    dp = np.zeros(N + 1, dtype=np.int64)  # dp[i + 1] = best value of frames 0..i
     start = np.zeros(N, dtype=np.int64)
     for i in range(N):
         wmax = min(i + 1, Wmax)
-        best, best_start = dp[i], i                               # frame i alone
+        best, best_start = dp[i], i  # frame i alone
         if wmax >= 2:
-            w = np.arange(2, wmax + 1)                            # window [i-w+1, i]
+            w = np.arange(2, wmax + 1)  # window [i-w+1, i]
             a = i - w + 1
             vals = dp[a] + static[a, w - 1] * (w - 1)
-            j = int(np.argmax(vals))                              # first maximum = smallest window
+            j = int(np.argmax(vals))  # first maximum = smallest window
             if vals[j] > best:
                 best, best_start = vals[j], int(a[j])
         dp[i + 1] = best

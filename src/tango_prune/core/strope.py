@@ -38,7 +38,7 @@ def normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """
     xf = x.float()
     norm = xf.norm(dim=-1, keepdim=True)
-    safe = (norm >= 2.0 ** -40) & (norm <= 2.0 ** 40)
+    safe = (norm >= 2.0**-40) & (norm <= 2.0**40)
     if bool(safe.all()):
         return xf / norm.clamp_min(eps)
     wide = x if x.dtype == torch.float64 else xf
@@ -60,17 +60,18 @@ def _rotate_section(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Te
     # Tokens share few distinct positions (frames, rows, columns): evaluate the trig tables once per
     # distinct position and gather, instead of once per token.
     uniq, inverse = torch.unique(pos.to(torch.float64), return_inverse=True)
-    angle = (uniq[:, None] * inv_freq[None, :]).to(torch.float32)   # (distinct, half)
+    angle = (uniq[:, None] * inv_freq[None, :]).to(torch.float32)  # (distinct, half)
     cos, sin = angle.cos()[inverse], angle.sin()[inverse]
-    a, b = x[..., :half], x[..., half:2 * half]
+    a, b = x[..., :half], x[..., half : 2 * half]
     out = torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
     if 2 * half < d:
-        out = torch.cat([out, x[..., 2 * half:]], dim=-1)
+        out = torch.cat([out, x[..., 2 * half :]], dim=-1)
     return out
 
 
-def strope_rotate(x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
-                  base_time: float = 1e4, base_space: float = 1e3) -> torch.Tensor:
+def strope_rotate(
+    x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, base_time: float = 1e4, base_space: float = 1e3
+) -> torch.Tensor:
     """Rotate fp32 features ``x`` (n, D) at positions (t seconds, h row, w column), each of shape (n,).
 
     Returns a new (n, D) fp32 tensor; the input is not modified. Angles are computed in fp64 before being
@@ -86,7 +87,7 @@ def strope_rotate(x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, w: torch.Te
     x = x.float()
     parts = [
         _rotate_section(x[:, :d_t], t, base_time),
-        _rotate_section(x[:, d_t:d_t + d_h], h, base_space),
-        _rotate_section(x[:, d_t + d_h:], w, base_space),
+        _rotate_section(x[:, d_t : d_t + d_h], h, base_space),
+        _rotate_section(x[:, d_t + d_h :], w, base_space),
     ]
     return torch.cat(parts, dim=-1)

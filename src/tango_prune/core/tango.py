@@ -76,8 +76,9 @@ class _Kept:
     kinds: torch.Tensor
 
 
-def _select_salient(score: torch.Tensor, target: int, cfg: TangoConfig, rot_of: Callable[[torch.Tensor], torch.Tensor],
-                    block_elems: int) -> torch.Tensor:
+def _select_salient(
+    score: torch.Tensor, target: int, cfg: TangoConfig, rot_of: Callable[[torch.Tensor], torch.Tensor], block_elems: int
+) -> torch.Tensor:
     """Diversity-driven salient selection, batched over sets.
 
     ``score`` (B, n) fp32; ``rot_of(cand)`` maps (B, M) candidate indices to their (B, M, D') distance
@@ -89,22 +90,23 @@ def _select_salient(score: torch.Tensor, target: int, cfg: TangoConfig, rot_of: 
     if target <= 0:
         return chosen
     M = min(int(cfg.alpha * target) if cfg.compat == "published" else floor_mul(target, cfg.alpha), n)
-    cand = stable_argsort_desc(score)[:, :M]                  # (B, M) by descending score, index on ties
+    cand = stable_argsort_desc(score)[:, :M]  # (B, M) by descending score, index on ties
     if M <= target or M <= 1 or not cfg.diversity:
         return chosen.scatter_(1, cand[:, :target], True)
     cand_rot = rot_of(cand)
     centres, d2 = dpc_knn(cand_rot, target, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True)
-    owner = assign(cand_rot, centres, d2, block_elems)                        # (B, M) cluster of each candidate
+    owner = assign(cand_rot, centres, d2, block_elems)  # (B, M) cluster of each candidate
     # Candidates are in descending score order, so the first member of a cluster is its best one.
     member = owner.unsqueeze(1) == torch.arange(target, device=score.device)[None, :, None]  # (B, t, M)
     has = member.any(-1)
-    first = member.float().argmax(-1)                                         # first True
-    pick = torch.where(has, first, centres)                                   # empty cluster -> centre
+    first = member.float().argmax(-1)  # first True
+    pick = torch.where(has, first, centres)  # empty cluster -> centre
     return chosen.scatter_(1, torch.gather(cand, 1, pick), True)
 
 
-def _merge_context(feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: TangoConfig,
-                   block_elems: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge_context(
+    feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: TangoConfig, block_elems: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Spend ``budget`` context anchors on each of B pools of n tokens.
 
     ``feats`` (B, n, D), ``rot`` (B, n, D'). Returns (local indices (B, m), their fp32 features
@@ -118,8 +120,8 @@ def _merge_context(feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: Tan
     if n <= budget:
         return torch.arange(n, device=dev).expand(B, n), widen(feats)
     by_score, d2 = dpc_knn(rot, budget, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True)
-    asc = torch.sort(by_score, dim=1).values                                  # by_score: descending gamma
-    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems, d2)   # row i for asc[:, i]
+    asc = torch.sort(by_score, dim=1).values  # by_score: descending gamma
+    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems, d2)  # row i for asc[:, i]
     if cfg.compat == "published":
         # The published code writes row i (ascending order) to the i-th anchor in gamma order.
         order = torch.argsort(by_score, dim=1)
@@ -127,8 +129,9 @@ def _merge_context(feats: torch.Tensor, rot: torch.Tensor, budget: int, cfg: Tan
     return asc, merged
 
 
-def _compress(feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: float | Fraction, cfg: TangoConfig,
-              block_elems: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def _compress(
+    feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: float | Fraction, cfg: TangoConfig, block_elems: int
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``tango_compressor`` (docs/algorithm.md §2.4) for B token sets of n tokens each, batched.
 
     ``feats`` (B, n, D), ``rot`` (B, n, D') distance geometry, ``score`` (B, n) fp32. Returns, per set,
@@ -141,9 +144,9 @@ def _compress(feats: torch.Tensor, rot: torch.Tensor, score: torch.Tensor, r: fl
     n_sal = chosen.sum(1)
     if B > 1 and bool((n_sal != n_sal[0]).any()):
         # Exact duplicates made some set choose fewer tokens: pools differ in size, so go one by one.
-        return [_compress(feats[b:b + 1], rot[b:b + 1], score[b:b + 1], r, cfg, block_elems)[0] for b in range(B)]
+        return [_compress(feats[b : b + 1], rot[b : b + 1], score[b : b + 1], r, cfg, block_elems)[0] for b in range(B)]
     k = int(n_sal[0]) if B else 0
-    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)      # chosen first, then the pool
+    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)  # chosen first, then the pool
     sal, pool = order[:, :k], order[:, k:]
     ctx_local, ctx_feats = _merge_context(gather(feats, pool), gather(rot, pool), min(K_c, n - k), cfg, block_elems)
     ctx = torch.gather(pool, 1, ctx_local)
@@ -184,13 +187,28 @@ class _Geometry:
         frames, pos = frames.reshape(-1), pos.reshape(-1)
         x = normalize(self.X[frames, pos])
         if self.cfg.strope:
-            x = strope_rotate(x, self.ts[frames], torch.div(pos, self.W, rounding_mode="floor"), pos % self.W,
-                              self.cfg.base_time, self.cfg.base_space)
+            x = strope_rotate(
+                x,
+                self.ts[frames],
+                torch.div(pos, self.W, rounding_mode="floor"),
+                pos % self.W,
+                self.cfg.base_time,
+                self.cfg.base_space,
+            )
         return x.reshape(*shape, x.shape[-1])
 
 
-def _singletons(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset: int, cfg: TangoConfig,
-                block_elems: int, stats: dict, chunk: int = 64) -> _Kept:
+def _singletons(
+    X: torch.Tensor,
+    s: torch.Tensor,
+    ts: torch.Tensor,
+    W: int,
+    offset: int,
+    cfg: TangoConfig,
+    block_elems: int,
+    stats: dict,
+    chunk: int = 64,
+) -> _Kept:
     """Consecutive single-frame segments X (n, L, D): each frame is compressed on its own (docs/algorithm.md
     §2.3), batched over frames in chunks so that the work is a few large tensor operations."""
     n, L, _ = X.shape
@@ -200,15 +218,25 @@ def _singletons(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offs
     for a in range(0, n, chunk):
         fr = torch.arange(a, min(n, a + chunk), device=X.device)
         grid_f, grid_p = fr[:, None].expand(-1, L), allpos.expand(fr.numel(), L)
-        for f, (idx, out, kinds) in zip(fr.tolist(), _compress(X[fr], geo(grid_f, grid_p), s[fr], cfg.retention,
-                                                               cfg, block_elems)):
+        for f, (idx, out, kinds) in zip(
+            fr.tolist(), _compress(X[fr], geo(grid_f, grid_p), s[fr], cfg.retention, cfg, block_elems)
+        ):
             pieces.append(_Kept(idx + offset + f * L, out, kinds))
     stats["static"].extend([0] * n)
     return _cat(pieces, X.device)
 
 
-def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset: int,
-             cfg: TangoConfig, block_elems: int, stats: dict, sim: torch.Tensor | None = None) -> _Kept:
+def _segment(
+    X: torch.Tensor,
+    s: torch.Tensor,
+    ts: torch.Tensor,
+    W: int,
+    offset: int,
+    cfg: TangoConfig,
+    block_elems: int,
+    stats: dict,
+    sim: torch.Tensor | None = None,
+) -> _Kept:
     """``tango_token_merger`` for one segment X (n_f, L, D), n_f >= 2, whose first frame has flat index
     ``offset`` (single-frame segments go through :func:`_singletons`).
 
@@ -223,7 +251,7 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
     # Static positions: similar (un-rotated cosine > tau_static) at every step of the segment.
     if sim is None:
         sim = frame_similarity(X)
-    static = (sim > cfg.tau_static).all(0)                                   # (L,)
+    static = (sim > cfg.tau_static).all(0)  # (L,)
     S = int(static.sum())
     stats["static"].append(S)
     published = cfg.compat == "published"
@@ -234,8 +262,9 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
         # Mean over the whole grid, then the static rows: no (n_f, S, D) copy (the same per-element sums).
         s_feat = widen(X).mean(0)[sp]
         # Distances of a static token use its first frame, where the token is placed.
-        (idx, out, _), = _compress(s_feat[None], geo(torch.zeros_like(sp), sp)[None], s[:, sp].mean(0)[None], r_adj,
-                                   cfg, block_elems)
+        ((idx, out, _),) = _compress(
+            s_feat[None], geo(torch.zeros_like(sp), sp)[None], s[:, sp].mean(0)[None], r_adj, cfg, block_elems
+        )
         pieces.append(_Kept(sp[idx] + offset, out, torch.full_like(idx, TokenKind.STATIC)))
 
     dp = torch.nonzero(~static).squeeze(1)
@@ -245,8 +274,9 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
     R = math.ceil(Ld * r_adj) if published else ceil_mul(Ld, r_adj)
     K_s, K_c = _split(R, c, published)
     frames = torch.arange(n_f, device=dev)
-    chosen = _select_salient(s[:, dp], min(K_s, Ld), cfg,
-                             lambda cand: geo(frames[:, None].expand_as(cand), dp[cand]), block_elems)
+    chosen = _select_salient(
+        s[:, dp], min(K_s, Ld), cfg, lambda cand: geo(frames[:, None].expand_as(cand), dp[cand]), block_elems
+    )
     fr, j = torch.nonzero(chosen, as_tuple=True)
     pieces.append(_Kept(offset + fr * L + dp[j], widen(X[fr, dp[j]]), torch.full_like(j, TokenKind.SALIENT)))
 
@@ -255,12 +285,13 @@ def _segment(X: torch.Tensor, s: torch.Tensor, ts: torch.Tensor, W: int, offset:
         windows = _context_windows(free.sum(1).tolist(), cfg.max_cluster_tokens)
         stats["windows"] += len(windows) - 1
         for a, b in windows:
-            fr, j = torch.nonzero(free[a:b], as_tuple=True)                 # frame-major pool
+            fr, j = torch.nonzero(free[a:b], as_tuple=True)  # frame-major pool
             fr = fr + a
             local, feats = _merge_context(X[fr, dp[j]][None], geo(fr, dp[j])[None], K_c * (b - a), cfg, block_elems)
             local, feats = local[0], feats[0]
-            pieces.append(_Kept(offset + fr[local] * L + dp[j[local]], feats,
-                                torch.full_like(local, TokenKind.CONTEXT)))
+            pieces.append(
+                _Kept(offset + fr[local] * L + dp[j[local]], feats, torch.full_like(local, TokenKind.CONTEXT))
+            )
     return _cat(pieces, dev)
 
 
@@ -268,8 +299,11 @@ def _cat(pieces: list[_Kept], device: torch.device) -> _Kept:
     if not pieces:
         z = torch.zeros(0, dtype=torch.long, device=device)
         return _Kept(z, torch.zeros(0, 0, device=device), z)
-    return _Kept(torch.cat([p.indices for p in pieces]), torch.cat([p.features for p in pieces]),
-                 torch.cat([p.kinds for p in pieces]))
+    return _Kept(
+        torch.cat([p.indices for p in pieces]),
+        torch.cat([p.features for p in pieces]),
+        torch.cat([p.kinds for p in pieces]),
+    )
 
 
 def segment_video(tokens: VideoTokens, cfg: TangoConfig) -> tuple[list[int], torch.Tensor | None]:
@@ -284,8 +318,10 @@ def segment_video(tokens: VideoTokens, cfg: TangoConfig) -> tuple[list[int], tor
     metric = tokens.metric if tokens.metric is not None else tokens.features
     if cfg.segmentation == "holitom":
         if metric.dim() != 4:
-            raise ValueError("metric must be per token, shape (T, H, W, Dm), for segmentation='holitom'; "
-                             f"got shape {tuple(metric.shape)}")
+            raise ValueError(
+                "metric must be per token, shape (T, H, W, Dm), for segmentation='holitom'; "
+                f"got shape {tuple(metric.shape)}"
+            )
         sim = frame_similarity(metric.reshape(T, H * W, -1))
         sizes = holitom_segments(sim, cfg.tau_segment, cfg.holitom_max_window)
         return sizes, (sim if tokens.metric is None else None)
@@ -324,9 +360,8 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
             pieces.append(_singletons(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats))
         else:
             sl = slice(start, start + n_f)
-            seg_sim = None if sim is None else sim[start:start + n_f - 1]
-            pieces.append(_segment(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats,
-                                   seg_sim))
+            seg_sim = None if sim is None else sim[start : start + n_f - 1]
+            pieces.append(_segment(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats, seg_sim))
             i += 1
         start += n_f
     kept = _cat(pieces, X.device)

@@ -51,7 +51,7 @@ MODEL_ARGS: dict[str, str] = {
     "frames": "frames sampled uniformly per video (default: the family's, 32 for LLaVA, 16 for Qwen2.5-VL)",
     "config": "JSON file of a PruneConfig (PruneConfig.save); method/retention/overrides apply on top",
     "saliency_head": "LLaVA: original SigLIP checkpoint (directory or hub id) whose attention-pooling head "
-                     "scores the patches, the paper's setting (e.g. google/siglip-so400m-patch14-384)",
+    "scores the patches, the paper's setting (e.g. google/siglip-so400m-patch14-384)",
     "dtype": "auto, float32, bfloat16 or float16 (default auto)",
     "attn_implementation": "transformers attention backend, e.g. sdpa or flash_attention_2",
     "device_map": "transformers device_map (e.g. auto) instead of one device per process",
@@ -67,8 +67,10 @@ def manifests() -> list[Any]:
     """The ``ModelManifest`` of every ``tango_*`` model id (the ``lmms_eval.models`` entry point)."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return [ModelManifest(model_id=mid, simple_class_path=f"{__package__}.lmms_eval_model.{cls}")
-            for mid, (_, cls) in MODEL_IDS.items()]
+    return [
+        ModelManifest(model_id=mid, simple_class_path=f"{__package__}.lmms_eval_model.{cls}")
+        for mid, (_, cls) in MODEL_IDS.items()
+    ]
 
 
 def _config_class(method: str) -> type:
@@ -116,8 +118,9 @@ def parse_model_args(model_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(data, dict) or not isinstance(data.get("method"), str):
             raise ValueError(f"model_args config {out['config']!r} must hold a PruneConfig (with a 'method' key)")
         if out["method"] is not None and out["method"] != data["method"]:
-            raise ValueError(f"model_args method={out['method']!r} contradicts config {out['config']!r} "
-                             f"(method {data['method']!r})")
+            raise ValueError(
+                f"model_args method={out['method']!r} contradicts config {out['config']!r} (method {data['method']!r})"
+            )
         out["method"] = data["method"]
         out["config"] = data
     method = str(out["method"] if out["method"] is not None else "tango")
@@ -128,8 +131,9 @@ def parse_model_args(model_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     overrides = {k: _coerce_field(k, args.pop(k)) for k in sorted(set(args) & fields)}
     if args:
         known = sorted(set(MODEL_ARGS) | fields)
-        raise ValueError(f"unknown model_args {sorted(args)} for {model_id} (method {method!r}); "
-                         f"expected some of {known}")
+        raise ValueError(
+            f"unknown model_args {sorted(args)} for {model_id} (method {method!r}); expected some of {known}"
+        )
     if method == NONE:
         if out["retention"] not in (None, 1, 1.0):
             raise ValueError(f"model_args retention must be unset or 1 with method={NONE!r}, got {out['retention']!r}")
@@ -137,8 +141,11 @@ def parse_model_args(model_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"model_args config cannot be combined with method={NONE!r}")
         out["retention"] = 1.0
     else:
-        r = out["retention"] if out["retention"] is not None else (
-            out["config"].get("retention", 0.1) if out["config"] is not None else 0.1)
+        r = (
+            out["retention"]
+            if out["retention"] is not None
+            else (out["config"].get("retention", 0.1) if out["config"] is not None else 0.1)
+        )
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
             raise ValueError(f"model_args retention must be a number in (0, 1], got {r!r}")
         out["retention"] = float(r)

@@ -35,8 +35,9 @@ def _local_checkpoint(pretrained: str) -> str:
     if os.path.isdir(pretrained):
         return pretrained
     if os.path.exists(pretrained) or pretrained.count("/") != 1:
-        raise ValueError(f"model_args pretrained must be a checkpoint directory or a hub id 'org/name', "
-                         f"got {pretrained!r}")
+        raise ValueError(
+            f"model_args pretrained must be a checkpoint directory or a hub id 'org/name', got {pretrained!r}"
+        )
     from huggingface_hub import snapshot_download
 
     return snapshot_download(pretrained)
@@ -67,8 +68,10 @@ class _TangoVideoLLM(lmms):
             raise ValueError(str(exc).replace("--model", "model_args pretrained")) from None
         if cls != a["model_class"]:
             serving = [mid for mid, (c, _) in MODEL_IDS.items() if c == cls]
-            raise ValueError(f"model_args pretrained holds a {cls} checkpoint, which {self.MODEL_ID} does not "
-                             f"serve; use {' or '.join(serving) or 'another model'}")
+            raise ValueError(
+                f"model_args pretrained holds a {cls} checkpoint, which {self.MODEL_ID} does not "
+                f"serve; use {' or '.join(serving) or 'another model'}"
+            )
         family = tp.models.family_for_class(cls)
         self.accelerator = Accelerator()
         self._rank = self.accelerator.process_index
@@ -129,8 +132,10 @@ class _TangoVideoLLM(lmms):
         visuals = list(visuals) if isinstance(visuals, (list, tuple)) else [visuals]
         if len(visuals) != 1 or not isinstance(visuals[0], (str, os.PathLike)):
             kinds = [type(v).__name__ for v in visuals]
-            raise ValueError(f"{self.MODEL_ID} answers questions about one video file per request; the task's "
-                             f"doc_to_visual returned {kinds} (use the video variant of the task)")
+            raise ValueError(
+                f"{self.MODEL_ID} answers questions about one video file per request; the task's "
+                f"doc_to_visual returned {kinds} (use the video variant of the task)"
+            )
         frames, ts = load_video(visuals[0], self.frames)
         inputs = self.family.inputs_from_frames(self.config, self.tokenizer, frames, ts, context, self.mean, self.std)
         dev = self.device
@@ -143,8 +148,11 @@ class _TangoVideoLLM(lmms):
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         temperature = float(gen_kwargs.get("temperature") or 0.0)
-        gen = {"max_new_tokens": int(gen_kwargs.get("max_new_tokens") or self.args["max_new_tokens"] or 16),
-               "num_beams": int(gen_kwargs.get("num_beams") or 1), "do_sample": temperature > 0}
+        gen = {
+            "max_new_tokens": int(gen_kwargs.get("max_new_tokens") or self.args["max_new_tokens"] or 16),
+            "num_beams": int(gen_kwargs.get("num_beams") or 1),
+            "do_sample": temperature > 0,
+        }
         if temperature > 0:
             gen["temperature"] = temperature
             if gen_kwargs.get("top_p") is not None:
@@ -152,7 +160,7 @@ class _TangoVideoLLM(lmms):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.no_grad():
             out = self.model.generate(**inputs, **gen, pad_token_id=pad)
-        new = out[0, inputs["input_ids"].shape[1]:]
+        new = out[0, inputs["input_ids"].shape[1] :]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         for term in until:
             if term:
@@ -160,8 +168,12 @@ class _TangoVideoLLM(lmms):
         if self.prune_config is None:
             return text.strip(), (n, n, 0.0, float(len(new)))
         st = tp.models.stats(self.model)
-        return text.strip(), (float(st["visual_tokens_before"]), float(st["visual_tokens_after"]),
-                              float(st["prune_s"]), float(len(new)))
+        return text.strip(), (
+            float(st["visual_tokens_before"]),
+            float(st["visual_tokens_after"]),
+            float(st["prune_s"]),
+            float(len(new)),
+        )
 
     def generate_until(self, requests: list[Any]) -> list[str]:
         """Answer each request (context, generation kwargs, doc_to_visual, doc id, task, split) in order."""
@@ -195,10 +207,17 @@ class _TangoVideoLLM(lmms):
             sums = sums.cpu()
         n = max(float(sums[3]), 1.0)
         generated = int(sums[4])
-        log_metrics(total_elapsed_time=seconds, total_gen_tokens=generated,
-                    avg_speed=generated / seconds if seconds > 0 else 0.0, additional_metrics={
-            "tango_visual_tokens_before": float(sums[0]) / n, "tango_visual_tokens_after": float(sums[1]) / n,
-            "tango_prune_ms": 1e3 * float(sums[2]) / n, "tango_requests": float(sums[3])})
+        log_metrics(
+            total_elapsed_time=seconds,
+            total_gen_tokens=generated,
+            avg_speed=generated / seconds if seconds > 0 else 0.0,
+            additional_metrics={
+                "tango_visual_tokens_before": float(sums[0]) / n,
+                "tango_visual_tokens_after": float(sums[1]) / n,
+                "tango_prune_ms": 1e3 * float(sums[2]) / n,
+                "tango_requests": float(sums[3]),
+            },
+        )
 
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
         """Not supported: the video benchmarks this plugin targets are generation tasks."""

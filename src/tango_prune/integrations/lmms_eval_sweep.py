@@ -73,18 +73,27 @@ def task_score(results: dict, task: str) -> tuple[str, float] | None:
     return None
 
 
-def lmms_evaluate(*, model: str, model_args: str, tasks: list[str], limit: int | None,
-                  include_path: str | None) -> Any:
+def lmms_evaluate(*, model: str, model_args: str, tasks: list[str], limit: int | None, include_path: str | None) -> Any:
     """One ``lmms_eval.evaluator.simple_evaluate`` call (batch size 1, no sample logs); its results dict."""
     from lmms_eval.evaluator import simple_evaluate
 
     manager = _task_manager(include_path, model)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:  # lmms-eval itself fails with a bare KeyError
-        raise ValueError(f"unknown lmms-eval task(s) {unknown}" + ("" if include_path else
-                         " (tasks of your own need --include-path)"))
-    return simple_evaluate(model=model, model_args=model_args, tasks=tasks, batch_size=1, limit=limit,
-                           log_samples=False, task_manager=manager, verbosity="WARNING")
+        raise ValueError(
+            f"unknown lmms-eval task(s) {unknown}"
+            + ("" if include_path else " (tasks of your own need --include-path)")
+        )
+    return simple_evaluate(
+        model=model,
+        model_args=model_args,
+        tasks=tasks,
+        batch_size=1,
+        limit=limit,
+        log_samples=False,
+        task_manager=manager,
+        verbosity="WARNING",
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -116,12 +125,24 @@ def _evaluate_run(run: Run, settings: dict, evaluate: Callable[..., Any], is_mai
         args += f",retention={run.retention!r}"
     if settings["model_args"]:
         args += "," + settings["model_args"]
-    record: dict[str, Any] = {"key": run.key, "method": run.method, "retention": run.retention,
-                              "model_args": args, "settings": settings, "scores": {}, "tango": {}}
+    record: dict[str, Any] = {
+        "key": run.key,
+        "method": run.method,
+        "retention": run.retention,
+        "model_args": args,
+        "settings": settings,
+        "scores": {},
+        "tango": {},
+    }
     t0 = time.time()
     try:
-        results = evaluate(model=settings["model"], model_args=args, tasks=list(settings["tasks"]),
-                           limit=settings["limit"], include_path=settings["include_path"])
+        results = evaluate(
+            model=settings["model"],
+            model_args=args,
+            tasks=list(settings["tasks"]),
+            limit=settings["limit"],
+            include_path=settings["include_path"],
+        )
     except Exception as exc:  # lmms-eval, the model or a task failed: record it and go on with the sweep
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         results = None
@@ -141,10 +162,14 @@ def _evaluate_run(run: Run, settings: dict, evaluate: Callable[..., Any], is_mai
             missing.append(task)
             continue
         n = (results.get("n-samples") or {}).get(task, {})
-        record["scores"][task] = {"metric": score[0], "value": score[1],
-                                  "n": n.get("effective") if isinstance(n, dict) else None}
-    record["tango"] = {k[len("avg_tango_"):]: v for k, v in (results.get("throughput") or {}).items()
-                       if k.startswith("avg_tango_")}
+        record["scores"][task] = {
+            "metric": score[0],
+            "value": score[1],
+            "n": n.get("effective") if isinstance(n, dict) else None,
+        }
+    record["tango"] = {
+        k[len("avg_tango_") :]: v for k, v in (results.get("throughput") or {}).items() if k.startswith("avg_tango_")
+    }
     if missing:
         record.update(status="failed", error=f"lmms-eval returned no score for task(s) {missing}")
     else:
@@ -152,10 +177,20 @@ def _evaluate_run(run: Run, settings: dict, evaluate: Callable[..., Any], is_mai
     return record
 
 
-def sweep(out_dir: str | Path, *, model: str, pretrained: str, tasks: Sequence[str], methods: Sequence[str],
-          retentions: Sequence[float], model_args: str = "", include_path: str | None = None,
-          limit: int | None = None, evaluate: Callable[..., Any] | None = None,
-          log: Callable[[str], None] = print) -> dict:
+def sweep(
+    out_dir: str | Path,
+    *,
+    model: str,
+    pretrained: str,
+    tasks: Sequence[str],
+    methods: Sequence[str],
+    retentions: Sequence[float],
+    model_args: str = "",
+    include_path: str | None = None,
+    limit: int | None = None,
+    evaluate: Callable[..., Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run (or resume) the sweep into ``out_dir``; returns the summary also written as ``sweep.json``.
 
     ``model`` is a ``tango_*`` model id, ``model_args`` extra plugin arguments (``frames=32,dtype=bfloat16``)
@@ -178,8 +213,14 @@ def sweep(out_dir: str | Path, *, model: str, pretrained: str, tasks: Sequence[s
     runs = plan(methods, retentions)
     evaluate = evaluate or lmms_evaluate
     is_main, barrier = process_state()
-    settings = {"model": model, "pretrained": pretrained, "tasks": list(tasks), "model_args": model_args,
-                "include_path": include_path, "limit": limit}
+    settings = {
+        "model": model,
+        "pretrained": pretrained,
+        "tasks": list(tasks),
+        "model_args": model_args,
+        "include_path": include_path,
+        "limit": limit,
+    }
     out = Path(out_dir)
     run_dir = out / "runs"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -203,11 +244,16 @@ def sweep(out_dir: str | Path, *, model: str, pretrained: str, tasks: Sequence[s
         rec = _evaluate_run(run, settings, evaluate, is_main)
         if is_main:
             atomic_write_json(str(run_dir / f"{run.key}.json"), rec)
-        log(f"[{i}/{len(runs)}] {run.key}: {rec['status']}" + (f" ({rec['error']})" if rec["status"] != "ok" else
-                                                              f" in {rec['seconds']}s"))
+        log(
+            f"[{i}/{len(runs)}] {run.key}: {rec['status']}"
+            + (f" ({rec['error']})" if rec["status"] != "ok" else f" in {rec['seconds']}s")
+        )
         records.append(rec)
-    summary = {"settings": settings, "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in records],
-               "failed": [r["key"] for r in records if r["status"] != "ok"]}
+    summary = {
+        "settings": settings,
+        "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in records],
+        "failed": [r["key"] for r in records if r["status"] != "ok"],
+    }
     if is_main:
         atomic_write_json(str(out / "sweep.json"), summary)
         atomic_write_text(str(out / "sweep.md"), markdown_table(summary))
@@ -231,8 +277,10 @@ def markdown_table(summary: dict) -> str:
     """One row per run, one column per task (score and % of ``none``), the mean %, the visual tokens kept."""
     tasks = summary["settings"]["tasks"]
     rel = _relative(summary)
-    lines = ["| run | " + " | ".join(tasks) + " | mean % of none | visual tokens | prune ms |",
-             "|" + "---|" * (len(tasks) + 4)]
+    lines = [
+        "| run | " + " | ".join(tasks) + " | mean % of none | visual tokens | prune ms |",
+        "|" + "---|" * (len(tasks) + 4),
+    ]
     for r in summary["runs"]:
         if r["status"] != "ok":
             lines.append(f"| {r['key']} | " + " | ".join("failed" for _ in tasks) + " | | | |")
@@ -245,22 +293,39 @@ def markdown_table(summary: dict) -> str:
         ps = [rel[r["key"]][t] for t in tasks if t in rel.get(r["key"], {})]
         mean = f"{100 * sum(ps) / len(ps):.1f}%" if len(ps) == len(tasks) else ""
         tg = r.get("tango") or {}
-        toks = (f"{tg['visual_tokens_before']:.0f} -> {tg['visual_tokens_after']:.0f}"
-                if "visual_tokens_after" in tg else "")
+        toks = (
+            f"{tg['visual_tokens_before']:.0f} -> {tg['visual_tokens_after']:.0f}"
+            if "visual_tokens_after" in tg
+            else ""
+        )
         ms = f"{tg['prune_ms']:.1f}" if "prune_ms" in tg else ""
         lines.append(f"| {r['key']} | " + " | ".join(cells) + f" | {mean} | {toks} | {ms} |")
     s = summary["settings"]
-    lines += ["", f"Model {s['model']} ({s['pretrained']}), lmms-eval tasks {', '.join(tasks)}"
-              + (f", first {s['limit']} documents per task" if s["limit"] else "") + ". Each cell: the task's "
-              "metric (as lmms-eval reports it) and its percentage of the unpruned (`none`) run of the same "
-              "wrapper; visual tokens: mean per video before -> after pruning."]
+    lines += [
+        "",
+        f"Model {s['model']} ({s['pretrained']}), lmms-eval tasks {', '.join(tasks)}"
+        + (f", first {s['limit']} documents per task" if s["limit"] else "")
+        + ". Each cell: the task's "
+        "metric (as lmms-eval reports it) and its percentage of the unpruned (`none`) run of the same "
+        "wrapper; visual tokens: mean per video before -> after pruning.",
+    ]
     if summary["failed"]:
         lines.append(f"Failed runs: {', '.join(summary['failed'])} (see runs/<run>.json).")
     return "\n".join(lines) + "\n"
 
 
-_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+_PALETTE = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+]
 
 
 def save_plot(summary: dict, path: str | Path) -> Path:
@@ -296,8 +361,9 @@ def save_plot(summary: dict, path: str | Path) -> Path:
             x = xy(r, lo)[0]
             d.text((x - 10, y0 + ph + 4), f"{r:g}", fill="black")
         for j, meth in enumerate(methods):
-            pts = [xy(r["retention"], rel[r["key"]][task]) for r in runs
-                   if r["method"] == meth and task in rel[r["key"]]]
+            pts = [
+                xy(r["retention"], rel[r["key"]][task]) for r in runs if r["method"] == meth and task in rel[r["key"]]
+            ]
             pts.sort()
             colour = _PALETTE[j % len(_PALETTE)]
             if len(pts) > 1:

@@ -70,8 +70,9 @@ metadata:
 """
 
 
-def write_task(directory: str | Path, task: str, rows: list[dict], utils: str, *, metric: str, target: str,
-               max_new_tokens: int) -> Path:
+def write_task(
+    directory: str | Path, task: str, rows: list[dict], utils: str, *, metric: str, target: str, max_new_tokens: int
+) -> Path:
     """Write an offline generation task: ``{task}.jsonl`` (``rows``), ``utils.py`` (``utils``: the source
     defining ``doc_to_visual``, ``doc_to_text`` and ``process_results``, which returns ``{metric: value}``)
     and ``{task}.yaml`` (``dataset_path: json``, greedy decoding, the mean of ``metric``; ``target`` is the
@@ -81,8 +82,11 @@ def write_task(directory: str | Path, task: str, rows: list[dict], utils: str, *
     data = root / f"{task}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "utils.py").write_text(utils)
-    (root / f"{task}.yaml").write_text(_YAML.format(task=task, data=json.dumps(str(data.resolve())), target=target,
-                                                    max_new_tokens=max_new_tokens, metric=metric))
+    (root / f"{task}.yaml").write_text(
+        _YAML.format(
+            task=task, data=json.dumps(str(data.resolve())), target=target, max_new_tokens=max_new_tokens, metric=metric
+        )
+    )
     return root
 
 
@@ -124,8 +128,16 @@ def write_testbed_task(directory: str | Path, limit: int = 48) -> dict[str, str]
         s = D.make_sample(D.TEST, i)
         rel = f"videos/{i:04d}.mp4"
         write_lossless_mp4(s.clip.frames, root / rel, D.FPS)
-        rows.append({"index": i, "video": rel, "question": s.question.text, "options": list(s.question.options),
-                     "answer": s.question.answer, "qtype": s.question.qtype})
+        rows.append(
+            {
+                "index": i,
+                "video": rel,
+                "question": s.question.text,
+                "options": list(s.question.options),
+                "answer": s.question.answer,
+                "qtype": s.question.qtype,
+            }
+        )
     write_task(root, TASK, rows, _UTILS, metric="accuracy", target="answer", max_new_tokens=1)
     model = root / "model"
     model.mkdir(exist_ok=True)

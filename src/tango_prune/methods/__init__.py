@@ -31,14 +31,16 @@ class Method:
 _REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, config_class: type[PruneConfig], fn: Callable[[VideoTokens, Any], PruneResult],
-             summary: str = "") -> Method:
+def register(
+    name: str, config_class: type[PruneConfig], fn: Callable[[VideoTokens, Any], PruneResult], summary: str = ""
+) -> Method:
     """Register a method under ``name`` (its ``config_class.method`` must equal ``name``)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     if getattr(config_class, "method", None) != name:
-        raise ValueError(f"config_class.method must equal the method name {name!r}, got "
-                         f"{getattr(config_class, 'method', None)!r}")
+        raise ValueError(
+            f"config_class.method must equal the method name {name!r}, got {getattr(config_class, 'method', None)!r}"
+        )
     if name in _REGISTRY and _REGISTRY[name].fn is not fn:
         raise ValueError(f"a different method is already registered as {name!r}")
     m = Method(name, config_class, fn, summary)

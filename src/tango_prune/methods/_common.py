@@ -19,8 +19,17 @@ from ..core.dpc import stable_argsort_desc
 from ..core.merge import widen
 from ..tokens import VideoTokens
 
-__all__ = ["frame_budget", "video_budget", "check_int", "check_fraction", "top_per_row", "flat_index",
-           "allocate", "spread", "check_cosine"]
+__all__ = [
+    "frame_budget",
+    "video_budget",
+    "check_int",
+    "check_fraction",
+    "top_per_row",
+    "flat_index",
+    "allocate",
+    "spread",
+    "check_cosine",
+]
 
 
 def frame_budget(L: int, retention: float) -> int:

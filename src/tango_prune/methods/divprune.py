@@ -60,9 +60,9 @@ def max_min_select(x: torch.Tensor, k: int, block_elems: int = DEFAULT_BLOCK_ELE
     step = max(1, block_elems // max(1, B * n))
     for s in range(0, n, step):
         e = min(n, s + step)
-        d = 1.0 - torch.matmul(x[:, s:e], x.transpose(1, 2))            # (B, rows, n)
+        d = 1.0 - torch.matmul(x[:, s:e], x.transpose(1, 2))  # (B, rows, n)
         rows = torch.arange(s, e, device=x.device)
-        d[:, rows - s, rows] = float("inf")                              # exclude self
+        d[:, rows - s, rows] = float("inf")  # exclude self
         nn_dist[:, s:e] = d.amin(-1)
     out[:, 0] = nn_dist.argmax(-1)
     # Running distance of every token to the chosen set; chosen tokens sit at distance <= 0 thereafter.
@@ -88,9 +88,17 @@ def run(tokens: VideoTokens, config: DivPruneConfig) -> PruneResult:
     else:
         pos = max_min_select(x, k)
         idx = flat_index(torch.arange(T, device=pos.device)[:, None], pos, L).reshape(-1)
-    return PruneResult.from_indices(tokens, idx, info={"method": "divprune", "retention": config.retention,
-                                                       "scope": config.scope, "kept": int(idx.numel()),
-                                                       "total": T * L})
+    return PruneResult.from_indices(
+        tokens,
+        idx,
+        info={
+            "method": "divprune",
+            "retention": config.retention,
+            "scope": config.scope,
+            "kept": int(idx.numel()),
+            "total": T * L,
+        },
+    )
 
 
 register("divprune", DivPruneConfig, run, "greedy max-min diversity on cosine distance")

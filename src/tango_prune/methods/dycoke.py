@@ -75,13 +75,22 @@ def run(tokens: VideoTokens, config: DyCokeConfig) -> PruneResult:
                 else:
                     pos = spread(L, k, dev)
         else:
-            sim = (normalize(X[f]) * normalize(X[ref])).sum(-1)          # (L,) same-position cosine
-            pos = torch.sort(sim, stable=True).indices[:k]               # least similar first
+            sim = (normalize(X[f]) * normalize(X[ref])).sum(-1)  # (L,) same-position cosine
+            pos = torch.sort(sim, stable=True).indices[:k]  # least similar first
         pieces.append(pos + f * L)
     idx = torch.cat(pieces)
-    return PruneResult.from_indices(tokens, idx, info={"method": "dycoke", "retention": config.retention,
-                                                       "per_frame": per_frame, "anchor_pruned": anchor_pruned,
-                                                       "kept": int(idx.numel()), "total": T * L})
+    return PruneResult.from_indices(
+        tokens,
+        idx,
+        info={
+            "method": "dycoke",
+            "retention": config.retention,
+            "per_frame": per_frame,
+            "anchor_pruned": anchor_pruned,
+            "kept": int(idx.numel()),
+            "total": T * L,
+        },
+    )
 
 
 register("dycoke", DyCokeConfig, run, "DyCoke temporal token merging (pre-LLM stage)")

@@ -70,18 +70,19 @@ def frame_global_features(tokens: VideoTokens) -> torch.Tensor:
     return m if m.dim() == 2 else widen(m).mean(dim=(1, 2))
 
 
-def _segment_context(X: torch.Tensor, free: torch.Tensor, start: int, n_f: int, K_c: int, L: int,
-                     cfg: FastVIDConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _segment_context(
+    X: torch.Tensor, free: torch.Tensor, start: int, n_f: int, K_c: int, L: int, cfg: FastVIDConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """DTM on frames [start, start + n_f): (flat indices, fp32 features) of the contextual tokens."""
     D = X.shape[-1]
-    pool_size = int(free[start].sum())                       # every frame has the same number of free tokens
+    pool_size = int(free[start].sum())  # every frame has the same number of free tokens
     total = n_f * K_c
     step = cfg.anchor_step
     while step > 1 and math.ceil(n_f / step) * pool_size < total:
         step -= 1
     anchors = list(range(0, n_f, step))
     shares = allocate(total, [1.0] * len(anchors), pool_size)
-    fr, j = torch.nonzero(free[start:start + n_f], as_tuple=True)  # frame-major pool, positions ascending
+    fr, j = torch.nonzero(free[start : start + n_f], as_tuple=True)  # frame-major pool, positions ascending
     pos = j.reshape(n_f, pool_size)
     pool_pos = pos.reshape(-1)
     pool_fr = fr + start
@@ -92,7 +93,7 @@ def _segment_context(X: torch.Tensor, free: torch.Tensor, start: int, n_f: int, 
         if share == 0:
             continue
         x = X[start + a, pos[a]].float() / math.sqrt(D)
-        local = dpc_knn(x, share, cfg.k_neighbors)            # top gamma of this anchor frame
+        local = dpc_knn(x, share, cfg.k_neighbors)  # top gamma of this anchor frame
         centres.append(a * pool_size + local)
     centre = torch.cat(centres)
     merged = merge_into_anchors(feats, unit, centre, cfg.alpha)
@@ -109,8 +110,11 @@ def run(tokens: VideoTokens, config: FastVIDConfig) -> PruneResult:
     K_s = floor_mul(K, config.salient_ratio)
     K_c = K - K_s
     dev = X.device
-    sizes = [T] if T == 1 else fastvid_segments(frame_similarity(frame_global_features(tokens)), config.tau,
-                                                config.num_segments)
+    sizes = (
+        [T]
+        if T == 1
+        else fastvid_segments(frame_similarity(frame_global_features(tokens)), config.tau, config.num_segments)
+    )
     frames = torch.arange(T, device=dev)[:, None]
     sal = top_per_row(s, K_s)
     idx = [flat_index(frames, sal, L).reshape(-1)]
@@ -127,10 +131,21 @@ def run(tokens: VideoTokens, config: FastVIDConfig) -> PruneResult:
             kinds.append(torch.full_like(i, TokenKind.CONTEXT))
             start += n_f
     idx_t = torch.cat(idx)
-    return PruneResult.from_indices(tokens, idx_t, features=torch.cat(feats).to(X.dtype), kinds=torch.cat(kinds),
-                                    info={"method": "fastvid", "retention": config.retention, "segments": sizes,
-                                          "per_frame": K, "salient_per_frame": K_s, "kept": int(idx_t.numel()),
-                                          "total": T * L})
+    return PruneResult.from_indices(
+        tokens,
+        idx_t,
+        features=torch.cat(feats).to(X.dtype),
+        kinds=torch.cat(kinds),
+        info={
+            "method": "fastvid",
+            "retention": config.retention,
+            "segments": sizes,
+            "per_frame": K,
+            "salient_per_frame": K_s,
+            "kept": int(idx_t.numel()),
+            "total": T * L,
+        },
+    )
 
 
 register("fastvid", FastVIDConfig, run, "FastVID: DySeg + attention/density spatio-temporal pruning")

@@ -68,8 +68,9 @@ class HoliTomConfig(PruneConfig):
         check_cosine("tau_segment", self.tau_segment)
 
 
-def compress_sets(feats: torch.Tensor, score: torch.Tensor, keep: int, cfg: HoliTomConfig
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def compress_sets(
+    feats: torch.Tensor, score: torch.Tensor, keep: int, cfg: HoliTomConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep ``keep`` tokens of each of B sets: top-saliency ones plus DPC-KNN cluster means of the rest.
 
     ``feats`` (B, n, D), ``score`` (B, n). Returns (local indices (B, keep), fp32 features (B, keep, D),
@@ -85,10 +86,10 @@ def compress_sets(feats: torch.Tensor, score: torch.Tensor, keep: int, cfg: Holi
     idx, out = [sal], [widen(feats[rows, sal])]
     kinds = [torch.full_like(sal, TokenKind.SALIENT)]
     if K_c > 0:
-        rest = torch.sort(order[:, K_s:], dim=1).values                  # (B, n - K_s) index order
+        rest = torch.sort(order[:, K_s:], dim=1).values  # (B, n - K_s) index order
         unit = normalize(feats[rows, rest])
         centres, d2 = dpc_knn(unit, K_c, cfg.k_neighbors, return_distances=True)
-        centres = torch.sort(centres, dim=1).values                      # (B, K_c) into rest
+        centres = torch.sort(centres, dim=1).values  # (B, K_c) into rest
         groups = (rows * K_c + assign(unit, centres, d2)).reshape(-1)
         sums, counts = segment_sum(feats[rows, rest].reshape(-1, D), groups, B * K_c)
         idx.append(torch.gather(rest, 1, centres))
@@ -97,8 +98,9 @@ def compress_sets(feats: torch.Tensor, score: torch.Tensor, keep: int, cfg: Holi
     return torch.cat(idx, 1), torch.cat(out, 1), torch.cat(kinds, 1)
 
 
-def _segment(X: torch.Tensor, s: torch.Tensor, offset: int, cfg: HoliTomConfig, stats: list[int]
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _segment(
+    X: torch.Tensor, s: torch.Tensor, offset: int, cfg: HoliTomConfig, stats: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One segment X (n_f, L, D) starting at flat index ``offset``: (flat indices, features, kinds)."""
     n_f, L, D = X.shape
     r = cfg.retention
@@ -113,8 +115,9 @@ def _segment(X: torch.Tensor, s: torch.Tensor, offset: int, cfg: HoliTomConfig, 
     if S > 0:
         sp = torch.nonzero(static).squeeze(1)
         # Mean over the whole grid, then the static rows: no (n_f, S, D) copy (the same per-element sums).
-        i, f, _ = compress_sets(widen(X).mean(0)[sp][None], widen(s[:, sp]).mean(0)[None],
-                                max(1, ceil_mul(S, r_adj)), cfg)
+        i, f, _ = compress_sets(
+            widen(X).mean(0)[sp][None], widen(s[:, sp]).mean(0)[None], max(1, ceil_mul(S, r_adj)), cfg
+        )
         idx.append(sp[i[0]] + offset)
         feats.append(f[0])
         kinds.append(torch.full_like(i[0], TokenKind.STATIC))
@@ -123,7 +126,7 @@ def _segment(X: torch.Tensor, s: torch.Tensor, offset: int, cfg: HoliTomConfig, 
         R = ceil_mul(dp.numel(), r_adj)
         # Frames are compressed independently: a few at a time keeps the gathered copies small.
         for a in range(0, n_f, _CHUNK_FRAMES):
-            i, f, k = compress_sets(X[a:a + _CHUNK_FRAMES, dp], s[a:a + _CHUNK_FRAMES, dp], R, cfg)
+            i, f, k = compress_sets(X[a : a + _CHUNK_FRAMES, dp], s[a : a + _CHUNK_FRAMES, dp], R, cfg)
             frames = torch.arange(a, a + i.shape[0], device=X.device)[:, None]
             idx.append((offset + frames * L + dp[i]).reshape(-1))
             feats.append(f.reshape(-1, D))
@@ -141,23 +144,34 @@ def run(tokens: VideoTokens, config: HoliTomConfig) -> PruneResult:
     if T == 1:
         sizes = [1]
     elif metric.dim() != 4:
-        raise ValueError("metric must be per token, shape (T, H, W, Dm), for method 'holitom'; got shape "
-                         f"{tuple(metric.shape)}")
+        raise ValueError(
+            f"metric must be per token, shape (T, H, W, Dm), for method 'holitom'; got shape {tuple(metric.shape)}"
+        )
     else:
         sizes = holitom_segments(frame_similarity(metric.reshape(T, L, -1)), config.tau_segment, config.max_window)
     stats: list[int] = []
     parts = []
     start = 0
     for n_f in sizes:
-        parts.append(_segment(X[start:start + n_f], s[start:start + n_f], start * L, config, stats))
+        parts.append(_segment(X[start : start + n_f], s[start : start + n_f], start * L, config, stats))
         start += n_f
     idx = torch.cat([p[0] for p in parts])
     kinds = torch.cat([p[2] for p in parts])
-    return PruneResult.from_indices(tokens, idx, features=torch.cat([p[1] for p in parts]).to(X.dtype), kinds=kinds,
-                                    info={"method": "holitom", "retention": config.retention, "segments": sizes,
-                                          "static_positions": stats, "kept": int(idx.numel()), "total": T * L,
-                                          "by_kind": {name: int((kinds == code).sum())
-                                                      for code, name in enumerate(TokenKind.NAMES)}})
+    return PruneResult.from_indices(
+        tokens,
+        idx,
+        features=torch.cat([p[1] for p in parts]).to(X.dtype),
+        kinds=kinds,
+        info={
+            "method": "holitom",
+            "retention": config.retention,
+            "segments": sizes,
+            "static_positions": stats,
+            "kept": int(idx.numel()),
+            "total": T * L,
+            "by_kind": {name: int((kinds == code).sum()) for code, name in enumerate(TokenKind.NAMES)},
+        },
+    )
 
 
 register("holitom", HoliTomConfig, run, "HoliTom pre-LLM: DP segments, static merging, DPC-KNN merging")

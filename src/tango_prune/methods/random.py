@@ -43,9 +43,18 @@ def run(tokens: VideoTokens, config: RandomConfig) -> PruneResult:
     keys = torch.rand(T, L, generator=gen)
     pos = torch.argsort(keys, dim=1, stable=True)[:, :k].to(tokens.features.device)
     idx = flat_index(torch.arange(T, device=pos.device)[:, None], pos, L).reshape(-1)
-    return PruneResult.from_indices(tokens, idx, info={"method": "random", "retention": config.retention,
-                                                       "seed": config.seed, "per_frame": k,
-                                                       "kept": int(idx.numel()), "total": T * L})
+    return PruneResult.from_indices(
+        tokens,
+        idx,
+        info={
+            "method": "random",
+            "retention": config.retention,
+            "seed": config.seed,
+            "per_frame": k,
+            "kept": int(idx.numel()),
+            "total": T * L,
+        },
+    )
 
 
 register("random", RandomConfig, run, "seeded random subset per frame")

@@ -34,12 +34,21 @@ def run(tokens: VideoTokens, config: TopKConfig) -> PruneResult:
     L = H * W
     s = tokens.require_saliency("topk").reshape(T, L)
     k = frame_budget(L, config.retention)
-    pos = top_per_row(s, k)                                           # (T, k)
+    pos = top_per_row(s, k)  # (T, k)
     idx = flat_index(torch.arange(T, device=pos.device)[:, None], pos, L).reshape(-1)
     kinds = torch.full_like(idx, TokenKind.SALIENT)
-    return PruneResult.from_indices(tokens, idx, kinds=kinds,
-                                    info={"method": "topk", "retention": config.retention, "per_frame": k,
-                                          "kept": int(idx.numel()), "total": T * L})
+    return PruneResult.from_indices(
+        tokens,
+        idx,
+        kinds=kinds,
+        info={
+            "method": "topk",
+            "retention": config.retention,
+            "per_frame": k,
+            "kept": int(idx.numel()),
+            "total": T * L,
+        },
+    )
 
 
 register("topk", TopKConfig, run, "attention top-k per frame")

@@ -56,7 +56,7 @@ def pooling_matrix(H: int, W: int, K: int, device: torch.device) -> tuple[torch.
     L = H * W
     p = torch.arange(L, device=device)
     coords = torch.stack([torch.div(p, W, rounding_mode="floor"), p % W], 1).float()
-    assign = nearest(coords, coords[cells])                           # (L,) cell of every token
+    assign = nearest(coords, coords[cells])  # (L,) cell of every token
     P = torch.zeros(K, L, device=device)
     P[assign, p] = 1.0
     P /= P.sum(1, keepdim=True).clamp_min(1.0)
@@ -70,12 +70,22 @@ def run(tokens: VideoTokens, config: UniformConfig) -> PruneResult:
     X = tokens.features.reshape(T, L, -1)
     K = frame_budget(L, config.retention)
     cells, P = pooling_matrix(H, W, K, X.device)
-    pooled = torch.matmul(P.to(widen(X).dtype), widen(X))              # (T, K, D) means, fp32 or fp64
+    pooled = torch.matmul(P.to(widen(X).dtype), widen(X))  # (T, K, D) means, fp32 or fp64
     idx = flat_index(torch.arange(T, device=X.device)[:, None], cells[None, :], L).reshape(-1)
     kinds = torch.full_like(idx, TokenKind.CONTEXT)
-    return PruneResult.from_indices(tokens, idx, features=pooled.reshape(T * K, -1), kinds=kinds,
-                                    info={"method": "uniform", "retention": config.retention, "per_frame": K,
-                                          "kept": int(idx.numel()), "total": T * L})
+    return PruneResult.from_indices(
+        tokens,
+        idx,
+        features=pooled.reshape(T * K, -1),
+        kinds=kinds,
+        info={
+            "method": "uniform",
+            "retention": config.retention,
+            "per_frame": K,
+            "kept": int(idx.numel()),
+            "total": T * L,
+        },
+    )
 
 
 register("uniform", UniformConfig, run, "uniform spatial average pooling per frame")

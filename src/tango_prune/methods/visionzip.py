@@ -68,13 +68,13 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
     K_d = K - K_c
     dev = X.device
     frames = torch.arange(T, device=dev)[:, None]
-    order = top_per_row(s, L)                                            # (T, L) by descending saliency
+    order = top_per_row(s, L)  # (T, L) by descending saliency
     dom = order[:, :K_d]
     pieces_idx = [flat_index(frames, dom, L).reshape(-1)]
     pieces_feat = [widen(X[frames, dom].reshape(T * K_d, X.shape[-1]))]
     pieces_kind = [torch.full((T * K_d,), TokenKind.SALIENT, dtype=torch.long, device=dev)]
     if K_c > 0:
-        rest = torch.sort(order[:, K_d:], dim=1).values                  # (T, n) remaining, index order
+        rest = torch.sort(order[:, K_d:], dim=1).values  # (T, n) remaining, index order
         n = rest.shape[1]
         step = max(1, n // K_c)
         tgt_local = torch.arange(0, n, step, device=dev)[:K_c]
@@ -84,15 +84,20 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
         metric = per_token_metric(tokens)
         # Frame chunks: the normalised metric and the gathered members of only a few frames at a time.
         for a in range(0, T, _CHUNK_FRAMES):
-            fr = frames[a:a + _CHUNK_FRAMES]
+            fr = frames[a : a + _CHUNK_FRAMES]
             t = fr.shape[0]
-            m = normalize(metric[a:a + t])
-            tgt, mem = rest[a:a + t, tgt_local], rest[a:a + t, mem_local]     # (t, K_c), (t, n - K_c)
+            m = normalize(metric[a : a + t])
+            tgt, mem = rest[a : a + t, tgt_local], rest[a : a + t, mem_local]  # (t, K_c), (t, n - K_c)
             local = fr - a
             assign = nearest(m[local, mem], m[local, tgt]) if mem_local.numel() else mem.new_zeros(t, 0)
             # Every target is a member of its own cluster; sums are per (frame, target) group.
-            groups = torch.cat([flat_index(local.expand(t, K_c), torch.arange(K_c, device=dev)[None, :], K_c),
-                                flat_index(local, assign, K_c)], dim=1).reshape(-1)
+            groups = torch.cat(
+                [
+                    flat_index(local.expand(t, K_c), torch.arange(K_c, device=dev)[None, :], K_c),
+                    flat_index(local, assign, K_c),
+                ],
+                dim=1,
+            ).reshape(-1)
             vals = torch.cat([X[fr, tgt], X[fr, mem]], dim=1).reshape(groups.numel(), -1)
             sums, counts = segment_sum(vals, groups, t * K_c)
             pieces_idx.append(flat_index(fr, tgt, L).reshape(-1))
@@ -100,10 +105,21 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
             pieces_kind.append(torch.full((t * K_c,), TokenKind.CONTEXT, dtype=torch.long, device=dev))
     idx = torch.cat(pieces_idx)
     feats = torch.cat(pieces_feat).to(X.dtype)
-    return PruneResult.from_indices(tokens, idx, features=feats, kinds=torch.cat(pieces_kind),
-                                    info={"method": "visionzip", "retention": config.retention, "per_frame": K,
-                                          "dominant_per_frame": K_d, "contextual_per_frame": K_c,
-                                          "kept": int(idx.numel()), "total": T * L})
+    return PruneResult.from_indices(
+        tokens,
+        idx,
+        features=feats,
+        kinds=torch.cat(pieces_kind),
+        info={
+            "method": "visionzip",
+            "retention": config.retention,
+            "per_frame": K,
+            "dominant_per_frame": K_d,
+            "contextual_per_frame": K_c,
+            "kept": int(idx.numel()),
+            "total": T * L,
+        },
+    )
 
 
 register("visionzip", VisionZipConfig, run, "VisionZip* per frame: attention-dominant + merged contextual tokens")

@@ -31,8 +31,21 @@ from ..config import PruneConfig
 from .base import FAMILIES, ModelFamily, family_for, family_for_class, register_family
 from .common import STATE_ATTR, PatchState
 
-__all__ = ["apply", "remove", "stats", "last_results", "stages", "reuse_encoding", "is_applied", "SUPPORTED", "ModelFamily", "FAMILIES",
-           "register_family", "family_for", "family_for_class"]
+__all__ = [
+    "apply",
+    "remove",
+    "stats",
+    "last_results",
+    "stages",
+    "reuse_encoding",
+    "is_applied",
+    "SUPPORTED",
+    "ModelFamily",
+    "FAMILIES",
+    "register_family",
+    "family_for",
+    "family_for_class",
+]
 
 #: Upstream classes :func:`apply` accepts -> their family (see :mod:`.base`; one module and one line each).
 SUPPORTED = FAMILIES
@@ -47,9 +60,16 @@ def is_applied(model: Any) -> bool:
     return isinstance(getattr(model, STATE_ATTR, None), PatchState)
 
 
-def apply(model: Any, config: PruneConfig | str | None = None, *, name: str | None = None,
-          retention: float | None = None, variant: str | None = None, saliency_head: Any = None,
-          **fields: Any) -> Any:
+def apply(
+    model: Any,
+    config: PruneConfig | str | None = None,
+    *,
+    name: str | None = None,
+    retention: float | None = None,
+    variant: str | None = None,
+    saliency_head: Any = None,
+    **fields: Any,
+) -> Any:
     """Enable visual token pruning on an upstream Hugging Face Video LLM instance; returns the same model.
 
     ``config`` is a method config (e.g. ``TangoConfig.preset("llava-onevision", retention=0.1)``) or a

@@ -87,8 +87,9 @@ class ModelFamily:
 
     # -- inputs from decoded frames (tango-prune run) --------------------------------------------------
     @classmethod
-    def inputs_from_frames(cls, config: Any, tokenizer: Any, frames: np.ndarray, timestamps: np.ndarray,
-                           question: str, mean: Any, std: Any) -> dict[str, Any]:
+    def inputs_from_frames(
+        cls, config: Any, tokenizer: Any, frames: np.ndarray, timestamps: np.ndarray, question: str, mean: Any, std: Any
+    ) -> dict[str, Any]:
         """``generate`` kwargs for one video (uint8 frames (T, H, W, 3), times in seconds) and a question."""
         raise NotImplementedError
 

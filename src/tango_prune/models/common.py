@@ -24,8 +24,18 @@ import torch
 
 from ..config import PruneConfig
 
-__all__ = ["PatchState", "VideoSpan", "find_video_spans", "compact_inputs", "compact_kwargs", "parse_timestamps",
-           "pad_id", "Timer", "STATE_ATTR", "check_placeholders_unmasked"]
+__all__ = [
+    "PatchState",
+    "VideoSpan",
+    "find_video_spans",
+    "compact_inputs",
+    "compact_kwargs",
+    "parse_timestamps",
+    "pad_id",
+    "Timer",
+    "STATE_ATTR",
+    "check_placeholders_unmasked",
+]
 
 #: Name of the attribute holding the :class:`PatchState` on a patched model instance.
 STATE_ATTR = "_tango_prune_state"
@@ -72,8 +82,10 @@ def find_video_spans(input_ids: torch.Tensor, token_id: int, lengths: list[int])
     rows, cols = (input_ids == token_id).nonzero(as_tuple=True)
     total = sum(lengths)
     if rows.numel() != total:
-        raise ValueError(f"input_ids must contain {total} video placeholder tokens (id {token_id}) for the "
-                         f"given videos, found {rows.numel()}")
+        raise ValueError(
+            f"input_ids must contain {total} video placeholder tokens (id {token_id}) for the "
+            f"given videos, found {rows.numel()}"
+        )
     spans, pos = [], 0
     rows_l, cols_l = rows.tolist(), cols.tolist()
     for n in lengths:
@@ -86,9 +98,9 @@ def find_video_spans(input_ids: torch.Tensor, token_id: int, lengths: list[int])
     return spans
 
 
-def compact_inputs(keep: torch.Tensor, attention_mask: torch.Tensor | None,
-                   tensors: dict[str, tuple[torch.Tensor, int, Any]]) -> tuple[dict[str, torch.Tensor], torch.Tensor,
-                                                                                 torch.Tensor]:
+def compact_inputs(
+    keep: torch.Tensor, attention_mask: torch.Tensor | None, tensors: dict[str, tuple[torch.Tensor, int, Any]]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Keep the columns where ``keep`` (B, L) is True and the input is not padding; left-pad every row.
 
     ``tensors`` maps a name to ``(tensor, seq_dim, pad_value)``; each tensor has the batch dimension right
@@ -107,7 +119,7 @@ def compact_inputs(keep: torch.Tensor, attention_mask: torch.Tensor | None,
     Lp = int(counts.max()) if B else 0
     # Stable sort puts dropped columns (key 0) first and kept ones (key 1) last, in their original order:
     # the last ``Lp`` sorted columns are each row's kept columns, right-aligned, with no Python loop.
-    order = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, L - Lp:]
+    order = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, L - Lp :]
     valid = torch.arange(Lp, device=keep.device)[None, :] >= (Lp - counts)[:, None]
     index = torch.where(valid, order, torch.full_like(order, -1))
     safe = index.clamp(min=0)
@@ -181,12 +193,16 @@ def pad_id(cfg: Any) -> int:
     return 0 if pid is None else int(pid)
 
 
-def compact_kwargs(kwargs: dict[str, Any], keep: torch.Tensor, pad: int,
-                    extra: dict[str, int] | None = None) -> dict[str, Any]:
+def compact_kwargs(
+    kwargs: dict[str, Any], keep: torch.Tensor, pad: int, extra: dict[str, int] | None = None
+) -> dict[str, Any]:
     """Apply :func:`compact_inputs` to ``input_ids`` / ``attention_mask`` / ``labels`` / ``position_ids``."""
     names = {"input_ids": pad, "labels": -100, "position_ids": 0, **(extra or {})}
-    tensors = {n: (kwargs[n], -1, p) for n, p in names.items()
-               if isinstance(kwargs.get(n), torch.Tensor) and kwargs[n].shape[-1] == keep.shape[1]}
+    tensors = {
+        n: (kwargs[n], -1, p)
+        for n, p in names.items()
+        if isinstance(kwargs.get(n), torch.Tensor) and kwargs[n].shape[-1] == keep.shape[1]
+    }
     am = kwargs.get("attention_mask")
     new, new_am, _ = compact_inputs(keep, am, tensors)
     kwargs = dict(kwargs)

@@ -62,8 +62,9 @@ class FastV(Stage):
         #: (B, L) attention of the last prompt token at layer K-1 in the last prefill (for inspection)
         self.last_scores: torch.Tensor | None = None
         self.run: dict[str, Any] = {}
-        self.handles = [lm.layers[i].register_forward_pre_hook(self._hook(i), with_kwargs=True)
-                        for i in range(layer - 1, n)]
+        self.handles = [
+            lm.layers[i].register_forward_pre_hook(self._hook(i), with_kwargs=True) for i in range(layer - 1, n)
+        ]
 
     def remove(self) -> None:
         """Remove the hooks."""
@@ -113,6 +114,7 @@ class FastV(Stage):
             if idx >= self.K:
                 return self._replace(args, kwargs, hidden, self._decode_kwargs(kwargs, hidden, past))
             return None
+
         return hook
 
     @staticmethod
@@ -138,7 +140,7 @@ class FastV(Stage):
         pm = self._plan().prompt_mask
         valid = torch.ones(B, L, dtype=torch.bool, device=device)
         if pm is not None:
-            valid[:, :pm.shape[1]] = pm.to(device).bool()
+            valid[:, : pm.shape[1]] = pm.to(device).bool()
         return valid
 
     def _scores(self, layer: Any, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
@@ -148,7 +150,7 @@ class FastV(Stage):
         B, L, _ = hidden.shape
         x = layer.input_layernorm(hidden)
         qcol = self._query_cols(B, hidden.device)
-        xq = x[torch.arange(B, device=x.device), qcol][:, None]                   # (B, 1, D)
+        xq = x[torch.arange(B, device=x.device), qcol][:, None]  # (B, 1, D)
         hd = attn.head_dim
         q = attn.q_proj(xq).view(B, 1, -1, hd).transpose(1, 2)
         k = attn.k_proj(x).view(B, L, -1, hd).transpose(1, 2)
@@ -159,7 +161,7 @@ class FastV(Stage):
         k = k.repeat_interleave(attn.num_key_value_groups, dim=1)
         logits = (q.float() @ k.float().transpose(-1, -2))[:, :, 0] * attn.scaling  # (B, nh, L)
         cols = torch.arange(L, device=x.device)
-        allowed = self._valid(B, L, x.device) & (cols[None] <= qcol[:, None])         # causal + padding
+        allowed = self._valid(B, L, x.device) & (cols[None] <= qcol[:, None])  # causal + padding
         logits = logits.masked_fill(~allowed[:, None], float("-inf"))
         return torch.softmax(logits, dim=-1).mean(dim=1)
 
@@ -175,11 +177,11 @@ class FastV(Stage):
         out = hidden.clone()  # why: the merge writes kept rows; the caller's tensor stays untouched
         for row, start, n in self._plan().spans:
             k = max(1, round(n * self.keep))
-            order = torch.sort(scores[row, start:start + n], descending=True, stable=True).indices
+            order = torch.sort(scores[row, start : start + n], descending=True, stable=True).indices
             top, rest = order[:k].sort().values, order[k:]
             keep[row, start + rest] = False
             if rest.numel():
-                h = hidden[row, start:start + n].float()
+                h = hidden[row, start : start + n].float()
                 hn = torch.nn.functional.normalize(h, dim=-1)
                 assign = (hn[rest] @ hn[top].T).argmax(dim=1)
                 sums = h[top].clone().index_add_(0, assign, h[rest])
@@ -193,7 +195,7 @@ class FastV(Stage):
         keep &= self._valid(B, L, dev)
         counts = keep.sum(1)
         Lp = int(counts.max())
-        order = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, L - Lp:]
+        order = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, L - Lp :]
         real = torch.arange(Lp, device=dev)[None, :] >= (Lp - counts)[:, None]
         cols = torch.where(real, order, torch.full_like(order, -1))
         valid = (cols >= 0) & torch.gather(self._valid(B, L, dev), 1, cols.clamp(min=0))
@@ -215,7 +217,7 @@ class FastV(Stage):
         if kwargs.get("attention_mask") is None and bool(valid.all()):
             return {}
         ext = torch.ones(B, kv, dtype=torch.bool, device=hidden.device)
-        ext[:, :valid.shape[1]] = valid
+        ext[:, : valid.shape[1]] = valid
         return {"attention_mask": self._mask(ext, q, kv, hidden.dtype)}
 
     def _mask(self, valid_kv: torch.Tensor, q: int, kv: int, dtype: torch.dtype) -> torch.Tensor:

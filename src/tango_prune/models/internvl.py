@@ -55,7 +55,7 @@ def internvl_cls_saliency(layer: Any, layer_input: torch.Tensor) -> torch.Tensor
     hd = D // nh
     q = attn.q_norm(attn.q_proj(x[:, :1])).float().reshape(N, nh, hd)
     k = attn.k_norm(attn.k_proj(x)).float().reshape(N, L, nh, hd)
-    logits = torch.einsum("nhd,nlhd->nhl", q, k) * (hd ** -0.5)
+    logits = torch.einsum("nhd,nlhd->nhl", q, k) * (hd**-0.5)
     return torch.softmax(logits, dim=-1).mean(dim=1)[:, 1:]
 
 
@@ -95,12 +95,15 @@ class InternVLAdapter(ModelFamily):
         self.variant = variant
 
     # -- vision side ---------------------------------------------------------------------------------
-    def encode(self, model: Any, pixel_values_videos: torch.Tensor, vfl: Any, vfss: str
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, model: Any, pixel_values_videos: torch.Tensor, vfl: Any, vfss: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (V, T, H, W, D) and saliency (V, T, H, W) fp32 for ``pixel_values_videos`` (V, T, 3, S, S)."""
         if vfss != "default":
-            raise ValueError(f"vision_feature_select_strategy must be 'default' for {self.model_class} (the CLS "
-                             f"token is not an LLM token), got {vfss!r}")
+            raise ValueError(
+                f"vision_feature_select_strategy must be 'default' for {self.model_class} (the CLS "
+                f"token is not an LLM token), got {vfss!r}"
+            )
         layers = model.model.vision_tower.encoder.layer
         n = len(layers)
         last = vfl[-1] if isinstance(vfl, (list, tuple)) else vfl
@@ -112,8 +115,12 @@ class InternVLAdapter(ModelFamily):
         cap: dict[str, torch.Tensor] = {}
         hook = layer.register_forward_hook(lambda _m, args, _out: cap.__setitem__("in", args[0]))
         try:
-            out = model.model.get_image_features(pixel_values_videos.flatten(0, 1), vision_feature_layer=vfl,
-                                                 vision_feature_select_strategy=vfss, return_dict=True)
+            out = model.model.get_image_features(
+                pixel_values_videos.flatten(0, 1),
+                vision_feature_layer=vfl,
+                vision_feature_select_strategy=vfss,
+                return_dict=True,
+            )
         finally:
             hook.remove()
         with torch.no_grad():
@@ -128,8 +135,10 @@ class InternVLAdapter(ModelFamily):
         order = kwargs.pop("visual_order", None)
         if order is None:
             if kwargs.get("pixel_values") is not None:
-                raise ValueError("visual_order must be given (one 'image'/'video' per visual in prompt order) "
-                                 "when a call has both pixel_values and pixel_values_videos")
+                raise ValueError(
+                    "visual_order must be given (one 'image'/'video' per visual in prompt order) "
+                    "when a call has both pixel_values and pixel_values_videos"
+                )
             return ["video"] * V
         order = list(order)
         if any(o not in ("image", "video") for o in order) or order.count("video") != V:
@@ -157,9 +166,12 @@ class InternVLAdapter(ModelFamily):
         if kwargs.get("pixel_values") is not None:
             # why: upstream refuses pixel_values next to mm_encoder_outputs; images are encoded here by the
             # unchanged upstream method and passed on untouched.
-            images = model.model.get_image_features(kwargs.pop("pixel_values"), vision_feature_layer=vfl,
-                                                    vision_feature_select_strategy=vfss,
-                                                    return_dict=True).pooler_output
+            images = model.model.get_image_features(
+                kwargs.pop("pixel_values"),
+                vision_feature_layer=vfl,
+                vision_feature_select_strategy=vfss,
+                return_dict=True,
+            ).pooler_output
             images = images.reshape(-1, images.shape[-1])
         vision_s = timer.stop()
         timer.start()
@@ -176,7 +188,7 @@ class InternVLAdapter(ModelFamily):
                 row, start, n = runs.pop(0)
                 if images is None or img_pos + n > images.shape[0]:
                     raise ValueError("input_ids: the image placeholders do not match the tiles in pixel_values")
-                seqs.append(images[img_pos:img_pos + n])
+                seqs.append(images[img_pos : img_pos + n])
                 img_pos += n
                 continue
             cols = _take(runs, T * per_frame)
@@ -184,27 +196,35 @@ class InternVLAdapter(ModelFamily):
             counts = torch.bincount(res.positions[:, 0], minlength=T).tolist()
             row, frame_cols = cols[0], cols[1].reshape(T, per_frame)
             for t in range(T):
-                keep[row, frame_cols[t, counts[t]:]] = False
+                keep[row, frame_cols[t, counts[t] :]] = False
             seqs.append(res.features.to(feats.dtype))
             results.append(res)
             v += 1
         if runs or (images is not None and img_pos != images.shape[0]):
-            raise ValueError(f"input_ids: the placeholders (id {cfg.image_token_id}) do not match the given images "
-                             f"and videos ({V} x {T} frames x {per_frame} tokens)")
+            raise ValueError(
+                f"input_ids: the placeholders (id {cfg.image_token_id}) do not match the given images "
+                f"and videos ({V} x {T} frames x {per_frame} tokens)"
+            )
         kwargs = compact_kwargs(kwargs, keep, pad=pad_id(cfg))
         from transformers.modeling_outputs import BaseModelOutputWithPooling
+
         kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=torch.cat(seqs)[None])}
         prune_s = timer.stop()
-        state.stats.update(vision_s=vision_s, prune_s=prune_s, visual_tokens_before=V * T * per_frame,
-                           visual_tokens_after=sum(r.num_kept for r in results),
-                           kept_per_video=[r.num_kept for r in results])
+        state.stats.update(
+            vision_s=vision_s,
+            prune_s=prune_s,
+            visual_tokens_before=V * T * per_frame,
+            visual_tokens_after=sum(r.num_kept for r in results),
+            kept_per_video=[r.num_kept for r in results],
+        )
         state.last_results = results
         return kwargs
 
     # -- inputs from frames, presets ---------------------------------------------------------------------
     @classmethod
-    def inputs_from_frames(cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str,
-                           mean: Any, std: Any) -> dict[str, Any]:
+    def inputs_from_frames(
+        cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str, mean: Any, std: Any
+    ) -> dict[str, Any]:
         """Frames as 1 tile each at the tower's size (1, T, 3, S, S), the chat prompt with the upstream per-frame
         runs ``FrameN: <img>`` + placeholders + ``</img>``, and the frame times."""
         from .llava_onevision import chat_prompt
@@ -215,17 +235,24 @@ class InternVLAdapter(ModelFamily):
         start = getattr(tokenizer, "start_image_token", None) or "<img>"
         end = getattr(tokenizer, "end_image_token", None) or "</img>"
         video = "\n".join(f"Frame{i + 1}: {start}{ctx * (h * h)}{end}" for i in range(frames.shape[0]))
-        ids = tokenizer(chat_prompt(tokenizer, video, question), return_tensors="pt", add_special_tokens=False).input_ids
-        return {"input_ids": ids, "pixel_values_videos": pv,
-                "video_timestamps": torch.as_tensor(timestamps, dtype=torch.float64)[None]}
+        ids = tokenizer(
+            chat_prompt(tokenizer, video, question), return_tensors="pt", add_special_tokens=False
+        ).input_ids
+        return {
+            "input_ids": ids,
+            "pixel_values_videos": pv,
+            "video_timestamps": torch.as_tensor(timestamps, dtype=torch.float64)[None],
+        }
 
     @classmethod
     def tango_config(cls, config: Any, variant: str | None, retention: float) -> tuple[Any, list[str]]:
         """The LLaVA-OneVision preset (1-D compact positions, no intra-LLM stage) without its sink cells."""
         from ..config import TangoConfig
 
-        note = ("InternVL has no published Tango preset: the LLaVA-OneVision values are used, without its sink "
-                "cells (they are cells of the 27x27 SigLIP grid)")
+        note = (
+            "InternVL has no published Tango preset: the LLaVA-OneVision values are used, without its sink "
+            "cells (they are cells of the 27x27 SigLIP grid)"
+        )
         return TangoConfig.preset("llava-onevision", retention=retention, sinks=()), [note]
 
     # -- benchmark driver --------------------------------------------------------------------------------
@@ -234,8 +261,9 @@ class InternVLAdapter(ModelFamily):
         """The vision tower's fixed tile size (``requested`` must match it)."""
         size = _geometry(model.config)[0]
         if requested is not None and requested != size:
-            raise ValueError(f"frame_size must be {size} (the fixed InternViT tile size) for {cls.model_class}, "
-                             f"got {requested}")
+            raise ValueError(
+                f"frame_size must be {size} (the fixed InternViT tile size) for {cls.model_class}, got {requested}"
+            )
         return size
 
     @classmethod
@@ -248,15 +276,23 @@ class InternVLAdapter(ModelFamily):
         per_frame = _geometry(model.config)[2] ** 2
         n_video = spec.frames * per_frame
         ids = bench_prompt(spec, [model.config.image_token_id] * n_video).to(device)
-        info = {"source": source, "frames": spec.frames, "frame_size": size, "tokens_per_frame": per_frame,
-                "video_tokens": n_video, "prompt_tokens": int(ids.shape[1] - n_video), "timestamps": ts.tolist()}
+        info = {
+            "source": source,
+            "frames": spec.frames,
+            "frame_size": size,
+            "tokens_per_frame": per_frame,
+            "video_tokens": n_video,
+            "prompt_tokens": int(ids.shape[1] - n_video),
+            "timestamps": ts.tolist(),
+        }
         return BenchInputs(pv, ids, {}, [ts.tolist()], info)
 
     def bench_encode(self, model: Any, inp: Any, warmup: bool = False) -> Any:
         """The encoder pass over the whole video (``warmup``: its first frame only)."""
         pixels = inp.pixels[:, :1] if warmup else inp.pixels
-        return self.encode(model, pixels, model.config.vision_feature_layer,
-                           model.config.vision_feature_select_strategy)
+        return self.encode(
+            model, pixels, model.config.vision_feature_layer, model.config.vision_feature_select_strategy
+        )
 
     @staticmethod
     def bench_first_video_features(encoded: Any, inp: Any) -> torch.Tensor:
@@ -284,6 +320,7 @@ def _take(runs: list[tuple[int, int, int]], n: int) -> tuple[int, torch.Tensor]:
         r, s, k = runs.pop(0)
         cols.extend(range(s, s + k))
     if len(cols) != n:
-        raise ValueError(f"input_ids: every video needs {n} placeholder tokens in whole runs of one row "
-                         f"(one run per frame)")
+        raise ValueError(
+            f"input_ids: every video needs {n} placeholder tokens in whole runs of one row (one run per frame)"
+        )
     return row, torch.tensor(cols, dtype=torch.long)

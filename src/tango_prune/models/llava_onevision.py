@@ -55,7 +55,7 @@ def siglip_head_saliency(vision_tower: Any, hidden: torch.Tensor) -> torch.Tenso
     w = mha.in_proj_weight.float()
     b = mha.in_proj_bias.float() if mha.in_proj_bias is not None else torch.zeros(3 * D, device=w.device)
     q = F.linear(head.probe.float().reshape(1, D), w[:D], b[:D]).reshape(nh, hd)
-    k = F.linear(x, w[D:2 * D], b[D:2 * D]).reshape(x.shape[0], x.shape[1], nh, hd)
+    k = F.linear(x, w[D : 2 * D], b[D : 2 * D]).reshape(x.shape[0], x.shape[1], nh, hd)
     logits = torch.einsum("hd,nphd->nhp", q, k) / math.sqrt(hd)
     return torch.softmax(logits, dim=-1).mean(dim=1)
 
@@ -75,7 +75,7 @@ def siglip_received_attention(layer: Any, layer_input: torch.Tensor) -> torch.Te
     for n in range(N):
         q = attn.q_proj(x[n]).float().reshape(P, nh, hd).transpose(0, 1)
         k = attn.k_proj(x[n]).float().reshape(P, nh, hd).transpose(0, 1)
-        a = torch.softmax(q @ k.transpose(1, 2) * (hd ** -0.5), dim=-1)  # (nh, P, P)
+        a = torch.softmax(q @ k.transpose(1, 2) * (hd**-0.5), dim=-1)  # (nh, P, P)
         out[n] = a.mean(dim=(0, 1))
     return out
 
@@ -104,14 +104,17 @@ class LlavaOnevisionAdapter(ModelFamily):
             from .siglip_head import load_saliency_head
 
             ref = next(vt.parameters())
-            self.head_module = load_saliency_head(saliency_head, model.config.vision_config.hidden_size,
-                                                  device=ref.device, dtype=ref.dtype)
+            self.head_module = load_saliency_head(
+                saliency_head, model.config.vision_config.hidden_size, device=ref.device, dtype=ref.dtype
+            )
         self.has_head = self.head_module is not None
         if not self.has_head:
-            warnings.warn("tango-prune: this LLaVA checkpoint has no SigLIP attention-pooling head; saliency falls "
-                          "back to the mean attention each patch receives in the last used vision layer (pass "
-                          "saliency_head='google/siglip-so400m-patch14-384' for the paper's setting)",
-                          stacklevel=4)
+            warnings.warn(
+                "tango-prune: this LLaVA checkpoint has no SigLIP attention-pooling head; saliency falls "
+                "back to the mean attention each patch receives in the last used vision layer (pass "
+                "saliency_head='google/siglip-so400m-patch14-384' for the paper's setting)",
+                stacklevel=4,
+            )
 
     @classmethod
     def detect_variant(cls, model: Any) -> str:
@@ -132,8 +135,9 @@ class LlavaOnevisionAdapter(ModelFamily):
             raise ValueError("vision_feature_layer must select an encoder layer output, not the embeddings")
         return pos - 1
 
-    def encode(self, model: Any, pixel_values_videos: torch.Tensor, vfl: Any, vfss: str
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, model: Any, pixel_values_videos: torch.Tensor, vfl: Any, vfss: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (V, T, H, W, D) on the LLM grid and saliency (V, T, H, W) fp32 for ``pixel_values_videos``."""
         base = model.model
         vt = base.vision_tower
@@ -147,11 +151,13 @@ class LlavaOnevisionAdapter(ModelFamily):
 
         hooks = [layer.register_forward_hook(layer_hook)]
         if self.variant == "llava-video":
-            hooks.append(base.multi_modal_projector.register_forward_hook(
-                lambda _m, _a, out: cap.__setitem__("proj", out)))
+            hooks.append(
+                base.multi_modal_projector.register_forward_hook(lambda _m, _a, out: cap.__setitem__("proj", out))
+            )
         try:
-            out = base.get_video_features(pixel_values_videos, vision_feature_layer=vfl,
-                                          vision_feature_select_strategy=vfss, return_dict=True)
+            out = base.get_video_features(
+                pixel_values_videos, vision_feature_layer=vfl, vision_feature_select_strategy=vfss, return_dict=True
+            )
             with torch.no_grad():
                 hidden = cap["out"][:, 1:] if vfss == "default" else cap["out"]
                 if self.head_module is not None:
@@ -225,9 +231,14 @@ class LlavaOnevisionAdapter(ModelFamily):
             # why: upstream refuses pixel inputs next to mm_encoder_outputs, so images are encoded here,
             # by the unchanged upstream method, and passed the same way (untouched).
             mm["image"] = model.model.get_image_features(
-                kwargs.pop("pixel_values"), kwargs.get("image_sizes"), vision_feature_layer=vfl,
-                vision_feature_select_strategy=vfss, vision_aspect_ratio=kwargs.get("vision_aspect_ratio"),
-                batch_num_images=kwargs.get("batch_num_images"), return_dict=True)
+                kwargs.pop("pixel_values"),
+                kwargs.get("image_sizes"),
+                vision_feature_layer=vfl,
+                vision_feature_select_strategy=vfss,
+                vision_aspect_ratio=kwargs.get("vision_aspect_ratio"),
+                batch_num_images=kwargs.get("batch_num_images"),
+                return_dict=True,
+            )
         vision_s = timer.stop()
         timer.start()
         ts = parse_timestamps(raw_ts, V, T, feats.device)
@@ -243,23 +254,31 @@ class LlavaOnevisionAdapter(ModelFamily):
             if seq.shape[0] > span_len:
                 raise ValueError(f"video {v}: {seq.shape[0]} visual tokens do not fit its {span_len} placeholders")
             sp = spans[v]
-            keep[sp.row, sp.start + seq.shape[0]: sp.start + sp.length] = False
+            keep[sp.row, sp.start + seq.shape[0] : sp.start + sp.length] = False
             seqs.append(seq)
             results.append(res)
         kwargs = compact_kwargs(kwargs, keep, pad=pad_id(cfg))
         from transformers.modeling_outputs import BaseModelOutputWithPooling
+
         mm["video"] = BaseModelOutputWithPooling(pooler_output=torch.cat(seqs, dim=0)[None])
         kwargs["mm_encoder_outputs"] = mm
         prune_s = timer.stop()
-        state.stats.update(vision_s=vision_s, prune_s=prune_s, visual_tokens_before=V * span_len,
-                           visual_tokens_after=sum(int(s.shape[0]) for s in seqs),
-                           kept_per_video=[r.num_kept for r in results])
+        state.stats.update(
+            vision_s=vision_s,
+            prune_s=prune_s,
+            visual_tokens_before=V * span_len,
+            visual_tokens_after=sum(int(s.shape[0]) for s in seqs),
+            kept_per_video=[r.num_kept for r in results],
+        )
         state.last_results = results
         fastv = next((st for st in state.stages if isinstance(st, FastV)), None)
         if fastv is not None:
-            fastv.plan = FastVPlan(video=mm["video"],
-                                   spans=_new_spans(kwargs["input_ids"], cfg.video_token_id, [s.shape[0] for s in seqs]),
-                                   prompt_len=kwargs["input_ids"].shape[1], prompt_mask=kwargs.get("attention_mask"))
+            fastv.plan = FastVPlan(
+                video=mm["video"],
+                spans=_new_spans(kwargs["input_ids"], cfg.video_token_id, [s.shape[0] for s in seqs]),
+                prompt_len=kwargs["input_ids"].shape[1],
+                prompt_mask=kwargs.get("attention_mask"),
+            )
         return kwargs
 
     def install(self, model: Any, state: Any) -> None:
@@ -270,8 +289,9 @@ class LlavaOnevisionAdapter(ModelFamily):
 
     # -- inputs from frames, presets ---------------------------------------------------------------------
     @classmethod
-    def inputs_from_frames(cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str,
-                           mean: Any, std: Any) -> dict[str, Any]:
+    def inputs_from_frames(
+        cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str, mean: Any, std: Any
+    ) -> dict[str, Any]:
         """Pixels (1, T, 3, S, S) at the tower's size, the chat prompt with T * tokens-per-frame + 1 video
         placeholders, and the frame times."""
         size = config.vision_config.image_size
@@ -280,8 +300,11 @@ class LlavaOnevisionAdapter(ModelFamily):
         tok = tokenizer.convert_ids_to_tokens(config.video_token_id)
         text = chat_prompt(tokenizer, tok, question).replace(tok, tok * n, 1)
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
-        return {"input_ids": ids, "pixel_values_videos": pv,
-                "video_timestamps": torch.as_tensor(timestamps, dtype=torch.float64)[None]}
+        return {
+            "input_ids": ids,
+            "pixel_values_videos": pv,
+            "video_timestamps": torch.as_tensor(timestamps, dtype=torch.float64)[None],
+        }
 
     @classmethod
     def tango_config(cls, config: Any, variant: str | None, retention: float) -> tuple[Any, list[str]]:
@@ -308,8 +331,9 @@ class LlavaOnevisionAdapter(ModelFamily):
         """The vision tower's fixed ``image_size`` (``requested`` must match it)."""
         size = model.config.vision_config.image_size
         if requested is not None and requested != size:
-            raise ValueError(f"frame_size must be {size} (the fixed SigLIP input size) for {cls.model_class}, "
-                             f"got {requested}")
+            raise ValueError(
+                f"frame_size must be {size} (the fixed SigLIP input size) for {cls.model_class}, got {requested}"
+            )
         return size
 
     @classmethod
@@ -321,17 +345,25 @@ class LlavaOnevisionAdapter(ModelFamily):
         frames, ts, source = bench_frames(spec, size)
         pv = normalise(frames, (size, size), *cls.normalisation)[None].to(device)
         per_frame = pooled_size(size, vc.patch_size) ** 2
-        n_video = spec.frames * per_frame + 1                      # upstream OV layout: one newline per video
+        n_video = spec.frames * per_frame + 1  # upstream OV layout: one newline per video
         ids = bench_prompt(spec, [model.config.video_token_id] * n_video).to(device)
-        info = {"source": source, "frames": spec.frames, "frame_size": size, "tokens_per_frame": per_frame,
-                "video_tokens": n_video, "prompt_tokens": int(ids.shape[1] - n_video), "timestamps": ts.tolist()}
+        info = {
+            "source": source,
+            "frames": spec.frames,
+            "frame_size": size,
+            "tokens_per_frame": per_frame,
+            "video_tokens": n_video,
+            "prompt_tokens": int(ids.shape[1] - n_video),
+            "timestamps": ts.tolist(),
+        }
         return BenchInputs(pv, ids, {}, [ts.tolist()], info)
 
     def bench_encode(self, model: Any, inp: Any, warmup: bool = False) -> Any:
         """The encoder pass over the whole video (``warmup``: its first frame only)."""
         pixels = inp.pixels[:, :1] if warmup else inp.pixels
-        return self.encode(model, pixels, model.config.vision_feature_layer,
-                           model.config.vision_feature_select_strategy)
+        return self.encode(
+            model, pixels, model.config.vision_feature_layer, model.config.vision_feature_select_strategy
+        )
 
     @staticmethod
     def bench_first_video_features(encoded: Any, inp: Any) -> torch.Tensor:

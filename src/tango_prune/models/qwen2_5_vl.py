@@ -34,8 +34,15 @@ from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_vid
 __all__ = ["Qwen25VLAdapter", "qwen_frame_saliency"]
 
 
-def qwen_frame_saliency(block: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                        grid_thw: torch.Tensor, reverse: torch.Tensor, merge: int) -> list[torch.Tensor]:
+def qwen_frame_saliency(
+    block: Any,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    grid_thw: torch.Tensor,
+    reverse: torch.Tensor,
+    merge: int,
+) -> list[torch.Tensor]:
     """Per-video saliency (t, h/merge, w/merge) fp32 from the last vision block's input.
 
     ``hidden`` (seq, C), ``cos``/``sin`` (seq, hd) are in the window-permuted layout the block sees;
@@ -62,10 +69,11 @@ def qwen_frame_saliency(block: Any, hidden: torch.Tensor, cos: torch.Tensor, sin
             sl = slice(pos + step * u, pos + (step + 1) * u)
             x = block.norm1(h_r[sl].reshape(u * unit, C)).float()
             q, k, _ = F.linear(x, w, b).reshape(u * unit, 3, nh, hd).unbind(1)
-            q, k = apply_rotary_pos_emb_vision(q, k, cos_r[sl].reshape(u * unit, -1).float(),
-                                               sin_r[sl].reshape(u * unit, -1).float())
-            q_mean = q.mean(dim=0)                                   # (nh, hd): the step's mean query
-            k_unit = k.reshape(u, unit, nh, hd).mean(dim=1)          # (u, nh, hd): key of each merged token
+            q, k = apply_rotary_pos_emb_vision(
+                q, k, cos_r[sl].reshape(u * unit, -1).float(), sin_r[sl].reshape(u * unit, -1).float()
+            )
+            q_mean = q.mean(dim=0)  # (nh, hd): the step's mean query
+            k_unit = k.reshape(u, unit, nh, hd).mean(dim=1)  # (u, nh, hd): key of each merged token
             logits = torch.einsum("hd,uhd->hu", q_mean, k_unit) / math.sqrt(hd)
             sal[step] = torch.softmax(logits, dim=-1).mean(dim=0)
         out.append(sal.reshape(t, h // merge, w_ // merge))
@@ -87,8 +95,10 @@ class Qwen25VLAdapter(ModelFamily):
         if variant not in (None, *self.variants):
             raise ValueError(f"variant must be None or one of {self.variants} for {self.model_class}, got {variant!r}")
         if saliency_head is not None:
-            raise ValueError(f"saliency_head applies to SigLIP (LLaVA) vision towers, not {self.model_class}; its "
-                             "saliency comes from its own last ViT block")
+            raise ValueError(
+                f"saliency_head applies to SigLIP (LLaVA) vision towers, not {self.model_class}; its "
+                "saliency comes from its own last ViT block"
+            )
 
     def raster_order(self, model: Any, grid: torch.Tensor) -> torch.Tensor:
         """For every merge unit in raster order, its index in the layout the last vision block sees (the
@@ -96,12 +106,12 @@ class Qwen25VLAdapter(ModelFamily):
         from transformers.vision_utils import get_vision_window_index
 
         vc = model.config.vision_config
-        window_index, _ = get_vision_window_index(grid, spatial_merge_size=vc.spatial_merge_size,
-                                                  window_size=vc.window_size, patch_size=vc.patch_size)
+        window_index, _ = get_vision_window_index(
+            grid, spatial_merge_size=vc.spatial_merge_size, window_size=vc.window_size, patch_size=vc.patch_size
+        )
         return torch.argsort(window_index)
 
-    def encode(self, model: Any, pv: torch.Tensor, grid: torch.Tensor
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def encode(self, model: Any, pv: torch.Tensor, grid: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-video merged features (n_v, D) in raster order and saliency (t, h', w') fp32."""
         out, sal = self.encode_videos(model, pv, grid)
         return list(out.pooler_output), sal
@@ -157,16 +167,21 @@ class Qwen25VLAdapter(ModelFamily):
         feats, sal = encoded[0], encoded[1]
         if kwargs.get("pixel_values") is not None:
             # why: upstream refuses pixel inputs next to mm_encoder_outputs; images pass through untouched.
-            mm["image"] = base.get_image_features(kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"),
-                                                  return_dict=True)
+            mm["image"] = base.get_image_features(
+                kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"), return_dict=True
+            )
         vision_s = timer.stop()
         timer.start()
         position_ids = kwargs.get("position_ids")
         if position_ids is None:
             position_ids, _ = base.get_rope_index(
-                input_ids, kwargs["mm_token_type_ids"], image_grid_thw=kwargs.get("image_grid_thw"),
-                video_grid_thw=grid, second_per_grid_ts=kwargs.get("second_per_grid_ts"),
-                attention_mask=kwargs.get("attention_mask"))
+                input_ids,
+                kwargs["mm_token_type_ids"],
+                image_grid_thw=kwargs.get("image_grid_thw"),
+                video_grid_thw=grid,
+                second_per_grid_ts=kwargs.get("second_per_grid_ts"),
+                attention_mask=kwargs.get("attention_mask"),
+            )
         elif position_ids.dim() == 3 and position_ids.shape[0] == 4:
             position_ids = position_ids[1:]
         elif position_ids.dim() != 3 or position_ids.shape[0] != 3:
@@ -207,18 +222,25 @@ class Qwen25VLAdapter(ModelFamily):
         mm["video"] = self.video_output(encoded, results, tuple(seqs))
         kwargs["mm_encoder_outputs"] = mm
         prune_s = timer.stop()
-        state.stats.update(vision_s=vision_s, prune_s=prune_s, visual_tokens_before=sum(lengths),
-                           visual_tokens_after=sum(r.num_kept for r in results),
-                           kept_per_video=[r.num_kept for r in results])
+        state.stats.update(
+            vision_s=vision_s,
+            prune_s=prune_s,
+            visual_tokens_before=sum(lengths),
+            visual_tokens_after=sum(r.num_kept for r in results),
+            kept_per_video=[r.num_kept for r in results],
+        )
         state.last_results = results
         return kwargs
 
-    def video_columns(self, input_ids: torch.Tensor, token_id: int, lengths: list[int]
-                      ) -> list[tuple[int, torch.Tensor]]:
+    def video_columns(
+        self, input_ids: torch.Tensor, token_id: int, lengths: list[int]
+    ) -> list[tuple[int, torch.Tensor]]:
         """For every video, its batch row and the columns of its placeholders in feature order (one
         contiguous run per video in this family)."""
-        return [(sp.row, torch.arange(sp.start, sp.start + sp.length, device=input_ids.device))
-                for sp in find_video_spans(input_ids, token_id, lengths)]
+        return [
+            (sp.row, torch.arange(sp.start, sp.start + sp.length, device=input_ids.device))
+            for sp in find_video_spans(input_ids, token_id, lengths)
+        ]
 
     def video_output(self, encoded: Any, results: list[Any], features: tuple[torch.Tensor, ...]) -> Any:
         """The ``mm_encoder_outputs["video"]`` entry carrying the kept features of every video."""
@@ -226,8 +248,9 @@ class Qwen25VLAdapter(ModelFamily):
 
     # -- inputs from frames, preset ----------------------------------------------------------------------
     @classmethod
-    def inputs_from_frames(cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str,
-                           mean: Any, std: Any) -> dict[str, Any]:
+    def inputs_from_frames(
+        cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str, mean: Any, std: Any
+    ) -> dict[str, Any]:
         """Frames resized to about 256 merged tokens per temporal step (aspect kept, multiples of patch x
         merge), patchified like the upstream processor; the prompt with vision start / placeholders / end;
         the grid, the step duration and the start time of every step."""
@@ -236,18 +259,26 @@ class Qwen25VLAdapter(ModelFamily):
         pv, (gt, gh, gw), ts = cls.video_patches(config, frames, timestamps, mean, std)
         m, tps = config.vision_config.spatial_merge_size, config.vision_config.temporal_patch_size
         n = gt * gh * gw // (m * m)
-        start, pad, end = (tokenizer.convert_ids_to_tokens(i) for i in
-                           (config.vision_start_token_id, config.video_token_id, config.vision_end_token_id))
+        start, pad, end = (
+            tokenizer.convert_ids_to_tokens(i)
+            for i in (config.vision_start_token_id, config.video_token_id, config.vision_end_token_id)
+        )
         text = chat_prompt(tokenizer, start + pad + end, question).replace(pad, pad * n, 1)
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
         step_ts = torch.from_numpy(ts[::tps].copy())
         spg = float(step_ts[1] - step_ts[0]) if gt > 1 else 1.0
-        return {"input_ids": ids, "pixel_values_videos": pv, "video_grid_thw": torch.tensor([[gt, gh, gw]]),
-                "second_per_grid_ts": torch.tensor([spg]), "video_timestamps": step_ts[None]}
+        return {
+            "input_ids": ids,
+            "pixel_values_videos": pv,
+            "video_grid_thw": torch.tensor([[gt, gh, gw]]),
+            "second_per_grid_ts": torch.tensor([spg]),
+            "video_timestamps": step_ts[None],
+        }
 
     @staticmethod
-    def video_patches(config: Any, frames: Any, timestamps: Any, mean: Any, std: Any
-                      ) -> tuple[torch.Tensor, tuple[int, int, int], np.ndarray]:
+    def video_patches(
+        config: Any, frames: Any, timestamps: Any, mean: Any, std: Any
+    ) -> tuple[torch.Tensor, tuple[int, int, int], np.ndarray]:
         """Patch rows of frames resized to about 256 merged tokens per temporal step, their grid, and the
         frame times padded like the frames (the last one repeats up to a whole temporal patch)."""
         vc = config.vision_config
@@ -259,7 +290,7 @@ class Qwen25VLAdapter(ModelFamily):
         w = max(unit, round(W * scale / unit) * unit)
         ts = np.asarray(timestamps, dtype=np.float64)
         if T % tps:
-            ts = np.concatenate([ts, np.repeat(ts[-1:], tps - T % tps)])   # the last frame repeats, as upstream
+            ts = np.concatenate([ts, np.repeat(ts[-1:], tps - T % tps)])  # the last frame repeats, as upstream
         pv, grid = qwen_patches(normalise(frames, (h, w), mean, std)[None], ps, m, tps)
         return pv, grid, ts
 
@@ -279,8 +310,9 @@ class Qwen25VLAdapter(ModelFamily):
         unit = vc.patch_size * vc.spatial_merge_size
         size = requested if requested is not None else (default or 16 * unit)
         if isinstance(size, bool) or not isinstance(size, int) or size < unit or size % unit:
-            raise ValueError(f"frame_size must be a positive multiple of {unit} (patch x merge) for "
-                             f"{cls.model_class}, got {size!r}")
+            raise ValueError(
+                f"frame_size must be a positive multiple of {unit} (patch x merge) for {cls.model_class}, got {size!r}"
+            )
         return size
 
     @classmethod
@@ -292,21 +324,35 @@ class Qwen25VLAdapter(ModelFamily):
         cfg = model.config
         vc = cfg.vision_config
         frames, ts, source = bench_frames(spec, size)
-        rows, grid = qwen_patches(normalise(frames, (size, size), *cls.normalisation)[None], vc.patch_size,
-                                  vc.spatial_merge_size, vc.temporal_patch_size)
+        rows, grid = qwen_patches(
+            normalise(frames, (size, size), *cls.normalisation)[None],
+            vc.patch_size,
+            vc.spatial_merge_size,
+            vc.temporal_patch_size,
+        )
         tps = vc.temporal_patch_size
         interval = float(np.mean(np.diff(ts))) if len(ts) > 1 else 1.0
         step_ts = [float(ts[min(i * tps, len(ts) - 1)]) for i in range(grid[0])]
-        per_step = grid[1] * grid[2] // vc.spatial_merge_size ** 2
+        per_step = grid[1] * grid[2] // vc.spatial_merge_size**2
         n_video = grid[0] * per_step
-        ids = bench_prompt(spec, [cfg.vision_start_token_id] + [cfg.video_token_id] * n_video
-                           + [cfg.vision_end_token_id]).to(device)
-        common = dict(video_grid_thw=torch.tensor([grid], device=device),
-                      second_per_grid_ts=torch.tensor([tps * interval], device=device),
-                      mm_token_type_ids=(2 * (ids == cfg.video_token_id)).to(torch.int))
-        info = {"source": source, "frames": spec.frames, "frame_size": size, "temporal_steps": grid[0],
-                "tokens_per_step": per_step, "video_tokens": n_video, "prompt_tokens": int(ids.shape[1] - n_video),
-                "timestamps": ts.tolist()}
+        ids = bench_prompt(
+            spec, [cfg.vision_start_token_id] + [cfg.video_token_id] * n_video + [cfg.vision_end_token_id]
+        ).to(device)
+        common = dict(
+            video_grid_thw=torch.tensor([grid], device=device),
+            second_per_grid_ts=torch.tensor([tps * interval], device=device),
+            mm_token_type_ids=(2 * (ids == cfg.video_token_id)).to(torch.int),
+        )
+        info = {
+            "source": source,
+            "frames": spec.frames,
+            "frame_size": size,
+            "temporal_steps": grid[0],
+            "tokens_per_step": per_step,
+            "video_tokens": n_video,
+            "prompt_tokens": int(ids.shape[1] - n_video),
+            "timestamps": ts.tolist(),
+        }
         return BenchInputs(rows.to(device), ids, common, [step_ts], info)
 
     def bench_encode(self, model: Any, inp: Any, warmup: bool = False) -> Any:
@@ -327,4 +373,5 @@ class Qwen25VLAdapter(ModelFamily):
 
 def _output(pooler: Any) -> Any:
     from transformers.modeling_outputs import BaseModelOutputWithPooling
+
     return BaseModelOutputWithPooling(pooler_output=pooler)

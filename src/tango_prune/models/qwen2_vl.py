@@ -27,7 +27,7 @@ class Qwen2VLAdapter(Qwen25VLAdapter):
     def raster_order(self, model: Any, grid: torch.Tensor) -> torch.Tensor:
         """The identity: no window permutation in Qwen2-VL."""
         merge = model.config.vision_config.spatial_merge_size
-        return torch.arange(int((grid.prod(-1) // merge ** 2).sum()))
+        return torch.arange(int((grid.prod(-1) // merge**2).sum()))
 
     @classmethod
     def tango_config(cls, config: Any, variant: str | None, retention: float) -> tuple[Any, list[str]]:
@@ -36,8 +36,9 @@ class Qwen2VLAdapter(Qwen25VLAdapter):
         return cfg, notes + ["Qwen2-VL uses the published Qwen2.5-VL preset"]
 
     @classmethod
-    def inputs_from_frames(cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str,
-                           mean: Any, std: Any) -> dict[str, Any]:
+    def inputs_from_frames(
+        cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str, mean: Any, std: Any
+    ) -> dict[str, Any]:
         """As Qwen2.5-VL, without ``second_per_grid_ts`` (Qwen2-VL takes none; the frame times still reach
         ST-RoPE through ``video_timestamps``)."""
         inputs = super().inputs_from_frames(config, tokenizer, frames, timestamps, question, mean, std)

@@ -45,18 +45,20 @@ def check_step_layout(input_ids: torch.Tensor, grid: torch.Tensor, token_id: int
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}")
     rows, cols = (input_ids == token_id).nonzero(as_tuple=True)
-    flat = rows * (input_ids.shape[1] + 1) + cols            # why +1: a new row always starts a new run
+    flat = rows * (input_ids.shape[1] + 1) + cols  # why +1: a new row always starts a new run
     new = torch.ones_like(flat, dtype=torch.bool)
     new[1:] = flat[1:] != flat[:-1] + 1
     starts = new.nonzero()[:, 0]
     found = torch.diff(torch.cat([starts, starts.new_tensor([flat.numel()])])).tolist()
     g = grid.long()
-    expected = torch.repeat_interleave(g[:, 1] * g[:, 2] // merge ** 2, g[:, 0]).tolist()
+    expected = torch.repeat_interleave(g[:, 1] * g[:, 2] // merge**2, g[:, 0]).tolist()
     if found != expected:
-        raise ValueError("input_ids: every temporal step of every video must be its own run of video placeholders "
-                         f"(id {token_id}) with text between steps, as the Qwen3-VL processor writes them "
-                         f"('<t seconds><vision_start>...<vision_end>'); runs expected {expected[:8]}"
-                         f"{'...' if len(expected) > 8 else ''}, found {found[:8]}{'...' if len(found) > 8 else ''}")
+        raise ValueError(
+            "input_ids: every temporal step of every video must be its own run of video placeholders "
+            f"(id {token_id}) with text between steps, as the Qwen3-VL processor writes them "
+            f"('<t seconds><vision_start>...<vision_end>'); runs expected {expected[:8]}"
+            f"{'...' if len(expected) > 8 else ''}, found {found[:8]}{'...' if len(found) > 8 else ''}"
+        )
 
 
 class Qwen3VLAdapter(Qwen25VLAdapter):
@@ -69,10 +71,11 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
     def raster_order(self, model: Any, grid: torch.Tensor) -> torch.Tensor:
         """The identity: no window permutation in Qwen3-VL."""
         merge = model.config.vision_config.spatial_merge_size
-        return torch.arange(int((grid.prod(-1) // merge ** 2).sum()))
+        return torch.arange(int((grid.prod(-1) // merge**2).sum()))
 
-    def encode(self, model: Any, pv: torch.Tensor, grid: torch.Tensor
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, ...]]]:
+    def encode(
+        self, model: Any, pv: torch.Tensor, grid: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, ...]]]:
         """Per-video merged features (n_v, D), saliency (t, h', w') fp32, and per DeepStack level the
         per-video features (n_v, D) in the same token order."""
         out, sal = self.encode_videos(model, pv, grid)
@@ -86,21 +89,24 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
             check_step_layout(ids, grid, model.config.video_token_id, model.config.vision_config.spatial_merge_size)
         return super().rewrite(model, state, kwargs)
 
-    def video_columns(self, input_ids: torch.Tensor, token_id: int, lengths: list[int]
-                      ) -> list[tuple[int, torch.Tensor]]:
+    def video_columns(
+        self, input_ids: torch.Tensor, token_id: int, lengths: list[int]
+    ) -> list[tuple[int, torch.Tensor]]:
         """For every video, its row and placeholder columns in feature order: the next ``lengths[v]``
         placeholders in row-major order (the order upstream scatters features), split into per-step groups by
         the timestamp text; ``ValueError`` when a video's placeholders straddle rows."""
         rows, cols = (input_ids == token_id).nonzero(as_tuple=True)
         if rows.numel() != sum(lengths):
-            raise ValueError(f"input_ids must contain {sum(lengths)} video placeholder tokens (id {token_id}) for "
-                             f"the given videos, found {rows.numel()}")
+            raise ValueError(
+                f"input_ids must contain {sum(lengths)} video placeholder tokens (id {token_id}) for "
+                f"the given videos, found {rows.numel()}"
+            )
         out, pos = [], 0
         for n in lengths:
-            r = rows[pos:pos + n]
+            r = rows[pos : pos + n]
             if bool((r != r[0]).any()):
                 raise ValueError("input_ids: every video's placeholder tokens must lie in one row")
-            out.append((int(r[0]), cols[pos:pos + n]))
+            out.append((int(r[0]), cols[pos : pos + n]))
             pos += n
         return out
 
@@ -108,14 +114,14 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
         """Kept main features plus every DeepStack level gathered at the same kept indices."""
         from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
-        levels = [tuple(level[v][r.indices.to(level[v].device)] for v, r in enumerate(results))
-                  for level in encoded[2]]
+        levels = [tuple(level[v][r.indices.to(level[v].device)] for v, r in enumerate(results)) for level in encoded[2]]
         return BaseModelOutputWithDeepstackFeatures(pooler_output=features, deepstack_features=levels)
 
     # -- inputs from frames, preset ----------------------------------------------------------------------
     @classmethod
-    def inputs_from_frames(cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str,
-                           mean: Any, std: Any) -> dict[str, Any]:
+    def inputs_from_frames(
+        cls, config: Any, tokenizer: Any, frames: Any, timestamps: Any, question: str, mean: Any, std: Any
+    ) -> dict[str, Any]:
         """Frames patchified as for Qwen2.5-VL; the prompt in the processor's layout, each temporal step as
         ``<t seconds>`` + vision start / placeholders / end, ``t`` the mean time of the step's frames (as
         upstream); those step times also go to ST-RoPE as ``video_timestamps``."""
@@ -123,14 +129,22 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
 
         pv, (gt, gh, gw), ts = cls.video_patches(config, frames, timestamps, mean, std)
         vc = config.vision_config
-        per_step = gh * gw // vc.spatial_merge_size ** 2
+        per_step = gh * gw // vc.spatial_merge_size**2
         step_ts = ts.reshape(gt, vc.temporal_patch_size).mean(axis=1)
-        start, pad, end = (tokenizer.convert_ids_to_tokens(i) for i in
-                           (config.vision_start_token_id, config.video_token_id, config.vision_end_token_id))
+        start, pad, end = (
+            tokenizer.convert_ids_to_tokens(i)
+            for i in (config.vision_start_token_id, config.video_token_id, config.vision_end_token_id)
+        )
         video = "".join(f"<{t:.1f} seconds>{start}{pad * per_step}{end}" for t in step_ts)
-        ids = tokenizer(chat_prompt(tokenizer, video, question), return_tensors="pt", add_special_tokens=False).input_ids
-        return {"input_ids": ids, "pixel_values_videos": pv, "video_grid_thw": torch.tensor([[gt, gh, gw]]),
-                "video_timestamps": torch.from_numpy(step_ts)[None]}
+        ids = tokenizer(
+            chat_prompt(tokenizer, video, question), return_tensors="pt", add_special_tokens=False
+        ).input_ids
+        return {
+            "input_ids": ids,
+            "pixel_values_videos": pv,
+            "video_grid_thw": torch.tensor([[gt, gh, gw]]),
+            "video_timestamps": torch.from_numpy(step_ts)[None],
+        }
 
     @classmethod
     def tango_config(cls, config: Any, variant: str | None, retention: float) -> tuple[Any, list[str]]:
@@ -148,8 +162,9 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
         inp = super().bench_inputs(model, spec, size, device)
         cfg = model.config
         t, per_step = inp.info["temporal_steps"], inp.info["tokens_per_step"]
-        ids = bench_prompt(spec, t * ([cfg.vision_start_token_id] + [cfg.video_token_id] * per_step
-                                      + [cfg.vision_end_token_id])).to(device)
+        ids = bench_prompt(
+            spec, t * ([cfg.vision_start_token_id] + [cfg.video_token_id] * per_step + [cfg.vision_end_token_id])
+        ).to(device)
         common = {k: v for k, v in inp.common.items() if k != "second_per_grid_ts"}
         common["mm_token_type_ids"] = (2 * (ids == cfg.video_token_id)).to(torch.int)
         info = dict(inp.info, prompt_tokens=int(ids.shape[1] - inp.info["video_tokens"]))

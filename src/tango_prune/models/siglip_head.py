@@ -56,8 +56,10 @@ def _resolve(source: str | os.PathLike) -> str:
 
         return snapshot_download(path, allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json"])
     except Exception as exc:  # noqa: BLE001 - offline, unknown repo, bad id: one clear error
-        raise ValueError(f"saliency_head: {path!r} is neither a local directory nor a downloadable hub id "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ValueError(
+            f"saliency_head: {path!r} is neither a local directory nor a downloadable hub id "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
 
 
 def _vision_config(directory: str) -> Any:
@@ -71,8 +73,10 @@ def _vision_config(directory: str) -> Any:
     if raw.get("model_type") == "siglip":
         raw = dict(raw.get("vision_config") or {})
     elif raw.get("model_type") not in (None, "siglip_vision_model"):
-        raise ValueError(f"saliency_head: {directory!r} is a {raw.get('model_type')!r} checkpoint; expected a SigLIP "
-                         "(siglip or siglip_vision_model) checkpoint")
+        raise ValueError(
+            f"saliency_head: {directory!r} is a {raw.get('model_type')!r} checkpoint; expected a SigLIP "
+            "(siglip or siglip_vision_model) checkpoint"
+        )
     raw.pop("model_type", None)
     return SiglipVisionConfig(**raw)
 
@@ -90,8 +94,9 @@ def _shards(directory: str) -> list[str]:
     return [os.path.join(directory, f) for f in files]
 
 
-def load_saliency_head(source: str | os.PathLike, hidden_size: int, *, device: Any = None,
-                       dtype: torch.dtype | None = None) -> SaliencyHead:
+def load_saliency_head(
+    source: str | os.PathLike, hidden_size: int, *, device: Any = None, dtype: torch.dtype | None = None
+) -> SaliencyHead:
     """Read ``post_layernorm`` and ``head`` from the SigLIP checkpoint ``source`` (directory or hub id).
 
     ``hidden_size`` is the width of the features the head will score (the LLaVA vision tower's); the head's
@@ -103,8 +108,10 @@ def load_saliency_head(source: str | os.PathLike, hidden_size: int, *, device: A
     directory = _resolve(source)
     config = _vision_config(directory)
     if config.hidden_size != hidden_size:
-        raise ValueError(f"saliency_head: the checkpoint's hidden_size is {config.hidden_size}, but the model's "
-                         f"vision features have {hidden_size}")
+        raise ValueError(
+            f"saliency_head: the checkpoint's hidden_size is {config.hidden_size}, but the model's "
+            f"vision features have {hidden_size}"
+        )
     state: dict[str, torch.Tensor] = {}
     for path in _shards(directory):
         try:
@@ -119,11 +126,14 @@ def load_saliency_head(source: str | os.PathLike, hidden_size: int, *, device: A
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise ValueError(f"saliency_head: {directory!r} lacks {missing[:4]}{' ...' if len(missing) > 4 else ''}; a "
-                         "SigLIP checkpoint with its attention-pooling head (vision_use_head) is needed")
+        raise ValueError(
+            f"saliency_head: {directory!r} lacks {missing[:4]}{' ...' if len(missing) > 4 else ''}; a "
+            "SigLIP checkpoint with its attention-pooling head (vision_use_head) is needed"
+        )
     for k, v in expected.items():
         if state[k].shape != v.shape:
-            raise ValueError(f"saliency_head: {k} has shape {tuple(state[k].shape)} in the checkpoint, expected "
-                             f"{tuple(v.shape)}")
+            raise ValueError(
+                f"saliency_head: {k} has shape {tuple(state[k].shape)} in the checkpoint, expected {tuple(v.shape)}"
+            )
     module.load_state_dict({k: state[k] for k in expected}, strict=True)
     return module.to(device=device, dtype=dtype).eval()

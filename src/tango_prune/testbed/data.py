@@ -30,22 +30,52 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["IMAGE_SIZE", "NUM_FRAMES", "FPS", "SHAPES", "COLORS", "DIRECTIONS", "QUADRANTS", "NUMBERS",
-           "QTYPES", "TRAIN", "TEST", "TEST_SIZE", "ObjectTrack", "Clip", "Question", "Sample", "make_clip",
-           "questions_for", "questions_about", "quadrant_of", "make_sample", "heldout_indices", "write_mp4", "read_video", "vocabulary_words"]
+__all__ = [
+    "IMAGE_SIZE",
+    "NUM_FRAMES",
+    "FPS",
+    "SHAPES",
+    "COLORS",
+    "DIRECTIONS",
+    "QUADRANTS",
+    "NUMBERS",
+    "QTYPES",
+    "TRAIN",
+    "TEST",
+    "TEST_SIZE",
+    "ObjectTrack",
+    "Clip",
+    "Question",
+    "Sample",
+    "make_clip",
+    "questions_for",
+    "questions_about",
+    "quadrant_of",
+    "make_sample",
+    "heldout_indices",
+    "write_mp4",
+    "read_video",
+    "vocabulary_words",
+]
 
-IMAGE_SIZE = 72          #: frame side in pixels (the vision tower's image size: 12x12 patches of 6 px)
-NUM_FRAMES = 16          #: frames per clip
-FPS = 4.0                #: frame rate of written mp4 files (16 frames = 4 s)
+IMAGE_SIZE = 72  #: frame side in pixels (the vision tower's image size: 12x12 patches of 6 px)
+NUM_FRAMES = 16  #: frames per clip
+FPS = 4.0  #: frame rate of written mp4 files (16 frames = 4 s)
 SHAPES = ("circle", "square", "triangle", "diamond")
-COLORS = {"red": (230, 40, 40), "green": (40, 200, 70), "blue": (60, 100, 255), "yellow": (240, 220, 40),
-          "purple": (200, 60, 220), "white": (240, 240, 240)}
+COLORS = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 70),
+    "blue": (60, 100, 255),
+    "yellow": (240, 220, 40),
+    "purple": (200, 60, 220),
+    "white": (240, 240, 240),
+}
 DIRECTIONS = ("left", "right", "up", "down", "none")
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 NUMBERS = ("one", "two", "three", "four", "five")
 QTYPES = ("direction", "count", "late", "gone", "changer", "change_to", "static", "end")
-TRAIN, TEST = 0, 1       #: split codes mixed into the seeds; the two streams never share a clip
-TEST_SIZE = 1000         #: size of the fixed held-out test split
+TRAIN, TEST = 0, 1  #: split codes mixed into the seeds; the two streams never share a clip
+TEST_SIZE = 1000  #: size of the fixed held-out test split
 _COLOR_NAMES = tuple(COLORS)
 _STEP = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0), "none": (0.0, 0.0)}
 
@@ -58,11 +88,11 @@ class ObjectTrack:
     color: str
     direction: str
     radius: float
-    appear: int                  #: first visible frame
-    disappear: int               #: first frame it is no longer visible (``NUM_FRAMES`` if it stays)
-    positions: np.ndarray        #: (T, 2) float centre (x, y) per frame, meaningful while visible
+    appear: int  #: first visible frame
+    disappear: int  #: first frame it is no longer visible (``NUM_FRAMES`` if it stays)
+    positions: np.ndarray  #: (T, 2) float centre (x, y) per frame, meaningful while visible
     color_after: str | None = None
-    change_frame: int = -1       #: first frame drawn in ``color_after``
+    change_frame: int = -1  #: first frame drawn in ``color_after``
 
     def visible(self, t: int) -> bool:
         """Whether the object is drawn in frame ``t``."""
@@ -131,16 +161,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     b = rng.uniform(5, 85, 3)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)
     kind = rng.integers(5)
-    if kind == 0:      # flat
+    if kind == 0:  # flat
         w = np.zeros_like(xx)
-    elif kind == 1:    # vertical gradient
+    elif kind == 1:  # vertical gradient
         w = yy
-    elif kind == 2:    # horizontal gradient
+    elif kind == 2:  # horizontal gradient
         w = xx
-    elif kind == 3:    # stripes at a random angle and period
+    elif kind == 3:  # stripes at a random angle and period
         ang, period = rng.uniform(0, np.pi), rng.uniform(6, 16)
         w = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(ang) + yy * np.sin(ang)) * size / period)
-    else:              # soft blobs
+    else:  # soft blobs
         w = np.zeros_like(xx)
         for _ in range(4):
             cx, cy, s = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.3)
@@ -170,7 +200,7 @@ def _track(rng, shape, color, direction, appear, disappear, size, T) -> ObjectTr
     n_move = disappear - appear - 1
     speed = float(rng.uniform(2.6, 3.2) if n_move < 8 else rng.uniform(1.5, 2.3))
     stop = disappear
-    if direction != "none" and n_move >= 10 and rng.random() < 0.3:    # some movers stop part-way
+    if direction != "none" and n_move >= 10 and rng.random() < 0.3:  # some movers stop part-way
         stop = int(rng.integers(appear + 7, disappear - 2))
     m = r + 1.0
     sx, sy = _STEP[direction]
@@ -214,22 +244,23 @@ def make_clip(split: int, index: int, size: int = IMAGE_SIZE, num_frames: int = 
     dirs = [DIRECTIONS[i] for i in rng.permutation(len(DIRECTIONS))[:n]]
     spans = [(0, T)] * n
     order = list(rng.permutation(n))
-    if n >= 2 and rng.random() < 0.5:      # one object enters late
+    if n >= 2 and rng.random() < 0.5:  # one object enters late
         spans[order.pop()] = (int(rng.integers(T - 6, T - 3)), T)
-    if len(order) >= 2 and rng.random() < 0.7:   # one object leaves early (another must remain)
+    if len(order) >= 2 and rng.random() < 0.7:  # one object leaves early (another must remain)
         spans[order.pop()] = (0, int(rng.integers(T // 3, T // 2 + 2)))
     tracks: list[ObjectTrack] = []
-    for i in range(n):   # re-draw a track (a few times) while it would overlap an earlier one
+    for i in range(n):  # re-draw a track (a few times) while it would overlap an earlier one
         for _ in range(12):
             tr = _track(rng, shapes[i], colors[i], dirs[i], spans[i][0], spans[i][1], size, T)
             if all(_apart(tr, o) for o in tracks):
                 break
         tracks.append(tr)
     full = [i for i in range(n) if spans[i] == (0, T)]
-    if full and rng.random() < 0.5:         # one full-length object changes colour
+    if full and rng.random() < 0.5:  # one full-length object changes colour
         i = full[int(rng.integers(len(full)))]
-        tracks[i] = dataclasses.replace(tracks[i], color_after=spare_color,
-                                        change_frame=int(rng.integers(T // 3, 2 * T // 3 + 1)))
+        tracks[i] = dataclasses.replace(
+            tracks[i], color_after=spare_color, change_frame=int(rng.integers(T // 3, 2 * T // 3 + 1))
+        )
     bg = _background(rng, size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     frames = np.empty((T, size, size, 3), np.uint8)
@@ -273,8 +304,9 @@ def questions_for(clip: Clip, rng: np.random.Generator, retrieval: bool = False)
     return questions_about(clip.objects, clip.frames.shape[0], clip.frames.shape[1], rng, retrieval)
 
 
-def questions_about(objs: Sequence[ObjectTrack], T: int, size: int, rng: np.random.Generator,
-                    retrieval: bool = False) -> list[Question]:
+def questions_about(
+    objs: Sequence[ObjectTrack], T: int, size: int, rng: np.random.Generator, retrieval: bool = False
+) -> list[Question]:
     """:func:`questions_for` from a clip's objects, frame count and frame size alone (no pixels needed)."""
     qs: list[Question] = []
 
@@ -331,10 +363,18 @@ def heldout_indices(limit: int | None = None) -> range:
 def vocabulary_words() -> list[str]:
     """Every word the questions, options and answers use (the tokenizer's base vocabulary)."""
     words = set()
-    for t in ("what color is the shape that moves", "how many shapes appear in the video",
-              "which shape appears only near the end", "what color is the shape that disappears",
-              "which shape changes color", "what color does the turn into", "which shape does not move",
-              "where is the at the end", "which shape is", "question : options : ? answer"):
+    for t in (
+        "what color is the shape that moves",
+        "how many shapes appear in the video",
+        "which shape appears only near the end",
+        "what color is the shape that disappears",
+        "which shape changes color",
+        "what color does the turn into",
+        "which shape does not move",
+        "where is the at the end",
+        "which shape is",
+        "question : options : ? answer",
+    ):
         words.update(t.split())
     words.update(SHAPES, COLORS, DIRECTIONS, QUADRANTS, NUMBERS)
     return sorted(words)
@@ -367,8 +407,7 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float = FPS) -> Path:
     return path
 
 
-def read_video(path: str | Path, num_frames: int = NUM_FRAMES, size: int = IMAGE_SIZE) -> tuple[np.ndarray,
-                                                                                               np.ndarray]:
+def read_video(path: str | Path, num_frames: int = NUM_FRAMES, size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Decode ``path`` with :func:`tango_prune.video.load_video` (``num_frames`` frames sampled uniformly,
     real timestamps, never a frame twice) and resize the frames to ``size`` x ``size``.
 

@@ -25,8 +25,15 @@ DEMO_SUBSET = range(100)
 
 
 @torch.no_grad()
-def answer(model, proc, frames: np.ndarray, question: str, options: Sequence[str] | None = None,
-           timestamps: Sequence[float] | None = None, repeats: int = 2) -> dict:
+def answer(
+    model,
+    proc,
+    frames: np.ndarray,
+    question: str,
+    options: Sequence[str] | None = None,
+    timestamps: Sequence[float] | None = None,
+    repeats: int = 2,
+) -> dict:
     """Greedy one-word answer of ``model`` (pruned or not) with its time split.
 
     Returns ``answer``, ``sequence_tokens`` (prompt length the LLM sees), ``visual_tokens``, ``vision_s``,
@@ -61,9 +68,15 @@ def answer(model, proc, frames: np.ndarray, question: str, options: Sequence[str
             total = time.perf_counter() - t0
             prune_s = 0.0
             visual = proc.num_video_tokens(inputs["pixel_values_videos"].shape[1])
-    out = {"answer": proc.tokenizer.convert_ids_to_tokens(int(logits[0, -1].argmax())),
-           "sequence_tokens": int(logits.shape[1]), "visual_tokens": visual, "vision_s": vision,
-           "prune_s": prune_s, "llm_s": max(0.0, total - vision - prune_s), "total_s": total}
+    out = {
+        "answer": proc.tokenizer.convert_ids_to_tokens(int(logits[0, -1].argmax())),
+        "sequence_tokens": int(logits.shape[1]),
+        "visual_tokens": visual,
+        "vision_s": vision,
+        "prune_s": prune_s,
+        "llm_s": max(0.0, total - vision - prune_s),
+        "total_s": total,
+    }
     if pruned:
         results = tp.models.last_results(model)
         if results:
@@ -72,9 +85,17 @@ def answer(model, proc, frames: np.ndarray, question: str, options: Sequence[str
     return out
 
 
-def compare(model, proc, frames: np.ndarray, question: str, options: Sequence[str] | None = None,
-            timestamps: Sequence[float] | None = None, method: str = "tango", retention: float = 0.1,
-            png: str | Path | None = None) -> dict:
+def compare(
+    model,
+    proc,
+    frames: np.ndarray,
+    question: str,
+    options: Sequence[str] | None = None,
+    timestamps: Sequence[float] | None = None,
+    method: str = "tango",
+    retention: float = 0.1,
+    png: str | Path | None = None,
+) -> dict:
     """Answer with all tokens, then with ``method`` at ``retention`` (the model is restored afterwards);
     optionally draw the kept tokens into ``png``. Returns ``{"full": ..., "pruned": ..., "png": ...}``."""
     import tango_prune as tp
@@ -90,19 +111,26 @@ def compare(model, proc, frames: np.ndarray, question: str, options: Sequence[st
     if png is not None and res is not None:
         T, H, W = res.grid
         kept = res.num_kept
-        title = (f"{method} r={retention:g}: {kept}/{T * H * W} tokens kept   Q: {question}   "
-                 f"full: {full['answer']}   pruned: {pr['answer']}")
+        title = (
+            f"{method} r={retention:g}: {kept}/{T * H * W} tokens kept   Q: {question}   "
+            f"full: {full['answer']}   pruned: {pr['answer']}"
+        )
         out["png"] = str(render_kept(frames, (H, W), res.indices, res.kinds, png, title=title))
     if res is not None:
         out["kept"] = int(res.num_kept)
-        out["kinds"] = {name: int((res.kinds == k).sum()) for k, name in enumerate(tp.TokenKind.NAMES)} \
-            if res.kinds is not None else None
+        out["kinds"] = (
+            {name: int((res.kinds == k).sum()) for k, name in enumerate(tp.TokenKind.NAMES)}
+            if res.kinds is not None
+            else None
+        )
     return out
 
 
 def _times(r: dict) -> str:
-    return (f"vision {1e3 * r['vision_s']:.1f} ms  pruning {1e3 * r['prune_s']:.1f} ms  "
-            f"LLM prefill {1e3 * r['llm_s']:.1f} ms")
+    return (
+        f"vision {1e3 * r['vision_s']:.1f} ms  pruning {1e3 * r['prune_s']:.1f} ms  "
+        f"LLM prefill {1e3 * r['llm_s']:.1f} ms"
+    )
 
 
 def format_report(rep: dict, question: str) -> str:
@@ -110,8 +138,10 @@ def format_report(rep: dict, question: str) -> str:
     lines = [f"question: {question}"]
     for key, label in (("full", "all tokens"), ("pruned", f"{rep['method']} @ {rep['retention']:g}")):
         r = rep[key]
-        lines.append(f"{label:>16}: answer {r['answer']!r:14} visual tokens {r['visual_tokens']:4d}  "
-                     f"LLM sequence {r['sequence_tokens']:4d}  {_times(r)}  total {1e3 * r['total_s']:.1f} ms")
+        lines.append(
+            f"{label:>16}: answer {r['answer']!r:14} visual tokens {r['visual_tokens']:4d}  "
+            f"LLM sequence {r['sequence_tokens']:4d}  {_times(r)}  total {1e3 * r['total_s']:.1f} ms"
+        )
     if rep.get("kinds"):
         lines.append("kept tokens by kind: " + ", ".join(f"{k} {v}" for k, v in rep["kinds"].items()))
     if rep.get("png"):
@@ -136,13 +166,29 @@ def subset_accuracy(model, proc, indices, method: str = "tango", retention: floa
         if setting == "pruned":
             tp.apply(model, tp.make_config(method, retention=retention))
         try:
-            rs = [(s, answer(model, proc, s.clip.frames, s.question.text, s.question.options,
-                             [t / D.FPS for t in range(s.clip.frames.shape[0])], repeats=1)) for s in samples]
+            rs = [
+                (
+                    s,
+                    answer(
+                        model,
+                        proc,
+                        s.clip.frames,
+                        s.question.text,
+                        s.question.options,
+                        [t / D.FPS for t in range(s.clip.frames.shape[0])],
+                        repeats=1,
+                    ),
+                )
+                for s in samples
+            ]
         finally:
             if setting == "pruned":
                 tp.remove(model)
-        out[setting] = {"correct": sum(int(r["answer"] == s.question.answer) for s, r in rs), "total": len(rs),
-                        **{k: sum(float(r[k]) for _, r in rs) / len(rs) for k in keys}}
+        out[setting] = {
+            "correct": sum(int(r["answer"] == s.question.answer) for s, r in rs),
+            "total": len(rs),
+            **{k: sum(float(r[k]) for _, r in rs) / len(rs) for k in keys},
+        }
     out.update(method=method, retention=retention, indices=[int(i) for i in indices])
     return out
 
@@ -150,20 +196,32 @@ def subset_accuracy(model, proc, indices, method: str = "tango", retention: floa
 def format_subset(rep: dict) -> str:
     """Human-readable lines for :func:`subset_accuracy`'s result."""
     n = rep["full"]["total"]
-    lines = [f"accuracy on held-out questions {rep['indices'][0]}..{rep['indices'][-1]} ({n} questions; "
-             "per question: mean visual tokens, LLM sequence and time split)"]
+    lines = [
+        f"accuracy on held-out questions {rep['indices'][0]}..{rep['indices'][-1]} ({n} questions; "
+        "per question: mean visual tokens, LLM sequence and time split)"
+    ]
     for key, label in (("full", "all tokens"), ("pruned", f"{rep['method']} @ {rep['retention']:g}")):
         r = rep[key]
-        lines.append(f"{label:>16}: {r['correct']:3d}/{n} correct ({100 * r['correct'] / n:.1f}%)  visual tokens "
-                     f"{r['visual_tokens']:5.1f}  LLM sequence {r['sequence_tokens']:5.1f}  {_times(r)}")
+        lines.append(
+            f"{label:>16}: {r['correct']:3d}/{n} correct ({100 * r['correct'] / n:.1f}%)  visual tokens "
+            f"{r['visual_tokens']:5.1f}  LLM sequence {r['sequence_tokens']:5.1f}  {_times(r)}"
+        )
     f, p = rep["full"]["correct"], rep["pruned"]["correct"]
-    lines.append(f"{rep['method']} @ {rep['retention']:g} keeps {100 * p / f if f else 0.0:.1f}% of full-token "
-                 "accuracy on this subset")
+    lines.append(
+        f"{rep['method']} @ {rep['retention']:g} keeps {100 * p / f if f else 0.0:.1f}% of full-token "
+        "accuracy on this subset"
+    )
     return "\n".join(lines)
 
 
-def run_demo(out_dir: str | Path, index: int = DEMO_INDEX, method: str = "tango", retention: float = 0.1,
-             model_dir: str | Path | None = None, subset=DEMO_SUBSET) -> dict:
+def run_demo(
+    out_dir: str | Path,
+    index: int = DEMO_INDEX,
+    method: str = "tango",
+    retention: float = 0.1,
+    model_dir: str | Path | None = None,
+    subset=DEMO_SUBSET,
+) -> dict:
     """First score the held-out questions ``subset`` (default the first 100) with all tokens and with
     ``method`` at ``retention`` and print accuracy, token counts and timings (:func:`subset_accuracy`). Then
     write held-out clip ``index`` as ``demo.mp4`` in ``out_dir``, decode it with PyAV, answer its question

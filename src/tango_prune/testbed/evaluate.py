@@ -25,9 +25,23 @@ import torch
 
 from . import data as D
 
-__all__ = ["RETENTIONS", "FULL", "Row", "TANGO_ABLATIONS", "oracle_row", "answer_batch", "accuracy", "evaluate",
-           "check_report", "merge_reports", "instrument_checks", "checks_markdown", "markdown_table", "save_report",
-           "check_cells"]
+__all__ = [
+    "RETENTIONS",
+    "FULL",
+    "Row",
+    "TANGO_ABLATIONS",
+    "oracle_row",
+    "answer_batch",
+    "accuracy",
+    "evaluate",
+    "check_report",
+    "merge_reports",
+    "instrument_checks",
+    "checks_markdown",
+    "markdown_table",
+    "save_report",
+    "check_cells",
+]
 
 RETENTIONS = (1.0, 0.25, 0.2, 0.15, 0.1, 0.05)
 FULL = "full (no pruning)"
@@ -40,10 +54,13 @@ def _collate(proc, samples: Sequence[D.Sample]) -> dict:
     mask = torch.zeros(len(inputs), L, dtype=torch.long)
     for b, inp in enumerate(inputs):
         n = int(inp["input_ids"].shape[1])
-        ids[b, L - n:] = inp["input_ids"][0]
-        mask[b, L - n:] = 1
-    return {"input_ids": ids, "attention_mask": mask,
-            "pixel_values_videos": torch.cat([i["pixel_values_videos"] for i in inputs])}
+        ids[b, L - n :] = inp["input_ids"][0]
+        mask[b, L - n :] = 1
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values_videos": torch.cat([i["pixel_values_videos"] for i in inputs]),
+    }
 
 
 @torch.no_grad()
@@ -67,15 +84,16 @@ def _test_sample(index: int) -> D.Sample:
     return D.make_sample(D.TEST, index)
 
 
-def accuracy(model, proc, indices: Iterable[int], batch_size: int = 16,
-             progress: Callable[[int], None] | None = None) -> dict:
+def accuracy(
+    model, proc, indices: Iterable[int], batch_size: int = 16, progress: Callable[[int], None] | None = None
+) -> dict:
     """Score ``model`` on test items ``indices``: ``{"correct", "total", "accuracy", "by_qtype"}``."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     indices = list(indices)
     correct, by = 0, {}
     for s in range(0, len(indices), batch_size):
-        samples = [_test_sample(i) for i in indices[s:s + batch_size]]
+        samples = [_test_sample(i) for i in indices[s : s + batch_size]]
         for x, a in zip(samples, answer_batch(model, proc, samples)):
             ok = int(a == x.question.answer)
             correct += ok
@@ -84,8 +102,12 @@ def accuracy(model, proc, indices: Iterable[int], batch_size: int = 16,
         if progress is not None:
             progress(len(samples))
     n = len(indices)
-    return {"correct": correct, "total": n, "accuracy": correct / n if n else 0.0,
-            "by_qtype": {k: {"correct": c, "total": t} for k, (c, t) in sorted(by.items())}}
+    return {
+        "correct": correct,
+        "total": n,
+        "accuracy": correct / n if n else 0.0,
+        "by_qtype": {k: {"correct": c, "total": t} for k, (c, t) in sorted(by.items())},
+    }
 
 
 @contextlib.contextmanager
@@ -93,8 +115,10 @@ def _pruned(model, config, variant: str | None = None):
     import tango_prune as tp
 
     if not hasattr(tp, "apply"):
-        raise ValueError("pruning needs the model adapter (tango_prune.apply), which this install lacks; "
-                         "evaluate with retentions=(1.0,) only")
+        raise ValueError(
+            "pruning needs the model adapter (tango_prune.apply), which this install lacks; "
+            "evaluate with retentions=(1.0,) only"
+        )
     tp.apply(model, config, variant=variant)
     try:
         yield model
@@ -116,8 +140,12 @@ class Row:
 
     def spec(self) -> dict:
         """The JSON form recorded in reports."""
-        return {"method": self.method, "overrides": dict(self.overrides), "variant": self.variant,
-                "retention_scale": self.retention_scale}
+        return {
+            "method": self.method,
+            "overrides": dict(self.overrides),
+            "variant": self.variant,
+            "retention_scale": self.retention_scale,
+        }
 
     def retention(self, r: float) -> float:
         """The pre-LLM retention this row uses for table column ``r``."""
@@ -135,8 +163,13 @@ TANGO_ABLATIONS = (
     # LLaVA-Video: 2x2 average pooling, per-row newlines, and the intra-LLM FastV stage. The published run
     # prunes at layer 18 of 28 (keeps 0.5), so 23/28 of the layer-averaged tokens; on the 4-layer testbed
     # layer 3 keeps (3 + 0.5) / 4, and the pre-LLM retention is scaled by 8/7 so the average is r.
-    Row("tango (llava-video layout + FastV)", "tango", {"fastv_layer": 3, "fastv_keep": 0.5},
-        variant="llava-video", retention_scale=8 / 7),
+    Row(
+        "tango (llava-video layout + FastV)",
+        "tango",
+        {"fastv_layer": 3, "fastv_keep": 0.5},
+        variant="llava-video",
+        retention_scale=8 / 7,
+    ),
 )
 
 
@@ -183,19 +216,37 @@ def _sum_results(parts: list[dict]) -> dict:
         for k, v in p["by_qtype"].items():
             c, n = by.get(k, (0, 0))
             by[k] = (c + v["correct"], n + v["total"])
-    return {"correct": correct, "total": total, "accuracy": correct / total if total else 0.0,
-            "by_qtype": {k: {"correct": c, "total": t} for k, (c, t) in sorted(by.items())}}
+    return {
+        "correct": correct,
+        "total": total,
+        "accuracy": correct / total if total else 0.0,
+        "by_qtype": {k: {"correct": c, "total": t} for k, (c, t) in sorted(by.items())},
+    }
 
 
 def _settings(report: dict) -> tuple:
-    return (report.get("n"), [float(r) for r in report.get("retentions", [])], report.get("overrides", {}),
-            report.get("model"))
+    return (
+        report.get("n"),
+        [float(r) for r in report.get("retentions", [])],
+        report.get("overrides", {}),
+        report.get("model"),
+    )
 
 
-def evaluate(model, proc, methods: Sequence[str], retentions: Sequence[float] = RETENTIONS,
-             limit: int | None = None, batch_size: int = 16, show_progress: bool = True,
-             overrides: dict | None = None, extra_rows: Sequence[Row] = (), previous: dict | None = None,
-             checkpoint: Callable[[dict], None] | None = None, model_name: str | None = None) -> dict:
+def evaluate(
+    model,
+    proc,
+    methods: Sequence[str],
+    retentions: Sequence[float] = RETENTIONS,
+    limit: int | None = None,
+    batch_size: int = 16,
+    show_progress: bool = True,
+    overrides: dict | None = None,
+    extra_rows: Sequence[Row] = (),
+    previous: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    model_name: str | None = None,
+) -> dict:
     """Accuracy of the unpruned model and of each row at each retention on the first ``limit`` test items.
 
     Rows are ``methods`` (registered names, each with ``overrides``, config fields set for every method,
@@ -222,18 +273,30 @@ def evaluate(model, proc, methods: Sequence[str], retentions: Sequence[float] = 
     if len(set(names)) != len(names):
         raise ValueError(f"rows must have distinct names, got {names}")
     indices = list(D.heldout_indices(limit))
-    report = {"benchmark": "testbed", "n": len(indices), "overrides": dict(overrides or {}),
-              "retentions": [float(r) for r in retentions], "methods": names,
-              "rows": {r.name: r.spec() for r in rows}, "full": None, "results": {}, "checks": [],
-              "complete": False, "seconds": 0.0, "torch_threads": torch.get_num_threads()}
+    report = {
+        "benchmark": "testbed",
+        "n": len(indices),
+        "overrides": dict(overrides or {}),
+        "retentions": [float(r) for r in retentions],
+        "methods": names,
+        "rows": {r.name: r.spec() for r in rows},
+        "full": None,
+        "results": {},
+        "checks": [],
+        "complete": False,
+        "seconds": 0.0,
+        "torch_threads": torch.get_num_threads(),
+    }
     if model_name is not None:
         report["model"] = model_name
     done: dict = {}
     if previous is not None:
         check_report(previous, "previous")
         if _settings(previous) != _settings(report):
-            raise ValueError("previous report must have the same n, retentions, overrides and model to be resumed, "
-                             f"got {_settings(previous)} vs {_settings(report)}")
+            raise ValueError(
+                "previous report must have the same n, retentions, overrides and model to be resumed, "
+                f"got {_settings(previous)} vs {_settings(report)}"
+            )
         report["full"] = previous["full"]
         report["seconds"] = float(previous.get("seconds", 0.0))
         for name, cells in previous.get("results", {}).items():
@@ -245,14 +308,25 @@ def evaluate(model, proc, methods: Sequence[str], retentions: Sequence[float] = 
     if show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(indices) * (len(todo) + (report["full"] is None)), desc="testbed eval", unit="q",
-                   file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(indices) * (len(todo) + (report["full"] is None)),
+            desc="testbed eval",
+            unit="q",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
     progress = bar.update if bar is not None else None
     t0 = time.time() - report["seconds"]
 
     def emit() -> None:
-        report["results"] = {row.name: {str(float(r)): done[row.name][str(float(r))] for r in retentions
-                                        if str(float(r)) in done.get(row.name, {})} for row in rows}
+        report["results"] = {
+            row.name: {
+                str(float(r)): done[row.name][str(float(r))]
+                for r in retentions
+                if str(float(r)) in done.get(row.name, {})
+            }
+            for row in rows
+        }
         report["results"] = {k: v for k, v in report["results"].items() if v}
         report["seconds"] = round(time.time() - t0, 1)
         report["checks"] = instrument_checks(report)
@@ -298,7 +372,8 @@ def check_report(report, where: str) -> None:
         raise ValueError(f"{where} is not an eval report: 'retentions' must be a list")
     for m, cells in report["results"].items():
         if not isinstance(cells, dict) or not all(
-                isinstance(c, dict) and {"correct", "total", "accuracy"} <= set(c) for c in cells.values()):
+            isinstance(c, dict) and {"correct", "total", "accuracy"} <= set(c) for c in cells.values()
+        ):
             raise ValueError(f"{where} is not an eval report: results[{m!r}] must map retentions to results")
 
 
@@ -316,7 +391,10 @@ def merge_reports(reports: Sequence[dict]) -> dict:
     rets: list[float] = []
     for r in reports:
         if (r["n"], r["full"]["correct"], r.get("overrides", {})) != (
-                first["n"], first["full"]["correct"], first.get("overrides", {})):
+            first["n"],
+            first["full"]["correct"],
+            first.get("overrides", {}),
+        ):
             raise ValueError("reports must share n, overrides and the full-token result to be merged")
         rets += [float(x) for x in r["retentions"] if float(x) not in rets]
         for m in r["methods"]:
@@ -342,13 +420,25 @@ def merge_reports(reports: Sequence[dict]) -> dict:
 #: (name, threshold, why it exists); thresholds are fractions (of accuracy, or of full-token accuracy)
 CHECKS = (
     ("full", 0.95, "full-token accuracy: the model must know the answers before any token is removed"),
-    ("redundancy-robust", 0.97, "Tango at r=1.0 removes only static duplicates (static collapse, default "
-     "tau_static=0.8, the same rule as HoliTom's): removing redundant tokens must cost almost nothing, "
-     "or the table measures layout fragility instead of lost information"),
-    ("evidence oracle", 0.95, "keeping the question's evidence cells and filling the budget uniformly at r=0.1 "
-     "must keep the answer: proves 10% of the tokens can carry it, so a method that loses accuracy chose badly"),
-    ("headroom", 0.10, "random and uniform selection at r=0.1 must stay clearly below the oracle (gap in "
-     "relative accuracy), so good and bad selection can be told apart"),
+    (
+        "redundancy-robust",
+        0.97,
+        "Tango at r=1.0 removes only static duplicates (static collapse, default "
+        "tau_static=0.8, the same rule as HoliTom's): removing redundant tokens must cost almost nothing, "
+        "or the table measures layout fragility instead of lost information",
+    ),
+    (
+        "evidence oracle",
+        0.95,
+        "keeping the question's evidence cells and filling the budget uniformly at r=0.1 "
+        "must keep the answer: proves 10% of the tokens can carry it, so a method that loses accuracy chose badly",
+    ),
+    (
+        "headroom",
+        0.10,
+        "random and uniform selection at r=0.1 must stay clearly below the oracle (gap in "
+        "relative accuracy), so good and bad selection can be told apart",
+    ),
 )
 
 
@@ -390,11 +480,21 @@ def instrument_checks(report: dict) -> list[dict]:
             if o is not None and base and all(v is not None for v in base.values()):
                 best = max(v["relative"] for v in base.values())
                 value = o["relative"] - best
-                detail = (f"oracle {100 * o['relative']:.1f}% vs " +
-                          ", ".join(f"{m} {100 * v['relative']:.1f}%" for m, v in base.items()) +
-                          f" of full at r=0.1: gap {100 * value:.1f} points")
-        out.append({"name": name, "why": why, "threshold": thr, "value": value,
-                    "passed": None if value is None else bool(value >= thr), "detail": detail})
+                detail = (
+                    f"oracle {100 * o['relative']:.1f}% vs "
+                    + ", ".join(f"{m} {100 * v['relative']:.1f}%" for m, v in base.items())
+                    + f" of full at r=0.1: gap {100 * value:.1f} points"
+                )
+        out.append(
+            {
+                "name": name,
+                "why": why,
+                "threshold": thr,
+                "value": value,
+                "passed": None if value is None else bool(value >= thr),
+                "detail": detail,
+            }
+        )
     return out
 
 
@@ -402,8 +502,7 @@ def checks_markdown(checks: Sequence[dict]) -> str:
     """The instrument checks as a markdown section."""
     lines = ["## Instrument checks", "", "| check | measured | needs | result | why |", "|---|---|---|---|---|"]
     for c in checks:
-        need = (f">= {100 * c['threshold']:g} points" if c["name"] == "headroom"
-                else f">= {100 * c['threshold']:g}%")
+        need = f">= {100 * c['threshold']:g} points" if c["name"] == "headroom" else f">= {100 * c['threshold']:g}%"
         res = "not run" if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")
         lines.append(f"| {c['name']} | {c['detail']} | {need} | {res} | {c['why']} |")
     return "\n".join(lines) + "\n"
@@ -417,8 +516,7 @@ def markdown_table(report: dict, per_type_top: int = 4) -> str:
     full = report["full"]
     head = "| method | " + " | ".join(f"r={r:g}" for r in rs) + " |"
     lines = [head, "|" + "---|" * (len(rs) + 1)]
-    lines.append(f"| {FULL} | " + " | ".join(
-        f"{100 * full['accuracy']:.1f} (100%)" for _ in rs) + " |")
+    lines.append(f"| {FULL} | " + " | ".join(f"{100 * full['accuracy']:.1f} (100%)" for _ in rs) + " |")
     for m in report["methods"]:
         cells = []
         for r in rs:
@@ -426,25 +524,38 @@ def markdown_table(report: dict, per_type_top: int = 4) -> str:
             cells.append("-" if x is None else f"{100 * x['accuracy']:.1f} ({100 * x['relative']:.1f}%)")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Accuracy % (percentage of full-token accuracy) on the first {report['n']} questions of the "
-                 f"held-out testbed split; full-token accuracy {full['correct']}/{full['total']}.")
+    lines.append(
+        f"Accuracy % (percentage of full-token accuracy) on the first {report['n']} questions of the "
+        f"held-out testbed split; full-token accuracy {full['correct']}/{full['total']}."
+    )
     if report.get("overrides"):
-        lines.append("Config overrides for every method: " +
-                     ", ".join(f"{k}={v}" for k, v in sorted(report["overrides"].items())) + ".")
+        lines.append(
+            "Config overrides for every method: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(report["overrides"].items()))
+            + "."
+        )
     if not report.get("complete", True):
         lines.append("**Partial report**: the run was interrupted; `-` cells were not scored yet.")
     at = [(m, _cell(report, m, 0.1)) for m in report["methods"]]
     at = sorted([(m, x) for m, x in at if x is not None], key=lambda mx: (-mx[1]["correct"], mx[0]))[:per_type_top]
     if at:
-        types = sorted({t for _, x in at for t in x.get("by_qtype", {})} | set(full.get("by_qtype", {})),
-                       key=lambda t: D.QTYPES.index(t) if t in D.QTYPES else len(D.QTYPES))
-        lines += ["", f"Per question type at r=0.1 (correct/total; the {len(at)} best rows and all tokens):", "",
-                  "| type | all tokens | " + " | ".join(m for m, _ in at) + " |",
-                  "|" + "---|" * (len(at) + 2)]
+        types = sorted(
+            {t for _, x in at for t in x.get("by_qtype", {})} | set(full.get("by_qtype", {})),
+            key=lambda t: D.QTYPES.index(t) if t in D.QTYPES else len(D.QTYPES),
+        )
+        lines += [
+            "",
+            f"Per question type at r=0.1 (correct/total; the {len(at)} best rows and all tokens):",
+            "",
+            "| type | all tokens | " + " | ".join(m for m, _ in at) + " |",
+            "|" + "---|" * (len(at) + 2),
+        ]
         for t in types:
+
             def fmt(x):
                 v = x.get("by_qtype", {}).get(t)
                 return "-" if v is None else f"{v['correct']}/{v['total']}"
+
             lines.append(f"| {t} | {fmt(full)} | " + " | ".join(fmt(x) for _, x in at) + " |")
     lines += ["", checks_markdown(report.get("checks") or instrument_checks(report)).rstrip("\n")]
     return "\n".join(lines) + "\n"
@@ -460,7 +571,7 @@ def _atomic_write(path: Path, text: str) -> None:
             fh.write(text)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; give the report a normal file's mode
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the report a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -485,8 +596,17 @@ def check_cells(model, proc, limit: int, batch_size: int = 8) -> dict:
     ``results`` hold just those cells. Cheap enough for the test suite on a small subset."""
     indices = list(D.heldout_indices(limit))
     full = accuracy(model, proc, indices, batch_size)
-    report = {"benchmark": "testbed", "n": len(indices), "overrides": {}, "retentions": [1.0, 0.1],
-              "methods": [], "rows": {}, "full": full, "results": {}, "complete": True}
+    report = {
+        "benchmark": "testbed",
+        "n": len(indices),
+        "overrides": {},
+        "retentions": [1.0, 0.1],
+        "methods": [],
+        "rows": {},
+        "full": full,
+        "results": {},
+        "complete": True,
+    }
     for name, method, r in CHECK_CELLS + ((oracle_row().name, oracle_row().method, 0.1),):
         row = Row(name, method)
         res = _score_row(model, proc, row, r, indices, batch_size, None)

@@ -25,8 +25,16 @@ import torch
 
 from . import data as D
 
-__all__ = ["SPECIAL_TOKENS", "WEIGHTS_DIR", "build_tokenizer", "build_config", "TestbedProcessor",
-           "load_model", "load_processor", "load"]
+__all__ = [
+    "SPECIAL_TOKENS",
+    "WEIGHTS_DIR",
+    "build_tokenizer",
+    "build_config",
+    "TestbedProcessor",
+    "load_model",
+    "load_processor",
+    "load",
+]
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<eos>", "<video>", "<image>")
 #: where the shipped weights, tokenizer and processor config live (package data)
@@ -48,36 +56,71 @@ def build_tokenizer():
     vocab = {w: i for i, w in enumerate(words)}
     tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.WhitespaceSplit(),
-        pre_tokenizers.Split(Regex(r"[?:,.!]"), behavior="isolated"),
-    ])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>",
-                                   additional_special_tokens=["<video>", "<image>"])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Split(Regex(r"[?:,.!]"), behavior="isolated"),
+        ]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="<eos>",
+        additional_special_tokens=["<video>", "<image>"],
+    )
 
 
-def build_config(tokenizer, *, image_size: int = D.IMAGE_SIZE, patch_size: int = 6, vision_hidden: int = 128,
-                 vision_layers: int = 4, text_hidden: int = 128, text_layers: int = 4, heads: int = 4,
-                 text_heads: int = 4):
+def build_config(
+    tokenizer,
+    *,
+    image_size: int = D.IMAGE_SIZE,
+    patch_size: int = 6,
+    vision_hidden: int = 128,
+    vision_layers: int = 4,
+    text_hidden: int = 128,
+    text_layers: int = 4,
+    heads: int = 4,
+    text_heads: int = 4,
+):
     """The ``LlavaOnevisionConfig`` of the testbed model (SigLIP with pooling head + Qwen2)."""
     from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
     if image_size % patch_size:
         raise ValueError(f"image_size must be a multiple of patch_size={patch_size}, got {image_size}")
-    vision = SiglipVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-                                num_hidden_layers=vision_layers, num_attention_heads=heads, image_size=image_size,
-                                patch_size=patch_size, vision_use_head=True)
-    text = Qwen2Config(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
-                       num_hidden_layers=text_layers, num_attention_heads=text_heads,
-                       num_key_value_heads=max(1, text_heads // 2),
-                       max_position_embeddings=2048, rope_theta=10000.0, tie_word_embeddings=True,
-                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                       bos_token_id=tokenizer.eos_token_id)
-    return LlavaOnevisionConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
-                                image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-                                video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-                                vision_feature_layer=-1, vision_feature_select_strategy="full",
-                                image_grid_pinpoints=[[image_size, image_size]], tie_word_embeddings=True)
+    vision = SiglipVisionConfig(
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        vision_use_head=True,
+    )
+    text = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=text_hidden,
+        intermediate_size=2 * text_hidden,
+        num_hidden_layers=text_layers,
+        num_attention_heads=text_heads,
+        num_key_value_heads=max(1, text_heads // 2),
+        max_position_embeddings=2048,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+    return LlavaOnevisionConfig(
+        vision_config=vision.to_dict(),
+        text_config=text.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        image_grid_pinpoints=[[image_size, image_size]],
+        tie_word_embeddings=True,
+    )
 
 
 class TestbedProcessor:
@@ -120,8 +163,7 @@ class TestbedProcessor:
         """uint8 frames (T, H, W, 3) -> float tensor (1, T, 3, H, W) in [-1, 1]."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1:3] != (self.image_size, self.image_size):
-            raise ValueError(f"frames must have shape (T, {self.image_size}, {self.image_size}, 3), "
-                             f"got {frames.shape}")
+            raise ValueError(f"frames must have shape (T, {self.image_size}, {self.image_size}, 3), got {frames.shape}")
         x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
         return x.permute(0, 3, 1, 2).unsqueeze(0)
 
@@ -142,10 +184,19 @@ class TestbedProcessor:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory)
-        (directory / _PROCESSOR_FILE).write_text(json.dumps(
-            {"image_size": self.image_size, "patch_size": self.patch_size, "num_frames": D.NUM_FRAMES,
-             "pixel_scale": "x / 127.5 - 1", "prompt": "<video>*N question : Q options : O answer :"},
-            indent=2) + "\n")
+        (directory / _PROCESSOR_FILE).write_text(
+            json.dumps(
+                {
+                    "image_size": self.image_size,
+                    "patch_size": self.patch_size,
+                    "num_frames": D.NUM_FRAMES,
+                    "pixel_scale": "x / 127.5 - 1",
+                    "prompt": "<video>*N question : Q options : O answer :",
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "TestbedProcessor":

@@ -97,7 +97,7 @@ def select(tokens: VideoTokens, config: OracleConfig) -> PruneResult:
     evenly spread over the rest of the video. Deterministic, integer-only choices."""
     T, H, W = tokens.grid
     N = T * H * W
-    budget = T * frame_budget(H * W, config.retention)   # the budget every method gets
+    budget = T * frame_budget(H * W, config.retention)  # the budget every method gets
     ev = torch.tensor(config.evidence, dtype=torch.long)
     if ev.numel() and int(ev[-1]) >= N:
         raise ValueError(f"evidence indices must be < {N} for a {T}x{H}x{W} grid, got {int(ev[-1])}")
@@ -106,9 +106,17 @@ def select(tokens: VideoTokens, config: OracleConfig) -> PruneResult:
     is_ev[ev] = True
     rest = torch.nonzero(~is_ev).reshape(-1)
     keep = torch.cat([keep, _spread(rest, budget - keep.numel())])
-    return PruneResult.from_indices(tokens, keep, info={"method": ORACLE, "retention": config.retention,
-                                                        "evidence": int(ev.numel()), "kept": int(keep.numel()),
-                                                        "total": N})
+    return PruneResult.from_indices(
+        tokens,
+        keep,
+        info={
+            "method": ORACLE,
+            "retention": config.retention,
+            "evidence": int(ev.numel()),
+            "kept": int(keep.numel()),
+            "total": N,
+        },
+    )
 
 
 @contextlib.contextmanager

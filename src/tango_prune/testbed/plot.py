@@ -6,9 +6,24 @@ from pathlib import Path
 
 __all__ = ["plot_report"]
 
-_PALETTE = ((228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 127, 0), (166, 86, 40),
-            (247, 129, 191), (100, 100, 100), (23, 190, 207), (188, 189, 34), (0, 0, 128), (128, 0, 0),
-            (0, 128, 128), (128, 128, 0), (90, 90, 200), (200, 90, 90))
+_PALETTE = (
+    (228, 26, 28),
+    (55, 126, 184),
+    (77, 175, 74),
+    (152, 78, 163),
+    (255, 127, 0),
+    (166, 86, 40),
+    (247, 129, 191),
+    (100, 100, 100),
+    (23, 190, 207),
+    (188, 189, 34),
+    (0, 0, 128),
+    (128, 0, 0),
+    (0, 128, 128),
+    (128, 128, 0),
+    (90, 90, 200),
+    (200, 90, 90),
+)
 
 
 def plot_report(report: dict, path: str | Path, width: int = 900, height: int = 560) -> Path:
@@ -45,13 +60,19 @@ def plot_report(report: dict, path: str | Path, width: int = 900, height: int = 
     fy = y_of(report["full"]["accuracy"])
     for x0 in range(left, right, 12):
         d.line([(x0, fy), (min(x0 + 6, right), fy)], fill="black", width=2)
-    d.text((left, 8), f"testbed accuracy vs retention, {report['n']} questions "
-                      f"(dashed: all tokens {100 * report['full']['accuracy']:.1f}%)", fill="black")
+    d.text(
+        (left, 8),
+        f"testbed accuracy vs retention, {report['n']} questions "
+        f"(dashed: all tokens {100 * report['full']['accuracy']:.1f}%)",
+        fill="black",
+    )
     ly = top
     for i, m in enumerate(rows):
         color = _PALETTE[i % len(_PALETTE)]
-        pts = [(x_of(float(r)), y_of(x["accuracy"])) for r, x in sorted(report["results"][m].items(),
-                                                                       key=lambda rx: float(rx[0]))]
+        pts = [
+            (x_of(float(r)), y_of(x["accuracy"]))
+            for r, x in sorted(report["results"][m].items(), key=lambda rx: float(rx[0]))
+        ]
         if len(pts) > 1:
             d.line(pts, fill=color, width=2)
         for x, y in pts:

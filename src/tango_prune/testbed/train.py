@@ -73,43 +73,54 @@ class TrainConfig:
     out_dir: str
     seed: int = 0
     vision_steps: int = 600
-    vision_batch: int = 8           #: clips per vision step
+    vision_batch: int = 8  #: clips per vision step
     cache_clips: int = 4000
     lm_steps: int = 3000
-    lm_batch: int = 8               #: clips per language step
+    lm_batch: int = 8  #: clips per language step
     questions_per_clip: int = 10
-    lr: float = 2e-3                #: peak learning rate of the vision stage
-    lm_lr: float = 2e-3             #: peak learning rate of the language stage
+    lr: float = 2e-3  #: peak learning rate of the vision stage
+    lm_lr: float = 2e-3  #: peak learning rate of the language stage
     warmup: int = 100
     weight_decay: float = 0.01
-    easy_steps: int = 400           #: curriculum: first language steps ask only look-up questions, few bg tokens
-    easy_keep: float = 0.15         #: fraction of background tokens kept during the easy steps
-    layouts: str = "background"     #: "background" (the shipped recipe) or "distribution" (issue 10, see _layout)
-    drop_prob: float = 0.5          #: "background": after the easy steps, chance that background tokens are dropped
-    full_layout_prob: float = 0.3   #: "distribution": after the easy steps, chance that a sample shows every token
-    frame_prob: float = 0.5         #: otherwise, chance that only ``min_frames..T`` random frames are shown
+    easy_steps: int = 400  #: curriculum: first language steps ask only look-up questions, few bg tokens
+    easy_keep: float = 0.15  #: fraction of background tokens kept during the easy steps
+    layouts: str = "background"  #: "background" (the shipped recipe) or "distribution" (issue 10, see _layout)
+    drop_prob: float = 0.5  #: "background": after the easy steps, chance that background tokens are dropped
+    full_layout_prob: float = 0.3  #: "distribution": after the easy steps, chance that a sample shows every token
+    frame_prob: float = 0.5  #: otherwise, chance that only ``min_frames..T`` random frames are shown
     min_frames: int = 6
-    any_drop_prob: float = 0.5      #: otherwise, chance that dropping hits object tokens too (else background only)
-    aux_weight: float = 0.5         #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
-    attn_weight: float = 1.0        #: weight of the evidence-attention loss of the last LLM layer (0 = off)
-    retrieval: bool = True          #: add the easy look-up questions to training (see data.questions_for)
+    any_drop_prob: float = 0.5  #: otherwise, chance that dropping hits object tokens too (else background only)
+    aux_weight: float = 0.5  #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
+    attn_weight: float = 1.0  #: weight of the evidence-attention loss of the last LLM layer (0 = off)
+    retrieval: bool = True  #: add the easy look-up questions to training (see data.questions_for)
     eval_every: int = 250
-    stop_after: int | None = None   #: end the language stage after this many steps (the schedule still spans lm_steps)
-    eval_size: int = 128            #: test questions scored at each evaluation (the first ones of the split)
-    threads: int = 1                #: 1 is fastest on a shared 2-core CPU (no OpenMP spin-waiting)
+    stop_after: int | None = None  #: end the language stage after this many steps (the schedule still spans lm_steps)
+    eval_size: int = 128  #: test questions scored at each evaluation (the first ones of the split)
+    threads: int = 1  #: 1 is fastest on a shared 2-core CPU (no OpenMP spin-waiting)
     vision_hidden: int = 128
     vision_layers: int = 4
     text_hidden: int = 128
     text_layers: int = 4
     text_heads: int = 4
     patch_size: int = 6
-    save_stage: bool = False        #: write the frozen tower and feature cache to ``out_dir/stage.pt``
-    stage_from: str | None = None   #: reuse a ``stage.pt`` (skips the vision and cache stages)
+    save_stage: bool = False  #: write the frozen tower and feature cache to ``out_dir/stage.pt``
+    stage_from: str | None = None  #: reuse a ``stage.pt`` (skips the vision and cache stages)
     vision_from: str | None = None  #: take the (frozen) vision tower of a saved testbed model (skips the vision stage)
 
     def __post_init__(self) -> None:
-        for name in ("vision_steps", "vision_batch", "cache_clips", "lm_steps", "lm_batch", "questions_per_clip",
-                     "eval_every", "eval_size", "threads", "text_layers", "text_heads"):
+        for name in (
+            "vision_steps",
+            "vision_batch",
+            "cache_clips",
+            "lm_steps",
+            "lm_batch",
+            "questions_per_clip",
+            "eval_every",
+            "eval_size",
+            "threads",
+            "text_layers",
+            "text_heads",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -118,8 +129,9 @@ class TrainConfig:
         for name in ("drop_prob", "full_layout_prob", "frame_prob", "any_drop_prob", "easy_keep"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.stop_after is not None and (not isinstance(self.stop_after, int) or
-                                            not 1 <= self.stop_after <= self.lm_steps):
+        if self.stop_after is not None and (
+            not isinstance(self.stop_after, int) or not 1 <= self.stop_after <= self.lm_steps
+        ):
             raise ValueError(f"stop_after must be None or an int in [1, lm_steps], got {self.stop_after!r}")
         if not isinstance(self.min_frames, int) or not 1 <= self.min_frames <= D.NUM_FRAMES:
             raise ValueError(f"min_frames must be an int in [1, {D.NUM_FRAMES}], got {self.min_frames!r}")
@@ -157,7 +169,7 @@ def _project(model, hidden: torch.Tensor) -> torch.Tensor:
 def _patch_labels(ids: np.ndarray, patch: int, classes: int, min_frac: float = 0.15) -> np.ndarray:
     """(T, H, W) int ids -> (T, P, P) the dominant non-background id per patch (0 if it covers < min_frac)."""
     T, H, W = ids.shape
-    onehot = np.eye(classes, dtype=np.float32)[ids.astype(np.int64)]          # (T, H, W, C)
+    onehot = np.eye(classes, dtype=np.float32)[ids.astype(np.int64)]  # (T, H, W, C)
     frac = onehot.reshape(T, H // patch, patch, W // patch, patch, classes).mean(axis=(2, 4))
     frac[..., 0] = 0.0
     lab = frac.argmax(-1)
@@ -165,7 +177,7 @@ def _patch_labels(ids: np.ndarray, patch: int, classes: int, min_frac: float = 0
     return lab
 
 
-_cell_labels = cell_labels   # per pooled cell the dominant id (see oracle.cell_labels)
+_cell_labels = cell_labels  # per pooled cell the dominant id (see oracle.cell_labels)
 
 
 def _cell_objects(shape_ids: np.ndarray, cell: int) -> np.ndarray:
@@ -189,7 +201,7 @@ def _aux_targets(objects, cell_obj: np.ndarray, T: int) -> tuple[np.ndarray, np.
             continue
         classes[k, 1] = D.SHAPES.index(o.shape)
         classes[k, 2] = tuple(D.COLORS).index(o.color_at(t))
-        if t >= o.appear + 2:          # motion is only visible once the object was seen in earlier frames
+        if t >= o.appear + 2:  # motion is only visible once the object was seen in earlier frames
             classes[k, 0] = D.DIRECTIONS.index(o.direction)
         flags[k, 0] = float(o.appear > 0)
         flags[k, 1] = float(o.color_after is not None and t >= o.change_frame)
@@ -206,9 +218,14 @@ def _lr(step: int, total: int, cfg: TrainConfig, peak: float | None = None) -> f
 
 def _adamw(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = list(params)
-    return torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                             lr=cfg.lr, betas=(0.9, 0.98))
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
 
 
 def _vision_stage(model, aux, proc: TestbedProcessor, cfg: TrainConfig, log) -> None:
@@ -233,10 +250,12 @@ def _vision_stage(model, aux, proc: TestbedProcessor, cfg: TrainConfig, log) -> 
         head = F.binary_cross_entropy_with_logits(aux["frame"](vo.pooler_output), pres)
         pc = aux["patch"](hidden)
         n = pc.shape[0]
-        patch = (F.cross_entropy(pc[..., :nc].flatten(0, 1), pcol.flatten(1).flatten())
-                 + F.cross_entropy(pc[..., nc:nc + ns].flatten(0, 1), psha.flatten(1).flatten())
-                 + F.cross_entropy(pc[..., nc + ns:nc + ns + P].flatten(0, 1), rows.repeat(n))
-                 + F.cross_entropy(pc[..., nc + ns + P:].flatten(0, 1), cols.repeat(n)))
+        patch = (
+            F.cross_entropy(pc[..., :nc].flatten(0, 1), pcol.flatten(1).flatten())
+            + F.cross_entropy(pc[..., nc : nc + ns].flatten(0, 1), psha.flatten(1).flatten())
+            + F.cross_entropy(pc[..., nc + ns : nc + ns + P].flatten(0, 1), rows.repeat(n))
+            + F.cross_entropy(pc[..., nc + ns + P :].flatten(0, 1), cols.repeat(n))
+        )
         # the LLM reads pooled cells, so every cell an object covers must say which object it is: interior
         # patches only see a flat colour, the tower has to carry the shape over from the object's outline
         cc = aux["cell"](model.model.apply_pooling(hidden).flatten(0, 1))
@@ -299,7 +318,7 @@ def _layout(rng: np.random.Generator, cfg: TrainConfig, obj: np.ndarray, T: int)
     drop_any = rng.random() < cfg.any_drop_prob
     kept = rng.random(n) < frame_rate[frame]
     keep &= kept if drop_any else (kept | obj)
-    if not keep.any():       # an empty video is not a layout any model sees
+    if not keep.any():  # an empty video is not a layout any model sees
         keep[int(rng.integers(n))] = True
     return keep
 
@@ -319,30 +338,40 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
         look = [q for q in qs if q.qtype in ("color", "shape")]
         if easy:
             qs = look or qs
-        else:   # at most two look-up questions, so the test types get most of the packed slots
-            qs = [q for q in qs if q.qtype not in ("color", "shape")] + [look[i] for i in rng.permutation(len(look))[:2]]
+        else:  # at most two look-up questions, so the test types get most of the packed slots
+            qs = [q for q in qs if q.qtype not in ("color", "shape")] + [
+                look[i] for i in rng.permutation(len(look))[:2]
+            ]
         obj = cell_obj >= 0
         keep = np.ones(obj.shape[0], dtype=bool)
         if easy:
             keep = obj | (rng.random(obj.shape[0]) < cfg.easy_keep)
         elif cfg.layouts == "distribution":
             keep = _layout(rng, cfg, obj, T)
-        elif rng.random() < cfg.drop_prob:   # the shipped recipe: object tokens are never dropped
+        elif rng.random() < cfg.drop_prob:  # the shipped recipe: object tokens are never dropped
             keep = obj | (rng.random(obj.shape[0]) < rng.uniform(0.0, 1.0))
         ids, labels, queries = [], [], []
-        for q in (qs[i] for i in rng.permutation(len(qs))[:cfg.questions_per_clip]):
+        for q in (qs[i] for i in rng.permutation(len(qs))[: cfg.questions_per_clip]):
             p = tok(proc.prompt(q.text, q.options), add_special_tokens=False)["input_ids"]
             a = tok(q.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             ev = np.nonzero(evidence_cells(q, objects, cell_obj, T)[keep])[0]
-            if ev.size:   # (answer-predicting position, visual evidence, the question's words) in text offsets
+            if ev.size:  # (answer-predicting position, visual evidence, the question's words) in text offsets
                 n_q = len(tok(q.text, add_special_tokens=False)["input_ids"])
                 queries.append((len(ids) + len(p) - 1, torch.from_numpy(ev), torch.arange(n_q) + len(ids) + 2))
             ids += p + a
             labels += [-100] * len(p) + a
         classes, flags = _aux_targets(objects, cell_obj, T)
-        items.append({"hidden": hidden, "ids": ids, "labels": labels, "keep": torch.from_numpy(keep),
-                      "classes": torch.from_numpy(classes[keep]), "flags": torch.from_numpy(flags[keep]),
-                      "queries": queries})
+        items.append(
+            {
+                "hidden": hidden,
+                "ids": ids,
+                "labels": labels,
+                "keep": torch.from_numpy(keep),
+                "classes": torch.from_numpy(classes[keep]),
+                "flags": torch.from_numpy(flags[keep]),
+                "queries": queries,
+            }
+        )
     return items
 
 
@@ -358,7 +387,7 @@ def _attention_mass_loss(model, hidden_in: torch.Tensor, layer: int, targets: li
     hd = attn.head_dim
     x = block.input_layernorm(hidden_in)
     q = attn.q_proj(x)[..., :hd]
-    k = attn.k_proj(x)[..., :hd]      # head 0 reads key/value head 0 under grouped-query attention
+    k = attn.k_proj(x)[..., :hd]  # head 0 reads key/value head 0 under grouped-query attention
     pos = torch.arange(x.shape[1])[None].expand(x.shape[0], -1)
     cos, sin = lm.rotary_emb(x, pos)
     q, k = apply_rotary_pos_emb(q[:, None], k[:, None], cos, sin)
@@ -367,7 +396,7 @@ def _attention_mass_loss(model, hidden_in: torch.Tensor, layer: int, targets: li
         if not tg:
             continue
         rows = torch.tensor([r for r, _ in tg])
-        scores = (q[b, 0, rows] @ k[b, 0].T) * hd ** -0.5                     # (nq, L)
+        scores = (q[b, 0, rows] @ k[b, 0].T) * hd**-0.5  # (nq, L)
         causal = torch.arange(k.shape[2])[None] > rows[:, None]
         logp = torch.log_softmax(scores.masked_fill(causal, float("-inf")), -1)
         for i, (_, keys) in enumerate(tg):
@@ -388,18 +417,18 @@ def _lm_loss(model, aux, items, aux_layer: int, attn: bool) -> tuple[torch.Tenso
         seqs.append(torch.cat([vis, embed(torch.tensor(it["ids"]))], 0))
         labs.append(torch.tensor([-100] * vis.shape[0] + it["labels"]))
         starts.append(vis.shape[0])
-    L = -(-max(x.shape[0] for x in seqs) // 64) * 64   # few distinct shapes: CPU kernels are cached per shape
+    L = -(-max(x.shape[0] for x in seqs) // 64) * 64  # few distinct shapes: CPU kernels are cached per shape
     x = torch.zeros(B, L, seqs[0].shape[1])
     y = torch.full((B, L), -100, dtype=torch.long)
     yc = torch.full((B, L, 3), -100, dtype=torch.long)
     yf = torch.full((B, L, 2), -1.0)
     mask = torch.zeros(B, L, dtype=torch.long)
     for b, (sq, lb, it) in enumerate(zip(seqs, labs, items)):
-        x[b, :sq.shape[0]] = sq
-        y[b, :sq.shape[0]] = lb
-        yc[b, :it["classes"].shape[0]] = it["classes"]
-        yf[b, :it["flags"].shape[0]] = it["flags"]
-        mask[b, :sq.shape[0]] = 1
+        x[b, : sq.shape[0]] = sq
+        y[b, : sq.shape[0]] = lb
+        yc[b, : it["classes"].shape[0]] = it["classes"]
+        yf[b, : it["flags"].shape[0]] = it["flags"]
+        mask[b, : sq.shape[0]] = 1
     want_hidden = aux is not None or attn
     out = model.model.language_model(inputs_embeds=x, attention_mask=mask, output_hidden_states=want_hidden)
     logits = model.lm_head(out.last_hidden_state)
@@ -409,8 +438,9 @@ def _lm_loss(model, aux, items, aux_layer: int, attn: bool) -> tuple[torch.Tenso
         a = aux(out.hidden_states[aux_layer])
         start = 0
         for i, k in enumerate((len(D.DIRECTIONS), len(D.SHAPES), len(D.COLORS))):
-            aux_loss = aux_loss + F.cross_entropy(a[..., start:start + k].flatten(0, 1), yc[..., i].flatten(),
-                                                  ignore_index=-100)
+            aux_loss = aux_loss + F.cross_entropy(
+                a[..., start : start + k].flatten(0, 1), yc[..., i].flatten(), ignore_index=-100
+            )
             start += k
         ok = yf >= 0
         aux_loss = aux_loss + F.binary_cross_entropy_with_logits(a[..., start:][ok], yf[ok])
@@ -420,13 +450,15 @@ def _lm_loss(model, aux, items, aux_layer: int, attn: bool) -> tuple[torch.Tenso
         last = len(model.model.language_model.layers) - 1
         words = [[(s0 + r, s0 + w) for r, _, w in it["queries"]] for s0, it in zip(starts, items)]
         evid = [[(s0 + r, ev) for r, ev, _ in it["queries"]] for s0, it in zip(starts, items)]
-        attn_loss = (_attention_mass_loss(model, out.hidden_states[last - 1], last - 1, words)
-                     + _attention_mass_loss(model, out.hidden_states[last], last, evid))
+        attn_loss = _attention_mass_loss(model, out.hidden_states[last - 1], last - 1, words) + _attention_mass_loss(
+            model, out.hidden_states[last], last, evid
+        )
     return loss, aux_loss, attn_loss
 
 
-def write_reference(model, proc: TestbedProcessor, directory: str | Path, subset: int = 48,
-                    batch_size: int = 16, check_subset: int = 24) -> dict:
+def write_reference(
+    model, proc: TestbedProcessor, directory: str | Path, subset: int = 48, batch_size: int = 16, check_subset: int = 24
+) -> dict:
     """Score the first ``subset`` held-out questions, and the instrument-check cells on the first
     ``check_subset`` (:func:`.evaluate.check_cells`), and record the exact counts in ``reference.json``
     (what the test suite checks the shipped weights against)."""
@@ -435,10 +467,18 @@ def write_reference(model, proc: TestbedProcessor, directory: str | Path, subset
     with torch.no_grad():
         res = accuracy(model.eval(), proc, range(subset), batch_size=batch_size)
         chk = check_cells(model, proc, check_subset, batch_size=8)
-    ref = {"subset": subset, "batch_size": batch_size, "correct": res["correct"], "total": res["total"],
-           "checks": {"subset": check_subset, "batch_size": 8, "full": chk["full"]["correct"],
-                      "cells": {name: {r: x["correct"] for r, x in cells.items()}
-                                for name, cells in chk["results"].items()}}}
+    ref = {
+        "subset": subset,
+        "batch_size": batch_size,
+        "correct": res["correct"],
+        "total": res["total"],
+        "checks": {
+            "subset": check_subset,
+            "batch_size": 8,
+            "full": chk["full"]["correct"],
+            "cells": {name: {r: x["correct"] for r, x in cells.items()} for name, cells in chk["results"].items()},
+        },
+    }
     Path(directory, "reference.json").write_text(json.dumps(ref, indent=2) + "\n")
     return ref
 
@@ -462,8 +502,22 @@ def _load_vision_tower(model, directory: str) -> None:
 
 def _stage_key(cfg: TrainConfig) -> dict:
     """The settings that determine the vision and cache stages (a saved stage is only reused if they match)."""
-    return {k: getattr(cfg, k) for k in ("seed", "vision_steps", "vision_batch", "cache_clips", "lr", "warmup",
-                                         "weight_decay", "vision_hidden", "vision_layers", "patch_size", "vision_from")}
+    return {
+        k: getattr(cfg, k)
+        for k in (
+            "seed",
+            "vision_steps",
+            "vision_batch",
+            "cache_clips",
+            "lr",
+            "warmup",
+            "weight_decay",
+            "vision_hidden",
+            "vision_layers",
+            "patch_size",
+            "vision_from",
+        )
+    }
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
@@ -475,14 +529,24 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     torch.manual_seed(cfg.seed)
     tok = build_tokenizer()
     proc = TestbedProcessor(tok, D.IMAGE_SIZE, cfg.patch_size)
-    mcfg = build_config(tok, patch_size=cfg.patch_size, vision_hidden=cfg.vision_hidden,
-                        vision_layers=cfg.vision_layers, text_hidden=cfg.text_hidden, text_layers=cfg.text_layers,
-                        text_heads=cfg.text_heads)
+    mcfg = build_config(
+        tok,
+        patch_size=cfg.patch_size,
+        vision_hidden=cfg.vision_hidden,
+        vision_layers=cfg.vision_layers,
+        text_hidden=cfg.text_hidden,
+        text_layers=cfg.text_layers,
+        text_heads=cfg.text_heads,
+    )
     model = LlavaOnevisionForConditionalGeneration(mcfg)
     dv, P = mcfg.vision_config.hidden_size, D.IMAGE_SIZE // cfg.patch_size
-    aux = torch.nn.ModuleDict({"frame": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES)),
-                               "patch": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES) + 2 + 2 * P),
-                               "cell": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES) + 2)})
+    aux = torch.nn.ModuleDict(
+        {
+            "frame": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES)),
+            "patch": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES) + 2 + 2 * P),
+            "cell": torch.nn.Linear(dv, len(D.COLORS) + len(D.SHAPES) + 2),
+        }
+    )
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -506,11 +570,16 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         cache = _cache_stage(model, proc, cfg, log)
         t_cache = time.time() - t0 - t_vision
         if cfg.save_stage:
-            torch.save({"vision_tower": model.model.vision_tower.state_dict(), "cache": cache,
-                        "config": _stage_key(cfg)}, out / "stage.pt")
-    torch.manual_seed(cfg.seed + 1)   # the language stage starts from the same state whether or not it resumed
-    lm_aux = (torch.nn.Linear(cfg.text_hidden, len(D.DIRECTIONS) + len(D.SHAPES) + len(D.COLORS) + 2)
-              if cfg.aux_weight > 0 else None)
+            torch.save(
+                {"vision_tower": model.model.vision_tower.state_dict(), "cache": cache, "config": _stage_key(cfg)},
+                out / "stage.pt",
+            )
+    torch.manual_seed(cfg.seed + 1)  # the language stage starts from the same state whether or not it resumed
+    lm_aux = (
+        torch.nn.Linear(cfg.text_hidden, len(D.DIRECTIONS) + len(D.SHAPES) + len(D.COLORS) + 2)
+        if cfg.aux_weight > 0
+        else None
+    )
     aux_layer = max(1, cfg.text_layers // 2)
     params = [p for n, p in model.named_parameters() if not n.startswith("model.vision_tower.")]
     if lm_aux is not None:
@@ -523,8 +592,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     for step in range(cfg.lm_steps if cfg.stop_after is None else cfg.stop_after):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.lm_steps, cfg, cfg.lm_lr)
-        loss, aux_loss, attn_loss = _lm_loss(model, lm_aux, _lm_batch(cfg, proc, cache, step), aux_layer,
-                                             cfg.attn_weight > 0)
+        loss, aux_loss, attn_loss = _lm_loss(
+            model, lm_aux, _lm_batch(cfg, proc, cache, step), aux_layer, cfg.attn_weight > 0
+        )
         opt.zero_grad(set_to_none=True)
         (loss + cfg.aux_weight * aux_loss + cfg.attn_weight * attn_loss).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -532,27 +602,39 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         parts = {"loss": loss.item(), "aux": aux_loss.item(), "attn": attn_loss.item()}
         ema = parts if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in parts.items()}
         if step % 50 == 0:
-            log(f"lm step {step} {time.time() - t_lm:.0f}s lr {_lr(step, cfg.lm_steps, cfg, cfg.lm_lr):.2e} " +
-                " ".join(f"{k} {v:.3f}" for k, v in ema.items()))
+            log(
+                f"lm step {step} {time.time() - t_lm:.0f}s lr {_lr(step, cfg.lm_steps, cfg, cfg.lm_lr):.2e} "
+                + " ".join(f"{k} {v:.3f}" for k, v in ema.items())
+            )
         if (step + 1) % cfg.eval_every == 0 or step + 1 in (cfg.lm_steps, cfg.stop_after):
             model.eval()
             res = accuracy(model, proc, range(cfg.eval_size))
             model.train()
             c, n = res["correct"], res["total"]
             history.append({"step": step + 1, "seconds": round(time.time() - t0, 1), "accuracy": c / n})
-            log(f"eval lm step {step + 1} {time.time() - t_lm:.0f}s accuracy {c}/{n} = {c / n:.3f} " +
-                " ".join(f"{k} {v['correct']}/{v['total']}" for k, v in res["by_qtype"].items()))
+            log(
+                f"eval lm step {step + 1} {time.time() - t_lm:.0f}s accuracy {c}/{n} = {c / n:.3f} "
+                + " ".join(f"{k} {v['correct']}/{v['total']}" for k, v in res["by_qtype"].items())
+            )
             model.save_pretrained(out / "last")  # a usable checkpoint if the run is cut short
             proc.save_pretrained(out / "last")
     wall = time.time() - t0
     model.eval()
     model.save_pretrained(out)
     proc.save_pretrained(out)
-    record = {"config": dataclasses.asdict(cfg), "wall_seconds": round(wall, 1),
-              "stage_seconds": {"vision": round(t_vision, 1), "cache": round(t_cache, 1),
-                                "language": round(time.time() - t_lm, 1)},
-              "history": history, "parameters": sum(p.numel() for p in model.parameters()),
-              "torch": torch.__version__, "threads": cfg.threads}
+    record = {
+        "config": dataclasses.asdict(cfg),
+        "wall_seconds": round(wall, 1),
+        "stage_seconds": {
+            "vision": round(t_vision, 1),
+            "cache": round(t_cache, 1),
+            "language": round(time.time() - t_lm, 1),
+        },
+        "history": history,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "torch": torch.__version__,
+        "threads": cfg.threads,
+    }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     write_reference(model, proc, out)
     log(f"saved to {out} after {wall:.0f}s")

@@ -13,8 +13,16 @@ __all__ = ["KIND_COLORS", "render_kept"]
 KIND_COLORS = {0: (255, 64, 64), 1: (64, 160, 255), 2: (255, 210, 0)}
 
 
-def render_kept(frames: np.ndarray, grid: tuple[int, int], indices: torch.Tensor, kinds: torch.Tensor | None,
-                path: str | Path, scale: int = 4, per_row: int = 8, title: str | None = None) -> Path:
+def render_kept(
+    frames: np.ndarray,
+    grid: tuple[int, int],
+    indices: torch.Tensor,
+    kinds: torch.Tensor | None,
+    path: str | Path,
+    scale: int = 4,
+    per_row: int = 8,
+    title: str | None = None,
+) -> Path:
     """Draw ``frames`` (T, H, W, 3) uint8 as a sheet, ``per_row`` frames a row, each upscaled ``scale`` times,
     with the (h, w) token ``grid`` over it: tokens not in ``indices`` (flat indices into (T, h, w)) are
     dimmed, kept ones outlined in :data:`KIND_COLORS` of their ``kinds`` (all salient if ``None``), and a
