@@ -19,7 +19,16 @@ import torch
 from ..models.base import family_for as _family_for
 from .video import load_video, synthetic_video
 
-__all__ = ["BenchInputs", "family_for", "bench_frames", "bench_prompt", "unpruned_kwargs", "pruned_kwargs"]
+__all__ = [
+    "BenchInputs",
+    "family_for",
+    "bench_frames",
+    "bench_prompt",
+    "framewise_inputs",
+    "framewise_encode",
+    "unpruned_kwargs",
+    "pruned_kwargs",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +60,36 @@ def bench_prompt(spec: Any, video: list[int]) -> torch.Tensor:
     pre = torch.randint(10, 1000, (spec.prompt_tokens,), generator=gen)
     post = torch.randint(10, 1000, (max(1, spec.prompt_tokens // 2),), generator=gen)
     return torch.cat([pre, torch.tensor(video, dtype=torch.long), post])[None].to(dtype=torch.long)
+
+
+def framewise_inputs(
+    family: Any, model: Any, spec: Any, size: int, device: torch.device, token_id: int, per_frame: int, extra: int = 0
+) -> BenchInputs:
+    """Benchmark inputs of a family that takes frames as pixels (1, T, 3, size, size) with the family's
+    normalisation and a prompt of ``T * per_frame + extra`` placeholders ``token_id`` (LLaVA, InternVL)."""
+    from ..preprocess import normalise
+
+    frames, ts, source = bench_frames(spec, size)
+    pv = normalise(frames, (size, size), *family.normalisation)[None].to(device)
+    n_video = spec.frames * per_frame + extra
+    ids = bench_prompt(spec, [token_id] * n_video).to(device)
+    info = {
+        "source": source,
+        "frames": spec.frames,
+        "frame_size": size,
+        "tokens_per_frame": per_frame,
+        "video_tokens": n_video,
+        "prompt_tokens": int(ids.shape[1] - n_video),
+        "timestamps": ts.tolist(),
+    }
+    return BenchInputs(pv, ids, {}, [ts.tolist()], info)
+
+
+def framewise_encode(adapter: Any, model: Any, inp: BenchInputs, warmup: bool = False) -> Any:
+    """The encoder pass of a frames-as-pixels family over the whole video (``warmup``: its first frame only),
+    with the checkpoint's vision layer and selection strategy."""
+    pixels = inp.pixels[:, :1] if warmup else inp.pixels
+    return adapter.encode(model, pixels, model.config.vision_feature_layer, model.config.vision_feature_select_strategy)
 
 
 def unpruned_kwargs(inp: BenchInputs, mask: torch.Tensor, video_output: Any) -> dict[str, Any]:

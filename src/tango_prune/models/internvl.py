@@ -269,30 +269,16 @@ class InternVLAdapter(ModelFamily):
     @classmethod
     def bench_inputs(cls, model: Any, spec: Any, size: int, device: torch.device) -> Any:
         """Video pixels at ``size`` px, prompt ids with one placeholder run per frame, info."""
-        from ..bench.families import BenchInputs, bench_frames, bench_prompt
+        from ..bench.families import framewise_inputs
 
-        frames, ts, source = bench_frames(spec, size)
-        pv = normalise(frames, (size, size), *cls.normalisation)[None].to(device)
         per_frame = _geometry(model.config)[2] ** 2
-        n_video = spec.frames * per_frame
-        ids = bench_prompt(spec, [model.config.image_token_id] * n_video).to(device)
-        info = {
-            "source": source,
-            "frames": spec.frames,
-            "frame_size": size,
-            "tokens_per_frame": per_frame,
-            "video_tokens": n_video,
-            "prompt_tokens": int(ids.shape[1] - n_video),
-            "timestamps": ts.tolist(),
-        }
-        return BenchInputs(pv, ids, {}, [ts.tolist()], info)
+        return framewise_inputs(cls, model, spec, size, device, model.config.image_token_id, per_frame)
 
     def bench_encode(self, model: Any, inp: Any, warmup: bool = False) -> Any:
         """The encoder pass over the whole video (``warmup``: its first frame only)."""
-        pixels = inp.pixels[:, :1] if warmup else inp.pixels
-        return self.encode(
-            model, pixels, model.config.vision_feature_layer, model.config.vision_feature_select_strategy
-        )
+        from ..bench.families import framewise_encode
+
+        return framewise_encode(self, model, inp, warmup)
 
     @staticmethod
     def bench_first_video_features(encoded: Any, inp: Any) -> torch.Tensor:

@@ -339,31 +339,17 @@ class LlavaOnevisionAdapter(ModelFamily):
     @classmethod
     def bench_inputs(cls, model: Any, spec: Any, size: int, device: torch.device) -> Any:
         """Video pixels at ``size`` px, prompt ids with T * tokens-per-frame + 1 video placeholders, info."""
-        from ..bench.families import BenchInputs, bench_frames, bench_prompt
+        from ..bench.families import framewise_inputs
 
-        vc = model.config.vision_config
-        frames, ts, source = bench_frames(spec, size)
-        pv = normalise(frames, (size, size), *cls.normalisation)[None].to(device)
-        per_frame = pooled_size(size, vc.patch_size) ** 2
-        n_video = spec.frames * per_frame + 1  # upstream OV layout: one newline per video
-        ids = bench_prompt(spec, [model.config.video_token_id] * n_video).to(device)
-        info = {
-            "source": source,
-            "frames": spec.frames,
-            "frame_size": size,
-            "tokens_per_frame": per_frame,
-            "video_tokens": n_video,
-            "prompt_tokens": int(ids.shape[1] - n_video),
-            "timestamps": ts.tolist(),
-        }
-        return BenchInputs(pv, ids, {}, [ts.tolist()], info)
+        per_frame = pooled_size(size, model.config.vision_config.patch_size) ** 2
+        # upstream OV layout: one newline per video
+        return framewise_inputs(cls, model, spec, size, device, model.config.video_token_id, per_frame, extra=1)
 
     def bench_encode(self, model: Any, inp: Any, warmup: bool = False) -> Any:
         """The encoder pass over the whole video (``warmup``: its first frame only)."""
-        pixels = inp.pixels[:, :1] if warmup else inp.pixels
-        return self.encode(
-            model, pixels, model.config.vision_feature_layer, model.config.vision_feature_select_strategy
-        )
+        from ..bench.families import framewise_encode
+
+        return framewise_encode(self, model, inp, warmup)
 
     @staticmethod
     def bench_first_video_features(encoded: Any, inp: Any) -> torch.Tensor:
