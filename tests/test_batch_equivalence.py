@@ -14,7 +14,18 @@ import torch
 
 import tango_prune as tp
 from tango_prune.models import stats
-from tiny_models import left_pad, llava_video_ids, qwen_ids, qwen_types, qwen_video, tiny_llava, tiny_qwen, tiny_qwen2
+from tiny_models import (
+    internvl_video_ids,
+    left_pad,
+    llava_video_ids,
+    qwen_ids,
+    qwen_types,
+    qwen_video,
+    tiny_internvl,
+    tiny_llava,
+    tiny_qwen,
+    tiny_qwen2,
+)
 
 pytestmark = [pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP"), pytest.mark.slow]
 
@@ -39,6 +50,11 @@ def qwen(root):
 
 
 @pytest.fixture(scope="module")
+def internvl(root):
+    return tiny_internvl(root)
+
+
+@pytest.fixture(scope="module")
 def qwen2(root):
     return tiny_qwen2(root)
 
@@ -51,6 +67,15 @@ def _llava_rows(padding: str) -> list[dict]:
     px[1, 1:, :, :, :14] = px[1, :1, :, :, :14]  # left half static: Tango keeps more tokens of this row
     prefixes = [(1, 2, 3, 9, 10), (1, 2, 3)] if padding == "padded" else [(1, 2, 3), (1, 6, 3)]
     return [dict(ids=llava_video_ids(T, prefix=p), px=px[i : i + 1]) for i, p in enumerate(prefixes)]
+
+
+def _internvl_rows(padding: str) -> list[dict]:
+    """Two single-video InternVL samples (per frame: label, <img>, 16 placeholders, </img>)."""
+    g = torch.Generator().manual_seed(8)
+    px = torch.randn(2, T, 3, 32, 32, generator=g)
+    px[1, 1:] = px[1, :1]  # a static video: Tango collapses it to fewer tokens than the moving one
+    prefixes = [(1, 2, 3, 9, 20), (1, 2, 3)] if padding == "padded" else [(1, 2, 3), (1, 6, 3)]
+    return [dict(ids=internvl_video_ids(T, prefix=p), px=px[i : i + 1]) for i, p in enumerate(prefixes)]
 
 
 QG = (2, 8, 8)
@@ -94,7 +119,7 @@ def _call_kwargs(family: str, ids: torch.Tensor, am: torch.Tensor | None, rows: 
 
 def _check(model, family: str, padding: str, call: str) -> list[int]:
     """Run the batch and each row alone; assert equality; return each row's visual tokens reaching the LLM."""
-    rows = (_qwen_rows if family.startswith("qwen") else _llava_rows)(padding)
+    rows = {"llava": _llava_rows, "internvl": _internvl_rows}.get(family, _qwen_rows)(padding)
     batch, alone = _batch(family, rows, padding)
     with torch.no_grad():
         if call == "generate":
@@ -115,12 +140,14 @@ def _check(model, family: str, padding: str, call: str) -> list[int]:
     return kept
 
 
-FAMILIES = [("llava", "llava-onevision"), ("llava", "llava-video"), ("qwen", None), ("qwen2", None)]
+FAMILIES = [("llava", "llava-onevision"), ("llava", "llava-video"), ("qwen", None), ("qwen2", None), ("internvl", None)]
 
 
 @pytest.mark.parametrize("call", ["generate", "forward"])
 @pytest.mark.parametrize("padding", PADDINGS)
-@pytest.mark.parametrize("family,variant", FAMILIES, ids=["llava-ov", "llava-video", "qwen2.5-vl", "qwen2-vl"])
+@pytest.mark.parametrize(
+    "family,variant", FAMILIES, ids=["llava-ov", "llava-video", "qwen2.5-vl", "qwen2-vl", "internvl"]
+)
 @pytest.mark.parametrize("method", tp.methods())
 def test_batch_equals_each_row_alone(request, method, family, variant, padding, call):
     model = request.getfixturevalue(family)
