@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 
-__all__ = ["TASK", "write_task", "write_testbed_task", "testbed_task_paths", "write_lossless_mp4"]
+__all__ = ["TASK", "write_task", "write_testbed_task", "testbed_task_paths"]
 
 #: Name of the task (and of its YAML file).
 TASK = "tango_testbed"
@@ -90,27 +88,6 @@ def write_task(
     return root
 
 
-def write_lossless_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
-    """Write uint8 RGB frames (T, H, W, 3) as a lossless mp4 (H.264 RGB, qp 0); returns the path."""
-    import av
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    path = Path(path)
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "rgb24"
-        stream.options = {"qp": "0"}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 def write_testbed_task(directory: str | Path, limit: int = 48) -> dict[str, str]:
     """Write the first ``limit`` held-out testbed questions as the lmms-eval task :data:`TASK`.
 
@@ -127,7 +104,7 @@ def write_testbed_task(directory: str | Path, limit: int = 48) -> dict[str, str]
     for i in indices:
         s = D.make_sample(D.TEST, i)
         rel = f"videos/{i:04d}.mp4"
-        write_lossless_mp4(s.clip.frames, root / rel, D.FPS)
+        D.write_mp4(s.clip.frames, root / rel, D.FPS, lossless=True)
         rows.append(
             {
                 "index": i,

@@ -55,6 +55,14 @@ def _make_adapter(model: Any, variant: str | None, saliency_head: Any = None) ->
     return family_for(model)(model, variant, saliency_head)
 
 
+def _state(model: Any) -> PatchState:
+    """The patch state of ``model``; ``ValueError`` when :func:`apply` has not patched it."""
+    state = getattr(model, STATE_ATTR, None)
+    if not isinstance(state, PatchState):
+        raise ValueError("model is not patched by tango_prune.apply")
+    return state
+
+
 def is_applied(model: Any) -> bool:
     """True when :func:`apply` has patched ``model`` and :func:`remove` has not undone it."""
     return isinstance(getattr(model, STATE_ATTR, None), PatchState)
@@ -179,9 +187,7 @@ def _restore_prompt(out: Any, original_ids: torch.Tensor | None, pruned_len: int
 
 def remove(model: Any) -> Any:
     """Undo :func:`apply`: drop the instance patches and hooks; the model behaves exactly as before."""
-    state = getattr(model, STATE_ATTR, None)
-    if not isinstance(state, PatchState):
-        raise ValueError("model is not patched by tango_prune.apply")
+    state = _state(model)
     state.adapter.uninstall(model, state)
     for attr in ("forward", "generate"):
         if attr in state.originals:
@@ -196,18 +202,14 @@ def remove(model: Any) -> Any:
 def stats(model: Any) -> dict[str, Any]:
     """Figures of the last prefill with videos: ``vision_s``, ``prune_s``, ``visual_tokens_before``,
     ``visual_tokens_after`` (tokens reaching the LLM, newlines included), plus adapter extras."""
-    state = getattr(model, STATE_ATTR, None)
-    if not isinstance(state, PatchState):
-        raise ValueError("model is not patched by tango_prune.apply")
+    state = _state(model)
     return dict(state.stats)
 
 
 def last_results(model: Any) -> list[Any]:
     """The :class:`~tango_prune.PruneResult` of every video of the last call with videos, in input order
     (kept indices into each video's (T, H, W) grid, their positions, features and the method's ``info``)."""
-    state = getattr(model, STATE_ATTR, None)
-    if not isinstance(state, PatchState):
-        raise ValueError("model is not patched by tango_prune.apply")
+    state = _state(model)
     return list(state.last_results)
 
 
@@ -218,16 +220,12 @@ def reuse_encoding(model: Any, encoded: Any) -> None:
     For benchmarks that time many methods on one video: the calls must carry the same videos as the ones
     that were encoded (only their shapes are checked downstream).
     """
-    state = getattr(model, STATE_ATTR, None)
-    if not isinstance(state, PatchState):
-        raise ValueError("model is not patched by tango_prune.apply")
+    state = _state(model)
     state.encoded = encoded
 
 
 def stages(model: Any) -> tuple[Any, ...]:
     """The intra-LLM stages the model's family installed for its config (e.g. the LLaVA-Video FastV stage,
     whose ``last_scores`` and ``plan`` describe the last prefill)."""
-    state = getattr(model, STATE_ATTR, None)
-    if not isinstance(state, PatchState):
-        raise ValueError("model is not patched by tango_prune.apply")
+    state = _state(model)
     return tuple(state.stages)

@@ -35,6 +35,7 @@ __all__ = [
     "Timer",
     "STATE_ATTR",
     "check_placeholders_unmasked",
+    "right_aligned_columns",
 ]
 
 #: Name of the attribute holding the :class:`PatchState` on a patched model instance.
@@ -98,6 +99,19 @@ def find_video_spans(input_ids: torch.Tensor, token_id: int, lengths: list[int])
     return spans
 
 
+def right_aligned_columns(keep: torch.Tensor) -> torch.Tensor:
+    """For a (B, L) bool mask, the (B, L') columns where each row's True entries go when the rows are
+    right-aligned (left-padded) to the longest row, in their original order; -1 marks padding."""
+    B, L = keep.shape
+    counts = keep.sum(dim=1)
+    Lp = int(counts.max()) if B else 0
+    # Stable sort puts dropped columns (key 0) first and kept ones (key 1) last, in their original order:
+    # the last ``Lp`` sorted columns are each row's kept columns, right-aligned, with no Python loop.
+    order = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, L - Lp :]
+    real = torch.arange(Lp, device=keep.device)[None, :] >= (Lp - counts)[:, None]
+    return torch.where(real, order, torch.full_like(order, -1))
+
+
 def compact_inputs(
     keep: torch.Tensor, attention_mask: torch.Tensor | None, tensors: dict[str, tuple[torch.Tensor, int, Any]]
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -115,13 +129,9 @@ def compact_inputs(
         if attention_mask.shape != keep.shape:
             raise ValueError(f"attention_mask must have shape {tuple(keep.shape)}, got {tuple(attention_mask.shape)}")
         keep = keep & (attention_mask.to(keep.device) != 0)
-    counts = keep.sum(dim=1)
-    Lp = int(counts.max()) if B else 0
-    # Stable sort puts dropped columns (key 0) first and kept ones (key 1) last, in their original order:
-    # the last ``Lp`` sorted columns are each row's kept columns, right-aligned, with no Python loop.
-    order = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, L - Lp :]
-    valid = torch.arange(Lp, device=keep.device)[None, :] >= (Lp - counts)[:, None]
-    index = torch.where(valid, order, torch.full_like(order, -1))
+    index = right_aligned_columns(keep)
+    Lp = index.shape[1]
+    valid = index >= 0
     safe = index.clamp(min=0)
     out: dict[str, torch.Tensor] = {}
     for name, (t, _dim, pad) in tensors.items():

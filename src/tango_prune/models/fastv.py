@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .base import Stage
+from .common import right_aligned_columns
 
 __all__ = ["FastV", "FastVPlan"]
 
@@ -192,13 +193,9 @@ class FastV(Stage):
         self.state.stats["visual_tokens_after_fastv"] = sum(max(1, round(n * self.keep)) for _, _, n in spans)
         # Rows keep different numbers of tokens: right-align them (left padding) so that the tokens generate
         # appends follow every row's prompt directly; positions travel with the gathered rotary embeddings.
-        keep &= self._valid(B, L, dev)
-        counts = keep.sum(1)
-        Lp = int(counts.max())
-        order = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, L - Lp :]
-        real = torch.arange(Lp, device=dev)[None, :] >= (Lp - counts)[:, None]
-        cols = torch.where(real, order, torch.full_like(order, -1))
-        valid = (cols >= 0) & torch.gather(self._valid(B, L, dev), 1, cols.clamp(min=0))
+        cols = right_aligned_columns(keep & self._valid(B, L, dev))
+        Lp = cols.shape[1]
+        valid = cols >= 0  # padding of the input was dropped with the pruned tokens
         safe = cols.clamp(min=0)
         new_hidden = torch.gather(out, 1, safe[..., None].expand(B, Lp, D))
         cos, sin = (t.expand(B, -1, -1) for t in kwargs["position_embeddings"])

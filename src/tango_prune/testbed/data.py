@@ -380,14 +380,18 @@ def vocabulary_words() -> list[str]:
     return sorted(words)
 
 
-def write_mp4(frames: np.ndarray, path: str | Path, fps: float = FPS) -> Path:
-    """Write uint8 frames (T, H, W, 3) as an H.264 mp4 (near-lossless) with PyAV; returns the path."""
+def write_mp4(frames: np.ndarray, path: str | Path, fps: float = FPS, lossless: bool = False) -> Path:
+    """Write uint8 frames (T, H, W, 3) as an H.264 mp4 with PyAV; returns the path.
+
+    Default: yuv420p at crf 4 (near-lossless, plays everywhere; even sizes only). ``lossless``: H.264 RGB at
+    qp 0, so decoding gives the exact frames back (evaluations that must match the in-memory clips).
+    """
     import av
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
+    if not lossless and (frames.shape[1] % 2 or frames.shape[2] % 2):
         raise ValueError(f"frames must have even height and width for yuv420p, got {frames.shape[1:3]}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
@@ -395,10 +399,15 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float = FPS) -> Path:
     from fractions import Fraction
 
     with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        codec, pix_fmt, options = (
+            ("libx264rgb", "rgb24", {"qp": "0"})
+            if lossless
+            else ("libx264", "yuv420p", {"crf": "4", "preset": "medium"})
+        )
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "4", "preset": "medium"}
+        stream.pix_fmt = pix_fmt
+        stream.options = options
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 out.mux(packet)
