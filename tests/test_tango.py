@@ -258,6 +258,30 @@ def test_static_merge_by_hand(compat):
     assert torch.allclose(res.features, want, atol=1e-6)
 
 
+@pytest.mark.parametrize("compat", ["fixed", "published"])
+def test_static_and_dynamic_write_back_by_hand(compat):
+    # Two frames of a 1x3 grid. Position 0 is static (cos((0.6, -0.8), (0.8, -0.6)) = 0.96 > 0.8), positions
+    # 1 and 2 are dynamic (cos 0 and 0.352). r = 0.25, S = 1: r' = 0.25 * 6 / 5 = 0.3, so the static part
+    # keeps max(1, ceil(0.3)) = 1 token, its mean (0.7, -0.7), unmerged (its pool of one fits), at frame 0.
+    # Dynamic: R = ceil(2 * 0.3) = 1 per frame, all context (c = 1), pooled over the segment: B = 2 anchors
+    # out of the frame-major pool [f0p1, f0p2, f1p1, f1p2] = the four points of _four_static_points, so (as
+    # computed there) the anchors are f0p2 and f0p1 in gamma order, f1p1 merges into f0p2 and f1p2 into f0p1.
+    # Static and dynamic tokens never share a slot, so the order of their write-backs cannot matter; the
+    # published permutation swaps the two dynamic anchors' rows only.
+    pts = _four_static_points().features[0].reshape(2, 2, 2)  # (frame, dynamic position, D)
+    F = torch.zeros(2, 1, 3, 2)
+    F[0, 0, 0], F[1, 0, 0] = torch.tensor([0.6, -0.8]), torch.tensor([0.8, -0.6])
+    F[:, 0, 1:] = pts
+    cfg = tp.TangoConfig(retention=0.25, context_ratio=1.0, strope=False, segmentation="none", compat=compat)
+    res = tp.prune(tp.VideoTokens(F, torch.ones(2, 1, 3)), cfg)
+    assert res.info["static_positions"] == [1]
+    assert res.indices.tolist() == [0, 1, 2]
+    assert res.kinds.tolist() == [tp.TokenKind.STATIC, tp.TokenKind.CONTEXT, tp.TokenKind.CONTEXT]
+    f0p1, f0p2 = [-0.056, 0.992], [0.84, 0.48]  # 0.6 a + 0.4 mean(cluster), as in test_static_merge_by_hand
+    rows = [f0p1, f0p2] if compat == "fixed" else [f0p2, f0p1]
+    assert torch.allclose(res.features, torch.tensor([[0.7, -0.7], *rows]), atol=1e-6)
+
+
 @pytest.mark.parametrize("case", CASES[2:5] + CASES[8:], ids=lambda c: str(c["cfg"]))
 def test_bounded_memory_path_gives_the_same_bits(case):
     # gram_bytes=0 never builds a distance matrix: every DPC-KNN recomputes the same strips twice and the

@@ -75,6 +75,15 @@ def test_bad_train_config_raises():
         TR.TrainConfig(out_dir="x", aux_weight=-1.0)
 
 
+def test_a_stage_from_a_vision_from_run_is_reusable():
+    # The run that wrote the stage took its tower from a saved model; the run that reuses the stage cannot
+    # pass --vision-from too, so the check compares every other setting and takes the provenance along.
+    made = TR._stage_key(TR.TrainConfig(out_dir="x", vision_from="/some/model"))
+    TR.check_stage(made, TR.TrainConfig(out_dir="y", stage_from="s.pt"))
+    with pytest.raises(ValueError, match="stage_from was made with"):
+        TR.check_stage(made, TR.TrainConfig(out_dir="y", stage_from="s.pt", seed=1))
+
+
 def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
     common = [
         "testbed",

@@ -520,6 +520,18 @@ def _stage_key(cfg: TrainConfig) -> dict:
     }
 
 
+def check_stage(stage_config: dict, cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` unless a stage written with ``stage_config`` is the one ``cfg`` would build.
+
+    A stage may come from a run with ``vision_from`` (its tower is that model's). The run reusing it cannot
+    pass ``vision_from`` as well, so that one field is not compared; the stage carries its provenance.
+    """
+    mine = {k: v for k, v in _stage_key(cfg).items() if k != "vision_from"}
+    theirs = {k: v for k, v in stage_config.items() if k != "vision_from"}
+    if theirs != mine:
+        raise ValueError(f"stage_from was made with {stage_config}, this run needs {mine}")
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     """Train from scratch per ``cfg``; save ``save_pretrained`` weights, tokenizer, processor config,
     ``training.json`` and ``reference.json`` into ``cfg.out_dir``; returns the training record."""
@@ -552,9 +564,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     t0 = time.time()
     if cfg.stage_from is not None:
         stage = torch.load(Path(cfg.stage_from), weights_only=False)
-        mine = _stage_key(cfg)
-        if stage.get("config") != mine:
-            raise ValueError(f"stage_from was made with {stage.get('config')}, this run needs {mine}")
+        check_stage(stage.get("config") or {}, cfg)
+        if stage["config"].get("vision_from") is not None:
+            log(f"stage vision tower was taken from {stage['config']['vision_from']}")
         model.model.vision_tower.load_state_dict(stage["vision_tower"])
         model.model.vision_tower.eval().requires_grad_(False)
         cache = stage["cache"]
