@@ -164,7 +164,7 @@ def test_batch_equals_each_row_alone(request, method, family, variant, padding, 
 @pytest.mark.parametrize("call", ["generate", "forward"])
 @pytest.mark.parametrize("padding", PADDINGS)
 def test_fastv_batch_equals_each_row_alone(llava, padding, call):
-    tp.apply(llava, tp.TangoConfig(retention=0.5, fastv_layer=2, fastv_keep=0.5), variant="llava-video")
+    tp.apply(llava, tp.TangoConfig(retention=0.5), variant="llava-video", stages=[tp.FastVConfig(layer=2, keep=0.5)])
     try:
         _check(llava, "llava", padding, call)
         assert stats(llava)["visual_tokens_after_fastv"] < stats(llava)["visual_tokens_after"]

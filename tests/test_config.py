@@ -28,13 +28,21 @@ def test_presets():
     # flat indices of the published list on the 14-wide grid
     assert [r * 14 + c for r, c in ov.sinks] == [28, 27, 41, 169, 11, 12]
     assert tp.TangoConfig.preset("llava-onevision", retention=0.2).tau_segment == 0.8
-    vid = tp.TangoConfig.preset("llava-video", retention=0.1)
+    fv = tp.FastVConfig()
+    assert (fv.layer, fv.keep) == (18, 0.5)  # the published stage
+    vid = tp.TangoConfig.preset("llava-video", retention=0.1, fastv=fv)
     assert [r * 13 + c for r, c in vid.sinks] == [26, 157, 11]
-    assert math.isclose(vid.retention, 0.12174, abs_tol=1e-5) and vid.fastv_layer == 18
-    assert math.isclose(tp.TangoConfig.preset("llava-video", retention=0.15).retention, 0.18261, abs_tol=1e-5)
-    assert tp.TangoConfig.preset("llava-video", retention=0.9).retention == 1.0
+    assert math.isclose(vid.retention, 0.12174, abs_tol=1e-5)
+    assert math.isclose(tp.TangoConfig.preset("llava-video", retention=0.15, fastv=fv).retention, 0.18261, abs_tol=1e-5)
+    assert tp.TangoConfig.preset("llava-video", retention=0.9, fastv=fv).retention == 1.0
+    assert tp.TangoConfig.preset("llava-video", retention=0.1, fastv=None).retention == 0.1
+    # the stage is its own object: without saying whether it runs, the llava-video retention is ambiguous
+    with pytest.raises(ValueError, match="fastv"):
+        tp.TangoConfig.preset("llava-video", retention=0.1)
+    with pytest.raises(ValueError, match="fastv"):
+        tp.TangoConfig.preset("llava-video", retention=0.1, fastv={"layer": 18})
     q = tp.TangoConfig.preset("qwen2.5-vl", retention=0.2)
-    assert q.sinks == () and q.fastv_layer is None
+    assert q.sinks == () and "fastv_layer" not in q.to_dict()
     assert tp.TangoConfig.preset("qwen2.5-vl", retention=0.1, alpha=2.0).alpha == 2.0
 
 
@@ -59,14 +67,29 @@ def test_presets():
         ("sinks", ((1,),), "sinks"),
         ("sinks", 3, "sinks"),
         ("diversity", 1, "diversity"),
-        ("fastv_layer", 0, "fastv_layer"),
-        ("fastv_keep", 0.0, "fastv_keep"),
         ("max_cluster_tokens", 10, "max_cluster_tokens"),
     ],
 )
 def test_invalid_fields_raise(field, value, match):
     with pytest.raises(ValueError, match=match):
         tp.TangoConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [
+        ({"layer": 0}, "fastv.layer"),
+        ({"layer": True}, "fastv.layer"),
+        ({"layer": 2.0}, "fastv.layer"),
+        ({"keep": 0.0}, "fastv.keep"),
+        ({"keep": 1.5}, "fastv.keep"),
+    ],
+)
+def test_invalid_fastv_fields_raise(fields, match):
+    with pytest.raises(ValueError, match=match):
+        tp.FastVConfig(**fields)
+    with pytest.raises(ValueError, match="llm_layers"):
+        tp.FastVConfig(layer=18).layer_averaged_keep(18)
 
 
 def test_from_dict_rejects_unknown_and_wrong_method():

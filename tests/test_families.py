@@ -112,8 +112,13 @@ def test_llava_video_preset_reads_the_llm_depth_from_the_checkpoint():
         _name_or_path="LLaVA-Video-7B-Qwen2",
     )
     tango, notes = fam.tango_config(cfg, None, 0.1)
-    assert notes == [] and tango.fastv_layer == 18
+    assert notes == [] and fam.stage_configs(cfg, None) == (tp.FastVConfig(layer=18, keep=0.5),)
     assert tango.retention == pytest.approx(32 * 0.1 / (18 + 14 * 0.5))
-    assert tp.TangoConfig.preset("llava-video", 0.1).retention == pytest.approx(2.8 / 23)
+    assert tp.TangoConfig.preset("llava-video", 0.1, fastv=tp.FastVConfig()).retention == pytest.approx(2.8 / 23)
     with pytest.raises(ValueError, match="llm_layers"):
-        tp.TangoConfig.preset("llava-video", 0.1, llm_layers=0)
+        tp.TangoConfig.preset("llava-video", 0.1, llm_layers=0, fastv=tp.FastVConfig())
+    # an LLM of 18 layers or fewer has no layer 18 to prune at: no stage, the retention as asked, and a note
+    shallow = SimpleNamespace(**{**vars(cfg), "text_config": SimpleNamespace(num_hidden_layers=12)})
+    tango, notes = fam.tango_config(shallow, None, 0.1)
+    assert fam.stage_configs(shallow, None) == () and tango.retention == 0.1 and "FastV" in notes[0]
+    assert fam.stage_configs(cfg, "llava-onevision") == ()

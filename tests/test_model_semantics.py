@@ -55,7 +55,7 @@ def test_deepcopy_of_a_patched_model_is_independent(root):
 def test_deepcopy_keeps_fastv_hooks_on_the_copy(root):
     m = tiny_llava(root, layers=3, name="fastv3")
     kw = _llava_inputs(1)
-    tp.apply(m, tp.TangoConfig(retention=0.5, fastv_layer=2, fastv_keep=0.5), variant="llava-video")
+    tp.apply(m, tp.TangoConfig(retention=0.5), variant="llava-video", stages=[tp.FastVConfig(layer=2, keep=0.5)])
     with torch.no_grad():
         ref = m(**kw).logits
     c = copy.deepcopy(m)

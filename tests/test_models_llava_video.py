@@ -72,22 +72,29 @@ def test_variant_is_validated(model):
     with pytest.raises(ValueError, match="variant"):
         tp.apply(model, tp.TangoConfig(), variant="llava-next")
     assert not tp.models.is_applied(model)
-    with pytest.raises(ValueError, match="fastv_layer must be in"):
-        tp.apply(model, tp.TangoConfig(fastv_layer=3))
+    with pytest.raises(ValueError, match="fastv.layer must be in"):
+        tp.apply(model, tp.TangoConfig(), stages=[tp.FastVConfig(layer=3)])
+    assert not tp.models.is_applied(model)
+    with pytest.raises(ValueError, match="stages must hold intra-LLM stage configs"):
+        tp.apply(model, tp.TangoConfig(), stages=[{"layer": 1}])
+    with pytest.raises(ValueError, match="at most one FastV"):
+        tp.apply(model, tp.TangoConfig(), stages=[tp.FastVConfig(layer=1), tp.FastVConfig(layer=1)])
+    with pytest.raises(ValueError, match="fastv_layer"):  # the stage left the method config
+        tp.apply(model, "tango", fastv_layer=1)
     assert not tp.models.is_applied(model)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_fastv_keep_all_equals_no_fastv(root, attn):
-    """fastv_keep=1.0 drops and merges nothing: the causal FastV path must reproduce the plain logits."""
+    """FastV keep=1.0 drops and merges nothing: the causal FastV path must reproduce the plain logits."""
     m = tiny_llava(root, layers=3, attn=attn)
     rows = [llava_video_ids(T, prefix=(1, 2, 3, 7, 8)), llava_video_ids(T, prefix=(9,))]
     ids, am = left_pad(rows)
     kw = dict(input_ids=ids, attention_mask=am, pixel_values_videos=_video(1, n=2))
     cfg = tp.TangoConfig(retention=0.4)
     outs = []
-    for c in (cfg, cfg.replace(fastv_layer=2, fastv_keep=1.0)):
-        tp.apply(m, c, variant="llava-video")
+    for stages in ([], [tp.FastVConfig(layer=2, keep=1.0)]):
+        tp.apply(m, cfg, variant="llava-video", stages=stages)
         try:
             with torch.no_grad():
                 outs.append(m(**kw).logits)
@@ -104,7 +111,7 @@ def test_fastv_scores_are_the_causal_attention_of_the_last_prompt_token(root):
     ids = torch.tensor([llava_video_ids(T)])
     px = _video(2)
     seen = {}
-    tp.apply(m, tp.TangoConfig(retention=0.5, fastv_layer=2, fastv_keep=0.5), variant="llava-video")
+    tp.apply(m, tp.TangoConfig(retention=0.5), variant="llava-video", stages=[tp.FastVConfig(layer=2, keep=0.5)])
     try:
         h = m.model.language_model.layers[-1].register_forward_pre_hook(
             lambda _m, a, k: seen.__setitem__("len", (a[0] if a else k["hidden_states"]).shape[1]), with_kwargs=True
@@ -135,7 +142,7 @@ def test_fastv_batch_of_two_equals_each_alone_with_and_without_cache(root):
     rows = [llava_video_ids(T, prefix=(1, 2, 3, 7, 8)), llava_video_ids(T, prefix=(9,))]
     ids, am = left_pad(rows)
     px = _video(4, n=2)
-    tp.apply(m, tp.TangoConfig(retention=0.5, fastv_layer=2, fastv_keep=0.5), variant="llava-video")
+    tp.apply(m, tp.TangoConfig(retention=0.5), variant="llava-video", stages=[tp.FastVConfig(layer=2, keep=0.5)])
     try:
         kw = dict(input_ids=ids, attention_mask=am, pixel_values_videos=px, max_new_tokens=5, do_sample=False)
         batch = m.generate(**kw)

@@ -182,8 +182,8 @@ def test_remove_restores_bit_identical_and_twice_is_an_error(model):
     with pytest.raises(ValueError, match="already patched"):
         tp.apply(model, name="tango", retention=0.2)
     tp.remove(model)
-    with pytest.raises(ValueError, match="fastv_layer"):
-        tp.apply(model, tp.TangoConfig(fastv_layer=1))
+    with pytest.raises(ValueError, match="has no intra-LLM FastV stage"):
+        tp.apply(model, tp.TangoConfig(), stages=[tp.FastVConfig(layer=1)])
     assert not tp.models.is_applied(model)
     assert torch.equal(_logits(model, **kw), before)
 

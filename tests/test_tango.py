@@ -24,7 +24,7 @@ def test_budget_table_llava_ov(r, kept, segmentation):
 
 @pytest.mark.parametrize("r,kept", [(0.10, 1344), (0.15, 1984), (0.20, 2688)])
 def test_budget_table_llava_video(r, kept):
-    cfg = tp.TangoConfig.preset("llava-video", retention=r, segmentation="none")
+    cfg = tp.TangoConfig.preset("llava-video", retention=r, fastv=tp.FastVConfig(), segmentation="none")
     assert math.isclose(cfg.retention, 28 * r / 23)
     tok = make_tokens(T=64, H=13, W=13, D=8, seed=2)
     assert tp.prune(tok, cfg).num_kept == kept

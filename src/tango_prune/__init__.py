@@ -14,6 +14,7 @@ from .api import make_config, prune
 from .config import PruneConfig, TangoConfig
 from .methods import names as _method_names
 from .models import apply, remove
+from .models.fastv import FastVConfig
 from .tokens import PruneResult, TokenKind, VideoTokens
 
 # The one version string: pyproject.toml reads it (tool.setuptools.dynamic); tests/test_packaging.py checks
@@ -32,6 +33,7 @@ __all__ = [
     "TokenKind",
     "PruneConfig",
     "TangoConfig",
+    "FastVConfig",
     "prune",
     "make_config",
     "methods",

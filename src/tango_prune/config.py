@@ -106,6 +106,8 @@ class PruneConfig:
 
 
 _SEGMENTATIONS = ("holitom", "fastvid", "none")
+#: ``TangoConfig.preset``'s "fastv not given" marker (``None`` means "no FastV stage")
+_NO_FASTV: Any = object()
 _COMPAT = ("fixed", "published")
 
 # Model presets: the values the published runs use (docs/algorithm.md §2.10).
@@ -117,8 +119,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "llava-video": {
         "sinks": ((2, 0), (12, 1), (0, 11)),
-        "fastv_layer": 18,
-        "fastv_keep": 0.5,
     },
     "qwen2.5-vl": {
         "sinks": (),
@@ -157,8 +157,9 @@ class TangoConfig(PruneConfig):
     - ``gram_bytes`` (256 MiB): the largest fp32 pairwise-distance matrix DPC-KNN builds at once; it then
       serves the density, the delta and the nearest-anchor assignment. A larger pool is clustered in
       strips of the same fixed tiles (about twice the flops, same result bit for bit). 0 always uses strips.
-    - ``fastv_layer`` / ``fastv_keep``: the intra-LLM stage of LLaVA-Video (1-based layer whose
-      last-query attention scores the visual tokens; fraction kept). ``None`` disables it.
+
+    The intra-LLM FastV stage of LLaVA-Video is not a field: it has its own config,
+    :class:`tango_prune.models.fastv.FastVConfig`, passed as ``apply(..., stages=[...])``.
     """
 
     method: ClassVar[str] = "tango"
@@ -181,8 +182,6 @@ class TangoConfig(PruneConfig):
     holitom_max_window: int = 1024
     max_cluster_tokens: int = 16384
     gram_bytes: int = 1 << 28
-    fastv_layer: int | None = None
-    fastv_keep: float = 0.5
 
     def _validate(self) -> None:
         check_unit_interval("context_ratio", self.context_ratio, low_open=False, high_open=False)
@@ -219,11 +218,6 @@ class TangoConfig(PruneConfig):
         for name in ("diversity", "strope", "merge_context"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if self.fastv_layer is not None and (
-            isinstance(self.fastv_layer, bool) or not isinstance(self.fastv_layer, int) or self.fastv_layer < 1
-        ):
-            raise ValueError(f"fastv_layer must be None or a 1-based layer number >= 1, got {self.fastv_layer!r}")
-        check_unit_interval("fastv_keep", self.fastv_keep, low_open=True, high_open=False)
         # Normalise sinks to a tuple of (int, int) so configs hash, compare and serialise identically.
         try:
             sinks = tuple((int(r), int(c)) for r, c in self.sinks)
@@ -240,18 +234,33 @@ class TangoConfig(PruneConfig):
         return self.context_ratio if self.merge_context else 0.0
 
     @classmethod
-    def preset(cls, model: str, retention: float = 0.1, *, llm_layers: int = 28, **overrides: Any) -> "TangoConfig":
+    def preset(
+        cls, model: str, retention: float = 0.1, *, llm_layers: int = 28, fastv: Any = _NO_FASTV, **overrides: Any
+    ) -> "TangoConfig":
         """The published run configuration for ``model`` at overall ``retention``.
 
         ``model`` is ``"llava-onevision"``, ``"llava-video"`` or ``"qwen2.5-vl"``. The segmentation
-        threshold is 0.65 at retention 0.1 and 0.8 otherwise. For LLaVA-Video, whose intra-LLM stage keeps
-        half of the tokens from layer 18 of 28 on, the pre-LLM retention is ``min(1, 28 r / 23)`` so that
-        the layer-averaged retention is ``r`` (docs/algorithm.md §2.10). ``llm_layers`` is the language model's layer
-        count (28 for the published 7B checkpoints; the model families pass the checkpoint's own).
+        threshold is 0.65 at retention 0.1 and 0.8 otherwise.
+
+        The published LLaVA-Video run adds an intra-LLM FastV stage, which is not part of this config. Its
+        pre-LLM retention depends on that stage, so for ``"llava-video"`` ``fastv`` must be given: the
+        :class:`~tango_prune.models.fastv.FastVConfig` you pass to ``apply(..., stages=[...])`` (the published
+        one is ``FastVConfig()``, layer 18, keep 0.5), or ``None`` for no stage. With a stage, the pre-LLM
+        retention is ``min(1, r / fastv.layer_averaged_keep(llm_layers))`` so that the layer-averaged
+        retention is ``r`` (``28 r / 23`` for the published 28-layer checkpoints; docs/algorithm.md §2.10).
+        ``llm_layers`` is the language model's layer count (the model families pass the checkpoint's own).
         """
         if model not in PRESETS:
             raise ValueError(f"model must name a preset, one of {sorted(PRESETS)}, got {model!r}")
         check_unit_interval("retention", retention, low_open=True, high_open=False)
+        if fastv is _NO_FASTV:
+            if model == "llava-video":
+                raise ValueError(
+                    "fastv: the llava-video preset's pre-LLM retention depends on its intra-LLM FastV stage; pass "
+                    "fastv=tango_prune.FastVConfig() (the published stage; give the same object to "
+                    "tango_prune.apply(..., stages=[...])) or fastv=None (no stage, pre-LLM retention = retention)"
+                )
+            fastv = None
         fields: dict[str, Any] = dict(PRESETS[model])
         fields.update(
             segmentation="holitom",
@@ -263,11 +272,14 @@ class TangoConfig(PruneConfig):
             tau_segment=0.65 if math.isclose(retention, 0.1) else 0.8,
         )
         pre = retention
-        if fields.get("fastv_layer") is not None:
-            if isinstance(llm_layers, bool) or not isinstance(llm_layers, int) or llm_layers < 2:
-                raise ValueError(f"llm_layers must be an integer >= 2, got {llm_layers!r}")
-            layers, layer, keep = llm_layers, fields["fastv_layer"], fields["fastv_keep"]
-            pre = min(1.0, layers * retention / (layer + (layers - layer) * keep))
+        if fastv is not None:
+            from .models.fastv import FastVConfig
+
+            if not isinstance(fastv, FastVConfig):
+                raise ValueError(f"fastv must be a tango_prune.FastVConfig or None, got {fastv!r}")
+            fastv.layer_averaged_keep(llm_layers)  # validates llm_layers against the stage
+            # Same double expression as the published preset, so budgets do not move by a rounding.
+            pre = min(1.0, llm_layers * retention / (fastv.layer + (llm_layers - fastv.layer) * fastv.keep))
         fields["retention"] = pre
         fields.update(overrides)
         return cls(**fields)

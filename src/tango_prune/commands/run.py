@@ -131,14 +131,16 @@ def run(args: argparse.Namespace) -> int:
         identity = tp.TangoConfig(retention=1.0, merge_context=False, tau_static=1.0)
         tp.apply(model, identity, variant=args.variant, saliency_head=args.saliency_head)
     else:
+        stages: tuple = ()
         if args.method == "tango":
-            # the family's published preset, adapted to this checkpoint's geometry
+            # the family's published preset (with its intra-LLM stage), adapted to this checkpoint's geometry
             cfg, notes = family.tango_config(model.config, args.variant, args.retention)
+            stages = family.stage_configs(model.config, args.variant)
             for note in notes:
                 print(f"note: {note}")
         else:
             cfg = tp.make_config(args.method, retention=args.retention)
-        tp.apply(model, cfg, variant=args.variant, saliency_head=args.saliency_head)
+        tp.apply(model, cfg, variant=args.variant, saliency_head=args.saliency_head, stages=stages)
     first = _FirstToken(device)
     start = time.perf_counter()
     with torch.no_grad():

@@ -99,17 +99,22 @@ class _TangoVideoLLM(lmms):
         self.frames = a["frames"] or family.default_frames
         self.mean, self.std = _run._preprocessing(directory, family)
         self.prune_config = None
+        self.stages: tuple = ()
         if a["method"] != NONE:
             if a["config"] is not None:
                 base = tp.make_config(a["method"]).from_dict(a["config"]).replace(retention=a["retention"])
             elif a["method"] == "tango":
+                # the family's published preset, with its intra-LLM stage (LLaVA-Video: FastV)
                 base, notes = family.tango_config(model.config, a["variant"], a["retention"])
+                self.stages = family.stage_configs(model.config, a["variant"])
                 for note in notes:
                     eval_logger.info(f"tango-prune: {note}")
             else:
                 base = tp.make_config(a["method"], retention=a["retention"])
             self.prune_config = base.replace(**a["overrides"]) if a["overrides"] else base
-            tp.apply(model, self.prune_config, variant=a["variant"], saliency_head=a["saliency_head"])
+            tp.apply(
+                model, self.prune_config, variant=a["variant"], saliency_head=a["saliency_head"], stages=self.stages
+            )
         # per (task, split, doc): visual tokens before/after, pruning seconds, generated tokens; keyed so that
         # the padding requests lmms-eval adds to short ranks are not counted twice
         self._stats: dict[tuple, tuple[float, float, float, float]] = {}

@@ -28,7 +28,7 @@ import torch
 
 from ..api import make_config
 from ..config import PruneConfig
-from .base import FAMILIES, ModelFamily, family_for, family_for_class, register_family
+from .base import FAMILIES, ModelFamily, StageConfig, family_for, family_for_class, register_family
 from .common import STATE_ATTR, PatchState
 
 __all__ = [
@@ -76,6 +76,7 @@ def apply(
     retention: float | None = None,
     variant: str | None = None,
     saliency_head: Any = None,
+    stages: Any = (),
     **fields: Any,
 ) -> Any:
     """Enable visual token pruning on an upstream Hugging Face Video LLM instance; returns the same model.
@@ -87,7 +88,10 @@ def apply(
     only) is a directory or hub id of an original SigLIP checkpoint whose ``post_layernorm`` and
     attention-pooling ``head`` score the patches, the paper's setting (e.g.
     ``"google/siglip-so400m-patch14-384"``); without it, a checkpoint that has no head falls back to the
-    mean received attention. Applying twice raises ``ValueError``; call :func:`remove` first.
+    mean received attention. ``stages`` are intra-LLM stage configs
+    (:class:`~tango_prune.models.base.StageConfig`, e.g. ``FastVConfig()``) that run after the pre-LLM
+    method; a family without such a stage raises ``ValueError``.
+    Applying twice raises ``ValueError``; call :func:`remove` first.
     """
     if is_applied(model):
         raise ValueError("model is already patched by tango_prune.apply; call tango_prune.remove(model) first")
@@ -95,9 +99,15 @@ def apply(
         raise ValueError("pass either config or name, not both")
     if retention is not None:
         fields["retention"] = retention
+    stages = (stages,) if isinstance(stages, StageConfig) else tuple(stages)
+    for sc in stages:
+        if not isinstance(sc, StageConfig):
+            raise ValueError(f"stages must hold intra-LLM stage configs (StageConfig instances), got {sc!r}")
     cfg = make_config(config if config is not None else name, **fields)
     adapter = _make_adapter(model, variant, saliency_head)
-    state = PatchState(adapter=adapter, config=cfg, originals={}, variant=variant, saliency_head=saliency_head)
+    state = PatchState(
+        adapter=adapter, config=cfg, originals={}, variant=variant, saliency_head=saliency_head, stage_configs=stages
+    )
     orig_forward = model.forward  # bound class method
     orig_generate = model.generate
     sig = inspect.signature(orig_forward)
@@ -158,17 +168,18 @@ def _deepcopy_patched(model: Any, memo: dict[int, Any]) -> Any:
     """``copy.deepcopy`` of a patched model: an independent copy, patched with the same config."""
     state = getattr(model, STATE_ATTR)
     cfg, variant, head, last = state.config, state.variant, state.saliency_head, dict(state.stats)
+    stage_cfgs = state.stage_configs
     remove(model)
     try:
         clone = copy.deepcopy(model, memo)
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the adapter warned once already at the first apply
-            apply(model, cfg, variant=variant, saliency_head=head)
+            apply(model, cfg, variant=variant, saliency_head=head, stages=stage_cfgs)
         getattr(model, STATE_ATTR).stats.update(last)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        apply(clone, cfg, variant=variant, saliency_head=head)
+        apply(clone, cfg, variant=variant, saliency_head=head, stages=stage_cfgs)
     return clone
 
 

@@ -43,6 +43,14 @@ class Stage:
         """Remove the stage's hooks."""
 
 
+class StageConfig:
+    """Base of the configs of intra-LLM stages (e.g. :class:`~tango_prune.models.fastv.FastVConfig`), passed
+    as ``apply(..., stages=[...])``. A family installs the ones whose type is in its ``stage_types``."""
+
+    #: the stage's name in messages
+    stage_name: ClassVar[str] = "stage"
+
+
 class ModelFamily:
     """Base class of the model families; one instance serves one patched model (it holds no per-call state:
     that lives in the patch state, which is passed to every method that needs it)."""
@@ -55,8 +63,8 @@ class ModelFamily:
     default_frames: ClassVar[int] = 32
     #: (mean, std) per channel when the checkpoint's preprocessor config has none
     normalisation: ClassVar[tuple[tuple[float, ...], tuple[float, ...]]] = ((0.5,) * 3, (0.5,) * 3)
-    #: whether the intra-LLM FastV stage (``fastv_layer``) is available
-    supports_fastv: ClassVar[bool] = False
+    #: the intra-LLM stage configs this family can install (``apply(..., stages=[...])``)
+    stage_types: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, model: Any, variant: str | None = None, saliency_head: Any = None) -> None:
         raise NotImplementedError
@@ -73,11 +81,13 @@ class ModelFamily:
         raise NotImplementedError
 
     def install(self, model: Any, state: Any) -> None:
-        """Install the intra-LLM stages the config asks for into ``state.stages`` (may raise ``ValueError``
-        before anything is patched). The base family has none: an intra-LLM field set in the config is an
-        error naming it."""
-        if getattr(state.config, "fastv_layer", None) is not None:
-            raise ValueError(f"fastv_layer: {self.model_class} has no intra-LLM FastV stage; set fastv_layer=None")
+        """Install the intra-LLM stages ``apply`` was given (``state.stage_configs``) into ``state.stages``.
+
+        Raises ``ValueError`` before anything is patched for a stage this family does not have. Families
+        with stages check with this base method, then build theirs."""
+        for sc in state.stage_configs:
+            if not isinstance(sc, self.stage_types):
+                raise ValueError(f"stages: {self.model_class} has no intra-LLM {sc.stage_name} stage")
 
     def uninstall(self, model: Any, state: Any) -> None:
         """Remove the stages :meth:`install` installed."""
@@ -98,6 +108,12 @@ class ModelFamily:
         """The family's published Tango preset adapted to this checkpoint's geometry; returns
         ``(TangoConfig, notes)`` where ``notes`` say what was adapted."""
         raise NotImplementedError
+
+    @classmethod
+    def stage_configs(cls, config: Any, variant: str | None) -> tuple[Any, ...]:
+        """The intra-LLM stages the family's published preset runs on this checkpoint (pass them to
+        ``apply(..., stages=...)``); :meth:`tango_config` accounts for them. Default: none."""
+        return ()
 
     # -- benchmark driver -------------------------------------------------------------------------------
     @classmethod

@@ -51,6 +51,8 @@ class PatchState:
     originals: dict[str, Any]
     variant: str | None = None
     saliency_head: Any = None
+    #: the intra-LLM stage configs given to ``apply`` (:class:`~tango_prune.models.base.StageConfig`)
+    stage_configs: tuple[Any, ...] = ()
     #: an encoder output (the family's ``encode`` result) served to every call instead of encoding again;
     #: set by :func:`tango_prune.models.reuse_encoding` (benchmarks: one encoder pass for many runs)
     encoded: Any = None

@@ -1,11 +1,13 @@
 """Intra-LLM FastV stage of LLaVA-Video (docs/algorithm.md §4), as forward pre-hooks on the upstream decoder layers.
 
-With 1-based ``fastv_layer`` K (default 18 of 28) and keep fraction ``fastv_keep`` (0.5):
+Configured by its own object, :class:`FastVConfig` (``tango_prune.apply(model, config, stages=[FastVConfig()])``),
+never by a method config, so it combines with any method. With 1-based ``layer`` K (published: 18 of 28; it
+must be below the checkpoint's own layer count, read from its config) and keep fraction ``keep`` (0.5):
 
 - at the input of 0-based layer K-1 the attention of the **last prompt token** over the visual tokens (newlines
   included) is computed for that one query row only, in fp32, causally (the published code ran this layer
   without a causal mask: fixed), averaged over heads;
-- before 0-based layer K, per video the top ``round(n * fastv_keep)`` tokens (ties: lower index) are kept;
+- before 0-based layer K, per video the top ``round(n * keep)`` tokens (ties: lower index) are kept;
   every other visual token is assigned to the kept token of highest cosine similarity and the kept token
   becomes ``0.6 h + 0.4 (h + sum assigned) / (1 + count)``; the sequence is gathered, every token keeps its
   original rotary position, and layers >= K see the shorter sequence (their KV cache holds only it);
@@ -20,14 +22,48 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from .base import Stage
+from .base import Stage, StageConfig
 from .common import right_aligned_columns
 
-__all__ = ["FastV", "FastVPlan"]
+__all__ = ["FastV", "FastVConfig", "FastVPlan"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FastVConfig(StageConfig):
+    """The intra-LLM FastV stage: prune the visual tokens once more at the input of LLM layer ``layer``.
+
+    - ``layer`` (18): 1-based decoder layer before which the stage prunes; the scores come from the layer
+      before it. It must be in [1, n - 1] for an n-layer language model (checked at ``apply``).
+    - ``keep`` (0.5): fraction of each video's visual tokens kept from that layer on, in (0, 1].
+
+    The defaults are the published LLaVA-Video run (layer 18 of 28, half the tokens).
+    """
+
+    stage_name: ClassVar[str] = "FastV"
+    layer: int = 18
+    keep: float = 0.5
+
+    def __post_init__(self) -> None:
+        from ..config import check_unit_interval
+
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
+            raise ValueError(f"fastv.layer must be a 1-based layer number >= 1, got {self.layer!r}")
+        check_unit_interval("fastv.keep", self.keep, low_open=True, high_open=False)
+
+    def layer_averaged_keep(self, llm_layers: int) -> float:
+        """The fraction of visual tokens an ``llm_layers``-deep LLM processes on average over its layers:
+        (layer + (llm_layers - layer) keep) / llm_layers."""
+        if isinstance(llm_layers, bool) or not isinstance(llm_layers, int) or llm_layers <= self.layer:
+            raise ValueError(f"llm_layers must be an integer > fastv.layer ({self.layer}), got {llm_layers!r}")
+        return (self.layer + (llm_layers - self.layer) * self.keep) / llm_layers
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict."""
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -50,10 +86,10 @@ class FastV(Stage):
         lm = model.model.language_model
         n = len(lm.layers)
         if not 1 <= layer < n:
-            raise ValueError(f"fastv_layer must be in [1, {n - 1}] for this {n}-layer language model, got {layer}")
+            raise ValueError(f"fastv.layer must be in [1, {n - 1}] for this {n}-layer language model, got {layer}")
         impl = lm.config._attn_implementation
         if impl not in ("sdpa", "eager"):
-            raise ValueError(f"fastv_layer needs attn_implementation 'sdpa' or 'eager', got {impl!r}")
+            raise ValueError(f"fastv needs attn_implementation 'sdpa' or 'eager', got {impl!r}")
         self.K, self.keep, self.state, self.impl = layer, keep, state, impl
         self.plan: FastVPlan | None = None
         #: "prefill" / "decode" while a forward of a pruned call runs, else None

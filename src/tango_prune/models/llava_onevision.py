@@ -31,7 +31,7 @@ from ..preprocess import SIGLIP_MEAN_STD, normalise, pooled_size
 from ..tokens import PruneResult, VideoTokens
 from .base import ModelFamily
 from .common import Timer, check_placeholders_unmasked, compact_kwargs, find_video_spans, pad_id, parse_timestamps
-from .fastv import FastV, FastVPlan
+from .fastv import FastV, FastVConfig, FastVPlan
 
 __all__ = ["LlavaOnevisionAdapter", "siglip_head_saliency", "siglip_received_attention"]
 
@@ -89,7 +89,7 @@ class LlavaOnevisionAdapter(ModelFamily):
     variants = VARIANTS
     default_frames = 32
     normalisation = SIGLIP_MEAN_STD
-    supports_fastv = True
+    stage_types = (FastVConfig,)
 
     def __init__(self, model: Any, variant: str | None = None, saliency_head: Any = None) -> None:
         if variant is None:
@@ -282,10 +282,13 @@ class LlavaOnevisionAdapter(ModelFamily):
         return kwargs
 
     def install(self, model: Any, state: Any) -> None:
-        """Install the intra-LLM FastV stage when the config asks for it (``fastv_layer``)."""
-        layer = getattr(state.config, "fastv_layer", None)
-        if layer is not None:
-            state.stages.append(FastV(model, state, layer, state.config.fastv_keep))
+        """Install the intra-LLM FastV stage when ``apply`` was given one (``stages=[FastVConfig(...)]``)."""
+        super().install(model, state)
+        fastv = [sc for sc in state.stage_configs if isinstance(sc, FastVConfig)]
+        if len(fastv) > 1:
+            raise ValueError("stages: at most one FastV stage")
+        if fastv:
+            state.stages.append(FastV(model, state, fastv[0].layer, fastv[0].keep))
 
     # -- inputs from frames, presets ---------------------------------------------------------------------
     @classmethod
@@ -320,10 +323,20 @@ class LlavaOnevisionAdapter(ModelFamily):
             overrides["sinks"] = ()
             notes.append("non-standard vision grid: the preset's sink cells are not used")
         layers = config.text_config.num_hidden_layers
-        if variant == "llava-video" and layers <= 18:
-            overrides["fastv_layer"] = None
+        fastv = next(iter(cls.stage_configs(config, variant)), None)
+        if variant == "llava-video" and fastv is None:
             notes.append(f"{layers}-layer language model: the intra-LLM FastV stage (layer 18) is off")
-        return TangoConfig.preset(variant, retention=retention, llm_layers=layers, **overrides), notes
+        cfg = TangoConfig.preset(variant, retention=retention, llm_layers=layers, fastv=fastv, **overrides)
+        return cfg, notes
+
+    @classmethod
+    def stage_configs(cls, config: Any, variant: str | None) -> tuple[Any, ...]:
+        """LLaVA-Video's published FastV stage (layer 18, keep 0.5) when the language model is deeper than 18
+        layers; otherwise (and for OneVision) none."""
+        variant = variant or cls.detect_variant(config)
+        if variant != "llava-video" or config.text_config.num_hidden_layers <= 18:
+            return ()
+        return (FastVConfig(),)
 
     # -- benchmark driver --------------------------------------------------------------------------------
     @classmethod

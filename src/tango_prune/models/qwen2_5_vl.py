@@ -89,7 +89,6 @@ class Qwen25VLAdapter(ModelFamily):
     variants = ("qwen2.5-vl",)
     default_frames = 16
     normalisation = CLIP_MEAN_STD
-    supports_fastv = False
 
     def __init__(self, model: Any, variant: str | None = None, saliency_head: Any = None) -> None:
         if variant not in (None, *self.variants):

@@ -111,7 +111,7 @@ def accuracy(
 
 
 @contextlib.contextmanager
-def _pruned(model, config, variant: str | None = None):
+def _pruned(model, config, variant: str | None = None, fastv: dict | None = None):
     import tango_prune as tp
 
     if not hasattr(tp, "apply"):
@@ -119,7 +119,7 @@ def _pruned(model, config, variant: str | None = None):
             "pruning needs the model adapter (tango_prune.apply), which this install lacks; "
             "evaluate with retentions=(1.0,) only"
         )
-    tp.apply(model, config, variant=variant)
+    tp.apply(model, config, variant=variant, stages=[tp.FastVConfig(**fastv)] if fastv else [])
     try:
         yield model
     finally:
@@ -129,14 +129,16 @@ def _pruned(model, config, variant: str | None = None):
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One row of the table: ``method`` (a registered name, or :data:`~.oracle.ORACLE`) with config
-    ``overrides``, for LLaVA a token-layout ``variant`` (``None``: the model's own), and ``retention_scale``:
-    the pre-LLM retention is ``min(1, r * retention_scale)`` (an intra-LLM stage removes the rest)."""
+    ``overrides``, for LLaVA a token-layout ``variant`` (``None``: the model's own) and an intra-LLM ``fastv``
+    stage (:class:`~tango_prune.FastVConfig` fields), and ``retention_scale``: the pre-LLM retention is
+    ``min(1, r * retention_scale)`` (an intra-LLM stage removes the rest)."""
 
     name: str
     method: str
     overrides: dict = dataclasses.field(default_factory=dict)
     variant: str | None = None
     retention_scale: float = 1.0
+    fastv: dict | None = None
 
     def spec(self) -> dict:
         """The JSON form recorded in reports."""
@@ -145,6 +147,7 @@ class Row:
             "overrides": dict(self.overrides),
             "variant": self.variant,
             "retention_scale": self.retention_scale,
+            "fastv": dict(self.fastv) if self.fastv else None,
         }
 
     def retention(self, r: float) -> float:
@@ -166,9 +169,9 @@ TANGO_ABLATIONS = (
     Row(
         "tango (llava-video layout + FastV)",
         "tango",
-        {"fastv_layer": 3, "fastv_keep": 0.5},
         variant="llava-video",
         retention_scale=8 / 7,
+        fastv={"layer": 3, "keep": 0.5},
     ),
 )
 
@@ -196,7 +199,7 @@ def _score_row(model, proc, row: Row, retention: float, indices: list[int], batc
 
     retention = row.retention(retention)
     if row.method != ORACLE:
-        with _pruned(model, tp.make_config(row.method, retention=retention, **row.overrides), row.variant):
+        with _pruned(model, tp.make_config(row.method, retention=retention, **row.overrides), row.variant, row.fastv):
             return accuracy(model, proc, indices, batch_size, progress)
     # the oracle's choice depends on each question, so it is applied one question at a time
     parts = []
