@@ -136,6 +136,20 @@ def test_show_invalid_model_dir(tmp_path, video, capsys):
     _one_line_error(capsys, "--model", "config.json")
 
 
+def test_truncated_weights_give_one_line_in_show_and_bench(model_dir, video, tmp_path, capsys):
+    # the three places that load a user's checkpoint (run above, show, bench) share one error path
+    bad = _broken_copy(model_dir, tmp_path, "truncated2")
+    st = next(bad / f for f in os.listdir(bad) if f.endswith(".safetensors"))
+    st.write_bytes(st.read_bytes()[:100])
+    out = str(tmp_path / "k.png")
+    assert main(["show", "--video", str(video), "--question", "q", "--model", str(bad), "--out", out]) == 2
+    _one_line_error(capsys, "--model", "cannot load the testbed model")
+    from tango_prune.bench.runner import load_model
+
+    with pytest.raises(ValueError, match="model: cannot load the weights in"):
+        load_model(str(bad), torch.float32, "cpu")
+
+
 BENCH = [
     "bench",
     "--model",

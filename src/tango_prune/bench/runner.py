@@ -128,13 +128,9 @@ def load_model(name_or_dir: str, dtype: torch.dtype, device: str) -> tuple[Any, 
         cls = getattr(transformers, str(arch), None)
         if cls is None:
             raise ValueError(f"model directory {name_or_dir!r} names an unknown architecture {arch!r}")
-        try:
-            model = cls.from_pretrained(name_or_dir, dtype=dtype).eval()
-        except Exception as exc:  # noqa: BLE001 - missing/truncated weights: OSError, SafetensorError, ...
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise ValueError(
-                f"model directory {name_or_dir!r}: cannot load the weights ({type(exc).__name__}: {first})"
-            ) from None
+        from ..checkpoints import load_pretrained
+
+        model = load_pretrained(cls, name_or_dir, "model", dtype=dtype).eval()
         desc = f"{arch} from {name_or_dir}"
     else:
         raise ValueError(f"model must be a preset ({sorted(PRESETS)}) or a model directory, got {name_or_dir!r}")

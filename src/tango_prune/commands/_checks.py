@@ -12,6 +12,10 @@ import os
 import tempfile
 from typing import Any
 
+# why: loading a user's checkpoint is not CLI-specific (the bench and the lmms-eval plugin load them too); it
+# lives in tango_prune.checkpoints and is re-exported here for the subcommands
+from ..checkpoints import load_hf_config, load_pretrained
+
 __all__ = [
     "positive_int",
     "nonnegative_int",
@@ -147,35 +151,3 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_json(path: str, data: Any) -> None:
     """:func:`atomic_write_text` of ``data`` as indented JSON."""
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def load_hf_config(model_dir: str, arg: str = "--model") -> Any:
-    """``AutoConfig`` of a checkpoint directory; ``ValueError`` for a missing directory or ``config.json``,
-    or one that is not valid JSON / not a known model type."""
-    from transformers import AutoConfig
-
-    if not os.path.isdir(model_dir):
-        raise ValueError(f"{arg}: model directory {model_dir!r} does not exist")
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise ValueError(f"{arg}: {model_dir!r} has no config.json (not a Hugging Face checkpoint directory)")
-    try:
-        return AutoConfig.from_pretrained(model_dir)
-    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, JSON errors
-        raise ValueError(
-            f"{arg}: {model_dir!r} has an invalid config.json ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from None
-
-
-def load_pretrained(cls: Any, model_dir: str, arg: str = "--model", **kwargs: Any) -> Any:
-    """``cls.from_pretrained(model_dir, **kwargs)``; missing, truncated or mismatched weights become one
-    ``ValueError`` naming ``arg`` instead of a traceback from safetensors or torch."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return cls.from_pretrained(model_dir, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - OSError, SafetensorError, RuntimeError (size mismatch), ...
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise ValueError(f"{arg}: cannot load the weights in {model_dir!r} ({type(exc).__name__}: {first})") from None

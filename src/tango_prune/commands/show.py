@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..checkpoints import checkpoint_errors
 from ._checks import check_out_file, load_hf_config
 
 NAME = "show"
@@ -39,15 +40,8 @@ def run(args: argparse.Namespace) -> int:
     check_out_file(args.out, "--out", (".png",))
     if args.model is not None:
         load_hf_config(args.model, "--model")
-        try:
+        with checkpoint_errors("--model", args.model, "the testbed model"):  # truncated weights, no processor
             model, proc = load(args.model)
-        except ValueError as exc:
-            raise ValueError(f"--model: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - truncated weights, missing processor files
-            raise ValueError(
-                f"--model: cannot load the testbed model from {args.model!r} "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-            ) from None
     else:
         model, proc = load(None)
     frames, ts = D.read_video(args.video, D.NUM_FRAMES, proc.image_size)

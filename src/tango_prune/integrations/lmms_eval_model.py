@@ -57,7 +57,7 @@ class _TangoVideoLLM(lmms):
         import tango_prune as tp
 
         from ..commands import run as _run  # checkpoint config + normalisation lookup of `tango-prune run`
-        from ..commands._checks import load_pretrained
+        from ..checkpoints import load_pretrained
 
         a = parse_model_args(self.MODEL_ID, kwargs)
         self.args = a
