@@ -1,4 +1,4 @@
-"""Pictures of what a pruning method kept: one tile per frame, kept cells marked by kind."""
+"""Pictures of what a pruning method kept: one tile per frame, kept cells marked by kind (the one renderer of\nkept tokens: ``tango-prune demo`` and the testbed demo / ``tango-prune show`` both use it)."""
 
 from __future__ import annotations
 
@@ -16,35 +16,49 @@ KIND_COLOURS = {TokenKind.SALIENT: (40, 230, 60), TokenKind.CONTEXT: (255, 150, 
 
 
 def render_kept(
-    frames: np.ndarray, result: PruneResult, cols: int = 8, max_frames: int = 32, tile: int = 160
+    frames: np.ndarray,
+    result: PruneResult,
+    cols: int = 8,
+    max_frames: int = 32,
+    tile: int = 160,
+    title: str | None = None,
 ) -> Image.Image:
-    """A contact sheet of the first ``max_frames`` frames with the kept tokens marked.
+    """A contact sheet of the first ``max_frames`` frames with the kept tokens marked, and a legend.
 
     Dropped cells are dimmed; kept cells get an outline in :data:`KIND_COLOURS` (unknown kind: white).
-    Frames may have any size; they are resized to ``tile`` pixels on their longer side.
+    Frames may have any size; they are resized to ``tile`` pixels on their longer side (nearest-neighbour
+    when enlarged, so small frames stay sharp; bilinear when reduced). ``title`` is written above the sheet.
     """
     frames = np.asarray(frames)
     T, gh, gw = result.grid
-    if frames.ndim != 4 or frames.shape[0] != T:
+    if frames.ndim != 4 or frames.shape[0] != T or frames.shape[-1] != 3:
         raise ValueError(f"frames must have shape (T={T}, H, W, 3), got {frames.shape}")
+    for name, v in (("cols", cols), ("max_frames", max_frames), ("tile", tile)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
     n = min(T, max_frames)
-    cols = max(1, min(cols, n))
+    cols = min(cols, n)
     rows = (n + cols - 1) // cols
     h, w = frames.shape[1:3]
     scale = tile / max(h, w)
     th, tw = max(1, round(h * scale)), max(1, round(w * scale))
-    sheet = Image.new("RGB", (cols * (tw + 4) + 4, rows * (th + 18) + 4), (20, 20, 20))
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR
+    top, legend_h = (22 if title else 0), 18
+    sheet = Image.new("RGB", (cols * (tw + 4) + 4, top + rows * (th + 18) + 4 + legend_h), (20, 20, 20))
+    sheet_draw = ImageDraw.Draw(sheet)
+    if title:
+        sheet_draw.text((4, 4), title, fill=(230, 230, 230))
     mask = result.mask().cpu().numpy()
     pos = result.positions.cpu().numpy()
-    kinds = result.kinds.cpu().numpy() if result.kinds is not None else np.full(len(pos), -1)
+    kinds = result.kinds.cpu().numpy() if result.kinds is not None else np.full(len(pos), TokenKind.SALIENT)
     ch, cw = th / gh, tw / gw
+    # cell (r, c) covers rows [round(r ch), round((r + 1) ch)) and the same for columns: no gaps, no overlap
+    row_of = np.minimum((np.arange(th) / ch).astype(int), gh - 1)
+    col_of = np.minimum((np.arange(tw) / cw).astype(int), gw - 1)
     for t in range(n):
-        img = Image.fromarray(frames[t].astype(np.uint8)).resize((tw, th), Image.Resampling.BILINEAR)
+        img = Image.fromarray(frames[t].astype(np.uint8)).resize((tw, th), resample)
         arr = np.asarray(img).astype(np.float32)
-        cell_mask = np.kron(mask[t], np.ones((int(np.ceil(ch)), int(np.ceil(cw))), dtype=bool))[:th, :tw]
-        pad = np.zeros((th, tw), dtype=bool)
-        pad[: cell_mask.shape[0], : cell_mask.shape[1]] = cell_mask
-        arr[~pad] *= 0.35
+        arr[~mask[t][row_of[:, None], col_of[None, :]]] *= 0.35
         img = Image.fromarray(arr.astype(np.uint8))
         draw = ImageDraw.Draw(img)
         for (tt, r, c), k in zip(pos, kinds):
@@ -52,9 +66,18 @@ def render_kept(
                 continue
             colour = KIND_COLOURS.get(int(k), (255, 255, 255))
             draw.rectangle([c * cw, r * ch, (c + 1) * cw - 1, (r + 1) * ch - 1], outline=colour, width=2)
-        x0, y0 = 4 + (t % cols) * (tw + 4), 4 + (t // cols) * (th + 18)
+        x0, y0 = 4 + (t % cols) * (tw + 4), top + 4 + (t // cols) * (th + 18)
         sheet.paste(img, (x0, y0 + 14))
-        ImageDraw.Draw(sheet).text((x0, y0), f"t={t} kept={int(mask[t].sum())}", fill=(230, 230, 230))
+        sheet_draw.text((x0, y0), f"t={t} kept={int(mask[t].sum())}", fill=(230, 230, 230))
+    lx, ly = 4, top + rows * (th + 18) + 4
+    for k, name in (
+        (TokenKind.SALIENT, "salient"),
+        (TokenKind.CONTEXT, "context anchor (merged)"),
+        (TokenKind.STATIC, "static (merged)"),
+    ):
+        sheet_draw.rectangle((lx, ly + 3, lx + 10, ly + 13), outline=KIND_COLOURS[k], width=2)
+        sheet_draw.text((lx + 14, ly + 2), name, fill=(230, 230, 230))
+        lx += 14 + 8 * len(name) + 12
     return sheet
 
 

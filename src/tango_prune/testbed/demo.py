@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..viz import save_kept_png
 from . import data as D
-from .visualize import render_kept
 
 __all__ = ["answer", "compare", "subset_accuracy", "run_demo", "DEMO_INDEX", "DEMO_SUBSET"]
 
@@ -115,7 +115,7 @@ def compare(
             f"{method} r={retention:g}: {kept}/{T * H * W} tokens kept   Q: {question}   "
             f"full: {full['answer']}   pruned: {pr['answer']}"
         )
-        out["png"] = str(render_kept(frames, (H, W), res.indices, res.kinds, png, title=title))
+        out["png"] = save_kept_png(png, frames, res, tile=4 * max(frames.shape[1:3]), title=title)
     if res is not None:
         out["kept"] = int(res.num_kept)
         out["kinds"] = (
