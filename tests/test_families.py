@@ -19,6 +19,7 @@ CONTRACT = (
     "bench_inputs",
     "bench_encode",
     "bench_first_video_features",
+    "bench_upstream_encode",
 )
 
 

@@ -17,7 +17,7 @@ LLAVA, QWEN = "tango_llava_onevision", "tango_qwen2_5_vl"
 
 
 def test_model_ids_and_defaults():
-    assert set(MODEL_IDS) == {LLAVA, QWEN, "tango_qwen2_vl", "tango_qwen3_vl"}
+    assert set(MODEL_IDS) == {LLAVA, QWEN, "tango_qwen2_vl", "tango_qwen3_vl", "tango_internvl"}
     a = parse_model_args(LLAVA, {"pretrained": "/ckpt", "batch_size": 1, "device": None, "max_batch_size": None})
     assert (a["model_class"], a["method"], a["retention"], a["overrides"], a["variant"]) == (
         "LlavaOnevisionForConditionalGeneration",

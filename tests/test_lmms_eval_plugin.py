@@ -30,7 +30,7 @@ from tango_prune.cli import main  # noqa: E402
 from tango_prune.integrations.lmms_eval import MODEL_IDS  # noqa: E402
 from tango_prune.integrations.lmms_eval_testbed import TASK, write_task, write_testbed_task  # noqa: E402
 from test_cli_run import _save_tokenizer, _write_video  # noqa: E402
-from tiny_models import tiny_llava, tiny_qwen, tiny_qwen2, tiny_qwen3  # noqa: E402
+from tiny_models import IV_CONTEXT, IV_END, IV_START, tiny_internvl, tiny_llava, tiny_qwen, tiny_qwen2, tiny_qwen3  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TINY_TASK = "tango_tiny_video"
@@ -81,6 +81,13 @@ def qwen2_dir(tmp_path_factory):
 def qwen3_dir(tmp_path_factory):
     d = tiny_qwen3(tmp_path_factory.mktemp("qwen3")).name_or_path
     _save_tokenizer(d, _QWEN_SPECIALS)
+    return d
+
+
+@pytest.fixture(scope="module")
+def internvl_dir(tmp_path_factory):
+    d = tiny_internvl(tmp_path_factory.mktemp("internvl")).name_or_path
+    _save_tokenizer(d, {"<IMG_CONTEXT>": IV_CONTEXT, "<img>": IV_START, "</img>": IV_END})
     return d
 
 
@@ -140,7 +147,7 @@ def test_model_args_errors_through_lmms_eval(llava_dir, qwen_dir, tmp_path):
 
 def _cli_answer(capsys, model_dir, extra):
     video, question = str(extra.pop("video")), extra.pop("question")
-    opts = [x for kv in extra.items() for x in kv]
+    opts = [x for kv in extra.items() for x in kv if x is not None]  # a flag maps to None
     rc = main(
         [
             "run",
@@ -166,13 +173,14 @@ def _cli_answer(capsys, model_dir, extra):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:tango-prune. this LLaVA checkpoint has no SigLIP")
-@pytest.mark.parametrize("family", ["llava-video", "qwen2.5-vl", "qwen2-vl", "qwen3-vl"])
+@pytest.mark.parametrize("family", ["llava-video", "qwen2.5-vl", "qwen2-vl", "qwen3-vl", "internvl"])
 def test_tiny_models_through_the_plugin_answer_as_tango_prune_run(family, request, tiny_task, capsys):
     model_id, fixture, variant = {
         "llava-video": ("tango_llava_onevision", "llava_dir", "llava-video"),
         "qwen2.5-vl": ("tango_qwen2_5_vl", "qwen_dir", None),
         "qwen2-vl": ("tango_qwen2_vl", "qwen2_dir", None),
         "qwen3-vl": ("tango_qwen3_vl", "qwen3_dir", None),
+        "internvl": ("tango_internvl", "internvl_dir", None),
     }[family]
     d = request.getfixturevalue(fixture)
     args = f"pretrained={d},method=tango,retention=0.25,frames=4" + (f",variant={variant}" if variant else "")
@@ -196,6 +204,19 @@ def test_tiny_models_through_the_plugin_answer_as_tango_prune_run(family, reques
         if variant:
             extra["--variant"] = variant
         assert s["resps"][0][0].strip() == _cli_answer(capsys, d, extra)
+
+
+@pytest.mark.slow
+def test_internvl_unpruned_baseline_answers_as_run_no_prune(internvl_dir, tiny_task, capsys):
+    # InternVL's upstream class takes no video argument: the baseline goes through the identity path
+    res = _evaluate("tango_internvl", f"pretrained={internvl_dir},method=none,frames=4", TINY_TASK, tiny_task)
+    samples = sorted(res["samples"][TINY_TASK], key=lambda s: s["doc_id"])
+    th = res["throughput"]
+    assert th["avg_tango_visual_tokens_after"] == th["avg_tango_visual_tokens_before"] > 0
+    capsys.readouterr()
+    for s in samples:
+        extra = {"video": tiny_task / "clip.mp4", "question": s["doc"]["question"], "--no-prune": None}
+        assert s["resps"][0][0].strip() == _cli_answer(capsys, internvl_dir, extra)
 
 
 @pytest.mark.slow

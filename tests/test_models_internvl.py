@@ -221,6 +221,40 @@ def test_bench_driver(model):
     assert out.shape[1] == inp.input_ids.shape[1] - 3 * PER_FRAME + after
 
 
+def test_bench_unpruned_baseline_and_full_retention_agree(model):
+    # The unpruned run passes the upstream encoder output in (bench_upstream_encode); keeping every token
+    # through the adapter must generate the same tokens, and the whole bench runs on InternVL.
+    from tango_prune.bench import run_bench
+    from tango_prune.bench.families import unpruned_kwargs
+
+    fam = tp.models.family_for(model)
+    spec = BenchSpec(model="tiny-internvl", frames=3, warmup=0, repeats=1, new_tokens=2, prompt_tokens=4)
+    inp = fam.bench_inputs(model, spec, 32, torch.device("cpu"))
+    mask = torch.ones_like(inp.input_ids)
+    with torch.no_grad():
+        ref = model.generate(**unpruned_kwargs(inp, mask, fam.bench_upstream_encode(model, inp)), max_new_tokens=3)
+        tp.apply(model, name="random", retention=1.0)
+        try:
+            out = model.generate(**pruned_kwargs(inp, mask), max_new_tokens=3)
+        finally:
+            tp.remove(model)
+    assert torch.equal(ref, out)
+    spec = BenchSpec(
+        model="tiny-internvl",
+        frames=3,
+        warmup=0,
+        repeats=1,
+        new_tokens=2,
+        prompt_tokens=4,
+        methods=("tango", "topk"),
+        retentions=(0.5,),
+    )
+    rows = run_bench(spec, progress=False, model=model)["rows"]
+    assert [r["method"] for r in rows] == ["none", "tango", "topk"]
+    assert rows[0]["visual_tokens"] == 3 * PER_FRAME and all(0 < r["kept"] < 3 * PER_FRAME for r in rows[1:])
+    assert not tp.models.is_applied(model)
+
+
 def test_cli_run_end_to_end(tmp_path, capsys):
     video = _write_video(tmp_path / "clip.mp4")
     model_dir = tiny_internvl(tmp_path).name_or_path

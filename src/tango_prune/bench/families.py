@@ -27,6 +27,7 @@ __all__ = [
     "framewise_inputs",
     "framewise_encode",
     "unpruned_kwargs",
+    "encoder_output",
     "pruned_kwargs",
 ]
 
@@ -92,9 +93,15 @@ def framewise_encode(adapter: Any, model: Any, inp: BenchInputs, warmup: bool = 
     return adapter.encode(model, pixels, model.config.vision_feature_layer, model.config.vision_feature_select_strategy)
 
 
-def unpruned_kwargs(inp: BenchInputs, mask: torch.Tensor, video_output: Any) -> dict[str, Any]:
-    """Upstream ``generate`` kwargs with the encoder output passed in."""
-    return dict(input_ids=inp.input_ids, attention_mask=mask, mm_encoder_outputs={"video": video_output}, **inp.common)
+def encoder_output(out: Any) -> Any:
+    """An upstream encoder output without its hidden states (``last_hidden_state``, ``hidden_states``,
+    ``attentions``), which the LLM does not take; every other field stays (Qwen3-VL's DeepStack levels)."""
+    return type(out)(**{k: v for k, v in out.items() if k not in ("last_hidden_state", "hidden_states", "attentions")})
+
+
+def unpruned_kwargs(inp: BenchInputs, mask: torch.Tensor, encoder_outputs: dict[str, Any]) -> dict[str, Any]:
+    """Upstream ``generate`` kwargs with the encoder outputs (the family's ``bench_upstream_encode``) passed in."""
+    return dict(input_ids=inp.input_ids, attention_mask=mask, mm_encoder_outputs=encoder_outputs, **inp.common)
 
 
 def pruned_kwargs(inp: BenchInputs, mask: torch.Tensor) -> dict[str, Any]:

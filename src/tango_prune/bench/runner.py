@@ -1,9 +1,10 @@
 """The efficiency benchmark: TTFT split into vision / pruning / prefill, decode speed and peak memory.
 
-For one model and one video, :func:`run_bench` measures (for every model class in :mod:`.families`:
-LLaVA-OneVision and Qwen2.5-VL, driven the same way):
+For one model and one video, :func:`run_bench` measures (every registered model family, driven the same way
+through its ``bench_*`` methods):
 
-- **vision**, once per video (it does not depend on the method): the upstream ``get_video_features`` for the
+- **vision**, once per video (it does not depend on the method): the family's upstream encoder call
+  (``bench_upstream_encode``: ``get_video_features``, or InternVL's ``get_image_features``) for the
   unpruned model, and the adapter's encoder pass (the same plus the saliency map) for the pruned runs;
 - the **unpruned** run: the upstream ``generate`` with the encoder output passed in (``mm_encoder_outputs``),
   so its TTFT minus nothing is the prefill;
@@ -163,39 +164,23 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
 
 
 def _encode_once(model: Any, spec: BenchSpec, inp: BenchInputs, device: torch.device) -> dict[str, Any]:
-    """One encoder pass that serves every run: the adapter's encode (vision + saliency) with the upstream
-    ``get_video_features`` inside it timed separately.
+    """The encoder passes that serve every run, each timed once: the family's upstream encoder call for the
+    unpruned run, and the adapter's encode (the same encoder plus the saliency map) for the pruned runs.
 
     Returns ``vision_s`` (upstream encoder), ``vision_saliency_s`` (the adapter's whole encode), ``video``
-    (the upstream encoder output, for the unpruned run) and ``encoded`` (the adapter's output, for the
-    pruned runs).
+    (the upstream ``mm_encoder_outputs``, for the unpruned run) and ``encoded`` (the adapter's output, for the
+    pruned runs, served through :func:`tango_prune.models.reuse_encoding`).
     """
-
     family = family_for(model)
-    base = model.model
-    inner: dict[str, Any] = {}
-    upstream = base.get_video_features  # bound class method
-
-    def timed_upstream(*args: Any, **kwargs: Any) -> Any:
-        out, inner["s"] = _timed(lambda: upstream(*args, **kwargs), device)
-        # Not the hidden states; the other outputs stay (Qwen3-VL's DeepStack levels are part of the video input).
-        inner["video"] = type(out)(
-            **{k: v for k, v in out.items() if k not in ("last_hidden_state", "hidden_states", "attentions")}
-        )
-        return out
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the saliency fallback warning is the pruned runs' (apply) to give
         adapter = family(model)
     with torch.no_grad():
-        # why: a one-frame (one-step) warm-up so the single timed pass does not pay first-call costs.
+        # why: a one-frame (one-step) warm-up so the timed passes do not pay first-call costs.
         adapter.bench_encode(model, inp, warmup=True)
-        base.get_video_features = timed_upstream  # instance attribute, deleted below
-        try:
-            encoded, total = _timed(lambda: adapter.bench_encode(model, inp), device)
-        finally:
-            del base.get_video_features
-    return {"vision_s": inner["s"], "vision_saliency_s": total, "video": inner["video"], "encoded": encoded}
+        video, vision_s = _timed(lambda: family.bench_upstream_encode(model, inp), device)
+        encoded, total = _timed(lambda: adapter.bench_encode(model, inp), device)
+    return {"vision_s": vision_s, "vision_saliency_s": total, "video": video, "encoded": encoded}
 
 
 def run_bench(

@@ -35,6 +35,7 @@ MODEL_IDS: dict[str, tuple[str, str]] = {
     "tango_qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "TangoQwen25VL"),
     "tango_qwen2_vl": ("Qwen2VLForConditionalGeneration", "TangoQwen2VL"),
     "tango_qwen3_vl": ("Qwen3VLForConditionalGeneration", "TangoQwen3VL"),
+    "tango_internvl": ("InternVLForConditionalGeneration", "TangoInternVL"),
 }
 # the families whose adapter reads an original SigLIP pooling head (``tango_prune.apply(saliency_head=)``)
 _SALIENCY_HEAD_CLASSES = ("LlavaOnevisionForConditionalGeneration",)

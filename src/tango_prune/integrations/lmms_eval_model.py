@@ -15,6 +15,7 @@ in ``results["throughput"]`` as ``avg_tango_visual_tokens_before`` etc.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from typing import Any
@@ -100,6 +101,14 @@ class _TangoVideoLLM(lmms):
         self.mean, self.std = _run._preprocessing(directory, family)
         self.prune_config = None
         self.stages: tuple = ()
+        # why: an upstream class that takes no video argument (InternVL reads a video as images) gets its
+        # unpruned baseline through the family's identity path (retention 1, no merging, no static collapse),
+        # which reproduces the unpruned logits (tested per family), as `tango-prune run --no-prune` does
+        self._identity = (
+            a["method"] == NONE and "pixel_values_videos" not in inspect.signature(type(model).forward).parameters
+        )
+        if self._identity:
+            tp.apply(model, tp.TangoConfig(retention=1.0, merge_context=False, tau_static=1.0), variant=a["variant"])
         if a["method"] != NONE:
             if a["config"] is not None:
                 base = tp.make_config(a["method"]).from_dict(a["config"]).replace(retention=a["retention"])
@@ -147,7 +156,8 @@ class _TangoVideoLLM(lmms):
         inputs = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         if inputs["pixel_values_videos"].is_floating_point():
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
-        if self.prune_config is None:
+        plain = self.prune_config is None and not self._identity
+        if plain:
             inputs.pop("video_timestamps")
             n = float((inputs["input_ids"] == self.config.video_token_id).sum())
         until = gen_kwargs.get("until") or []
@@ -170,7 +180,7 @@ class _TangoVideoLLM(lmms):
         for term in until:
             if term:
                 text = text.split(term)[0]
-        if self.prune_config is None:
+        if plain:
             return text.strip(), (n, n, 0.0, float(len(new)))
         st = tp.models.stats(self.model)
         return text.strip(), (
@@ -249,6 +259,12 @@ class TangoQwen2VL(_TangoVideoLLM):
     """``tango_qwen2_vl``: Qwen2-VL checkpoints."""
 
     MODEL_ID = "tango_qwen2_vl"
+
+
+class TangoInternVL(_TangoVideoLLM):
+    """``tango_internvl``: InternVL checkpoints in transformers format (a video is read as one tile per frame)."""
+
+    MODEL_ID = "tango_internvl"
 
 
 class TangoQwen3VL(_TangoVideoLLM):

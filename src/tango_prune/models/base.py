@@ -126,6 +126,12 @@ class ModelFamily:
         """The benchmark's :class:`~tango_prune.bench.families.BenchInputs` for this family."""
         raise NotImplementedError
 
+    @classmethod
+    def bench_upstream_encode(cls, model: Any, inp: Any) -> dict[str, Any]:
+        """The unpruned run's encoder pass: the upstream encoder method on ``inp``'s videos, returned as the
+        ``mm_encoder_outputs`` dict its upstream ``generate`` takes (the benchmark times this call)."""
+        raise NotImplementedError
+
 
 #: Upstream class name -> ``"module:Class"`` of its family (modules under :mod:`tango_prune.models`).
 #: Imported lazily, so ``import tango_prune`` stays light. A new family is one module plus one line here.

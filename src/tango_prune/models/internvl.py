@@ -285,6 +285,21 @@ class InternVLAdapter(ModelFamily):
         """The first video's features (T, H, W, D) from :meth:`bench_encode`'s output."""
         return encoded[0][0]
 
+    @classmethod
+    def bench_upstream_encode(cls, model: Any, inp: Any) -> dict[str, Any]:
+        """``get_image_features`` on every frame (InternVL takes a video as images), as the ``"image"`` output
+        the upstream forward scatters into the placeholders in order."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        cfg = model.config
+        feats = model.model.get_image_features(
+            inp.pixels.flatten(0, 1),
+            vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+            return_dict=True,
+        ).pooler_output
+        return {"image": BaseModelOutputWithPooling(pooler_output=feats.reshape(-1, feats.shape[-1])[None])}
+
 
 def _placeholder_runs(input_ids: torch.Tensor, token_id: int) -> list[tuple[int, int, int]]:
     """(row, start, length) of every maximal run of ``token_id`` in row-major order."""

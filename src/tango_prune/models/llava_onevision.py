@@ -369,6 +369,20 @@ class LlavaOnevisionAdapter(ModelFamily):
         """The first video's features (T, H, W, D) from :meth:`bench_encode`'s output."""
         return encoded[0][0]
 
+    @classmethod
+    def bench_upstream_encode(cls, model: Any, inp: Any) -> dict[str, Any]:
+        """``get_video_features`` with the checkpoint's vision layer and selection strategy."""
+        from ..bench.families import encoder_output
+
+        cfg = model.config
+        out = model.model.get_video_features(
+            inp.pixels,
+            vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+            return_dict=True,
+        )
+        return {"video": encoder_output(out)}
+
 
 def chat_prompt(tokenizer: Any, visual: str, question: str) -> str:
     """The user turn ``visual`` + newline + ``question`` through the tokenizer's chat template (a plain

@@ -362,6 +362,14 @@ class Qwen25VLAdapter(ModelFamily):
             return self.encode(model, inp.pixels[: h * w], torch.tensor([[1, h, w]], device=inp.pixels.device))
         return self.encode(model, inp.pixels, grid)
 
+    @classmethod
+    def bench_upstream_encode(cls, model: Any, inp: Any) -> dict[str, Any]:
+        """``get_video_features`` on the patch rows and their grid (Qwen2-VL, Qwen2.5-VL, Qwen3-VL)."""
+        from ..bench.families import encoder_output
+
+        out = model.model.get_video_features(inp.pixels, inp.common["video_grid_thw"], return_dict=True)
+        return {"video": encoder_output(out)}
+
     @staticmethod
     def bench_first_video_features(encoded: Any, inp: Any) -> torch.Tensor:
         """The first video's features (T, H, W, D): temporal steps x merged rows x merged columns."""
