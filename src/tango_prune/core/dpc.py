@@ -233,12 +233,12 @@ def _scores(
     B, n, _ = x.shape
     sq = (x * x).sum(-1)
     full = _matrix(x, sq) if dense else None
-    canon = _copies_from_distances(x, full, sq) if dense else first_copies(x)
+    canon = _copies_from_distances(x, full, sq) if full is not None else first_copies(x)
     if canon is None:
-        if dense:
+        if full is not None:
             return *_dense_scores(full, kk), full
         return *_strip_scores(x, kk, None), None
-    outs = []
+    outs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
     for b in range(B):
         first = torch.nonzero(canon[b] == torch.arange(n, device=x.device)).squeeze(1)
         inv = torch.searchsorted(first, canon[b])  # point -> its unique row
@@ -253,8 +253,13 @@ def _scores(
             is_first = canon[b] == torch.arange(n, device=x.device)
             delta2 = torch.where(is_first, delta2[:, inv], torch.zeros_like(delta2[:, inv]))
             outs.append((rho[:, inv], delta2, mx, None))
-    rho, delta2, mx = (torch.cat([o[i] for o in outs]) for i in range(3))
-    return rho, delta2, mx, (torch.cat([o[3] for o in outs]) if dense else None)
+    rho, delta2, mx = (
+        torch.cat([o[0] for o in outs]),
+        torch.cat([o[1] for o in outs]),
+        torch.cat([o[2] for o in outs]),
+    )
+    mats = [o[3] for o in outs if o[3] is not None]
+    return rho, delta2, mx, (torch.cat(mats) if dense else None)
 
 
 def dpc_knn(

@@ -56,8 +56,8 @@ def holitom_segments(frame_sim: torch.Tensor | np.ndarray, tau: float, max_windo
     L = above.shape[1]
     # run[a, l]: number of consecutive steps a, a+1, ... with similarity > tau at position l.
     run = np.zeros((N, L), dtype=np.int64)
-    for a in range(N - 2, -1, -1):
-        run[a] = np.where(above[a], run[a + 1] + 1, 0)
+    for step in range(N - 2, -1, -1):
+        run[step] = np.where(above[step], run[step + 1] + 1, 0)
     # static[a, w] = #{l : run[a, l] >= w}: positions static over the window [a, a + w].
     hist = np.zeros((N, Wmax + 1), dtype=np.int64)
     rows = np.repeat(np.arange(N), L)

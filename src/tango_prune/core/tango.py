@@ -345,6 +345,8 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
         cols = torch.tensor([rc[1] for rc in cfg.sinks], device=s.device)
         s[:, rows * W + cols] = 0.0
     sizes, sim = segment_video(tokens, cfg)
+    times = tokens.timestamps
+    assert times is not None  # VideoTokens fills in 0, 1, ..., T-1 when none are given
     stats: dict = {"static": [], "windows": 0}
     pieces = []
     start = 0
@@ -357,11 +359,11 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
                 j += 1
             n_f, i = j - i, j
             sl = slice(start, start + n_f)
-            pieces.append(_singletons(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats))
+            pieces.append(_singletons(X[sl], s[sl], times[sl], W, start * L, cfg, block_elems, stats))
         else:
             sl = slice(start, start + n_f)
             seg_sim = None if sim is None else sim[start : start + n_f - 1]
-            pieces.append(_segment(X[sl], s[sl], tokens.timestamps[sl], W, start * L, cfg, block_elems, stats, seg_sim))
+            pieces.append(_segment(X[sl], s[sl], times[sl], W, start * L, cfg, block_elems, stats, seg_sim))
             i += 1
         start += n_f
     kept = _cat(pieces, X.device)

@@ -110,8 +110,9 @@ class Qwen25VLAdapter(ModelFamily):
         )
         return torch.argsort(window_index)
 
-    def encode(self, model: Any, pv: torch.Tensor, grid: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per-video merged features (n_v, D) in raster order and saliency (t, h', w') fp32."""
+    def encode(self, model: Any, pv: torch.Tensor, grid: torch.Tensor) -> tuple[Any, ...]:
+        """Per-video merged features (n_v, D) in raster order and saliency (t, h', w') fp32 (subclasses may
+        return more, e.g. Qwen3-VL's DeepStack levels)."""
         out, sal = self.encode_videos(model, pv, grid)
         return list(out.pooler_output), sal
 
@@ -277,7 +278,7 @@ class Qwen25VLAdapter(ModelFamily):
     @staticmethod
     def video_patches(
         config: Any, frames: Any, timestamps: Any, mean: Any, std: Any
-    ) -> tuple[torch.Tensor, tuple[int, int, int], np.ndarray]:
+    ) -> tuple[torch.Tensor, list[int], np.ndarray]:
         """Patch rows of frames resized to about 256 merged tokens per temporal step, their grid, and the
         frame times padded like the frames (the last one repeats up to a whole temporal patch)."""
         vc = config.vision_config

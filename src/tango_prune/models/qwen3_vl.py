@@ -115,7 +115,12 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
         from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
         levels = [tuple(level[v][r.indices.to(level[v].device)] for v, r in enumerate(results)) for level in encoded[2]]
-        return BaseModelOutputWithDeepstackFeatures(pooler_output=features, deepstack_features=levels)
+        # why: upstream's own get_video_features fills these fields with per-video tuples (its forward splits and
+        # concatenates them); the dataclass annotations say Tensor / list[Tensor]
+        return BaseModelOutputWithDeepstackFeatures(
+            pooler_output=features,  # type: ignore[arg-type]
+            deepstack_features=levels,  # type: ignore[arg-type]
+        )
 
     # -- inputs from frames, preset ----------------------------------------------------------------------
     @classmethod
