@@ -13,18 +13,9 @@ import math
 import os
 from typing import Any, ClassVar
 
+from .validate import check_choice, check_cosine, check_int, check_number_above, check_unit_interval
+
 __all__ = ["PruneConfig", "TangoConfig", "PRESETS", "check_unit_interval"]
-
-
-def check_unit_interval(name: str, value: float, *, low_open: bool, high_open: bool) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite real number in the requested interval."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    lo_ok = value > 0 if low_open else value >= 0
-    hi_ok = value < 1 if high_open else value <= 1
-    if not (lo_ok and hi_ok):
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(f"{name} must be in {lo}0, 1{hi}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,16 +178,8 @@ class TangoConfig(PruneConfig):
         check_unit_interval("context_ratio", self.context_ratio, low_open=False, high_open=False)
         check_unit_interval("beta", self.beta, low_open=False, high_open=False)
         check_unit_interval("tau_static", self.tau_static, low_open=False, high_open=False)
-        for name in ("tau_segment",):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1 <= v <= 1:
-                raise ValueError(f"{name} must be a cosine similarity in [-1, 1], got {v!r}")
-        if (
-            isinstance(self.alpha, bool)
-            or not isinstance(self.alpha, (int, float))
-            or not (math.isfinite(self.alpha) and self.alpha >= 1)
-        ):
-            raise ValueError(f"alpha must be a finite number >= 1, got {self.alpha!r}")
+        check_cosine("tau_segment", self.tau_segment)
+        check_number_above("alpha", self.alpha, 1, inclusive=True)
         for name, minimum in (
             ("k_neighbors", 1),
             ("fastvid_cuts", 1),
@@ -204,15 +187,10 @@ class TangoConfig(PruneConfig):
             ("max_cluster_tokens", 64),
             ("gram_bytes", 0),
         ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+            check_int(name, getattr(self, name), minimum)
         for name in ("base_time", "base_space"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 1):
-                raise ValueError(f"{name} must be a finite number > 1, got {v!r}")
-        if self.segmentation not in _SEGMENTATIONS:
-            raise ValueError(f"segmentation must be one of {_SEGMENTATIONS}, got {self.segmentation!r}")
+            check_number_above(name, getattr(self, name), 1)
+        check_choice("segmentation", self.segmentation, _SEGMENTATIONS)
         if self.compat not in _COMPAT:
             raise ValueError(f"compat must be one of {_COMPAT}, got {self.compat!r}")
         for name in ("diversity", "strope", "merge_context"):

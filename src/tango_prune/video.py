@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from .validate import check_int
+
 __all__ = ["load_video", "monotonic_times"]
 
 
@@ -56,8 +58,7 @@ def load_video(path: str | os.PathLike, num_frames: int) -> tuple[np.ndarray, np
     """
     import av
 
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be an integer >= 1, got {num_frames!r}")
+    check_int("num_frames", num_frames, 1)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"video file {path!r} does not exist")

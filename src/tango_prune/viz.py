@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .tokens import PruneResult, TokenKind
+from .validate import check_int
 
 __all__ = ["KIND_COLOURS", "render_kept", "save_kept_png"]
 
@@ -34,8 +35,7 @@ def render_kept(
     if frames.ndim != 4 or frames.shape[0] != T or frames.shape[-1] != 3:
         raise ValueError(f"frames must have shape (T={T}, H, W, 3), got {frames.shape}")
     for name, v in (("cols", cols), ("max_frames", max_frames), ("tile", tile)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int(name, v, 1)
     n = min(T, max_frames)
     cols = min(cols, n)
     rows = (n + cols - 1) // cols

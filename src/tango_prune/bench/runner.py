@@ -34,6 +34,7 @@ import torch
 
 from .. import models as _models
 from ..api import make_config
+from ..validate import check_choice, check_int
 from .families import BenchInputs, family_for, pruned_kwargs, unpruned_kwargs
 from .profiler import sync, timed_generate
 
@@ -74,14 +75,10 @@ class BenchSpec:
         for r in self.retentions:
             make_config("topk", retention=r)  # the shared retention check
         for name, minimum in (("frames", 1), ("repeats", 1), ("warmup", 0), ("new_tokens", 1), ("prompt_tokens", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-        fs = self.frame_size
-        if fs is not None and (isinstance(fs, bool) or not isinstance(fs, int) or fs < 1):
-            raise ValueError(f"frame_size must be None or a positive integer, got {fs!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+            check_int(name, getattr(self, name), minimum)
+        check_int("frame_size", self.frame_size, 1, optional=True)
+        check_int("threads", self.threads, 1, optional=True)
+        check_choice("dtype", self.dtype, _DTYPES)
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

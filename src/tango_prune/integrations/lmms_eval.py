@@ -25,6 +25,8 @@ import json
 import os
 from typing import Any
 
+from ..validate import check_int
+
 __all__ = ["MODEL_IDS", "MODEL_ARGS", "NONE", "manifests", "parse_model_args"]
 
 #: lmms-eval model id -> (upstream ``transformers`` class, i.e. the model family in
@@ -159,9 +161,7 @@ def parse_model_args(model_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         if out["variant"] not in variants:
             raise ValueError(f"model_args variant must be one of {variants} for {model_id}, got {out['variant']!r}")
     for key in ("frames", "max_new_tokens"):
-        v = out[key]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"model_args {key} must be an integer >= 1, got {v!r}")
+        check_int(f"model_args {key}", out[key], 1, optional=True)
     if out["dtype"] is not None and out["dtype"] not in _DTYPES:
         raise ValueError(f"model_args dtype must be one of {_DTYPES}, got {out['dtype']!r}")
     bs = harness["batch_size"] if harness["batch_size"] is not None else 1

@@ -21,6 +21,8 @@ import math
 import time
 import traceback
 from pathlib import Path
+
+from ..validate import check_int
 from typing import Any, Callable, Sequence
 
 from ..commands._checks import atomic_write_json, atomic_write_text
@@ -205,8 +207,7 @@ def sweep(
     tasks = [t for t in tasks if t]
     if not tasks:
         raise ValueError("tasks must name at least one lmms-eval task")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+    check_int("limit", limit, 1, optional=True)
     for key in ("pretrained", "method", "retention"):
         if f"{key}=" in f",{model_args}".replace(" ", ""):
             raise ValueError(f"model_args must not set {key} (the sweep sets it), got {model_args!r}")

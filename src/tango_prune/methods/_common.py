@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ..config import check_unit_interval
+from ..validate import check_cosine, check_int, check_unit_interval
 from ..core.budget import ceil_mul
 from ..core.dpc import stable_argsort_desc
 from ..core.merge import widen
@@ -44,21 +44,9 @@ def video_budget(tokens: VideoTokens, retention: float) -> int:
     return T * frame_budget(H * W, retention)
 
 
-def check_int(name: str, value: object, minimum: int) -> None:
-    """Raise ``ValueError`` unless ``value`` is an ``int`` (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def check_fraction(name: str, value: object, *, low_open: bool = False, high_open: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number in [0, 1] (ends open as requested)."""
     check_unit_interval(name, value, low_open=low_open, high_open=high_open)  # type: ignore[arg-type]
-
-
-def check_cosine(name: str, value: object) -> None:
-    """Raise ``ValueError`` unless ``value`` is a cosine-similarity threshold in [-1, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
-        raise ValueError(f"{name} must be a cosine similarity in [-1, 1], got {value!r}")
 
 
 def top_per_row(score: torch.Tensor, k: int) -> torch.Tensor:

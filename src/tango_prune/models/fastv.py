@@ -48,17 +48,17 @@ class FastVConfig(StageConfig):
     keep: float = 0.5
 
     def __post_init__(self) -> None:
-        from ..config import check_unit_interval
+        from ..validate import check_int, check_unit_interval
 
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
-            raise ValueError(f"fastv.layer must be a 1-based layer number >= 1, got {self.layer!r}")
+        check_int("fastv.layer", self.layer, 1)
         check_unit_interval("fastv.keep", self.keep, low_open=True, high_open=False)
 
     def layer_averaged_keep(self, llm_layers: int) -> float:
         """The fraction of visual tokens an ``llm_layers``-deep LLM processes on average over its layers:
         (layer + (llm_layers - layer) keep) / llm_layers."""
-        if isinstance(llm_layers, bool) or not isinstance(llm_layers, int) or llm_layers <= self.layer:
-            raise ValueError(f"llm_layers must be an integer > fastv.layer ({self.layer}), got {llm_layers!r}")
+        from ..validate import check_int
+
+        check_int("llm_layers (more than fastv.layer)", llm_layers, self.layer + 1)
         return (self.layer + (llm_layers - self.layer) * self.keep) / llm_layers
 
     def to_dict(self) -> dict[str, Any]:
