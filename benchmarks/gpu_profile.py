@@ -14,9 +14,10 @@ interrupted run leaves what it measured.
 What one run measures (one ``generate`` call producing one token):
 
 - CUDA events (no host-device synchronisation added by this script) are recorded at the call, before and
-  after the encoder (the upstream ``get_video_features`` for the unpruned model, the tango-prune adapter's
-  encode = encoder + saliency map for the pruned ones), when the adapter's rewrite returns (pruning ends:
-  selection, merging and the shortened inputs), and in a logits processor at the first token's logits;
+  after the encoder (forward hooks on the vision tower and the projector for the unpruned model; the phase
+  callbacks of ``tango_prune.models.on_phase`` for the pruned ones, whose encoder pass includes the saliency
+  map), when pruning ends (selection, merging and the shortened inputs), and in a logits processor at the
+  first token's logits;
   the host synchronises once, after the call, to read them. On CPU the same points are read with
   ``time.perf_counter`` (only for the ``--dry-run``). The adapter itself synchronises at its phase
   boundaries (``tango_prune.models`` times its phases for ``stats``); those waits are part of the real
@@ -56,7 +57,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import functools
 import os
 import platform
 import statistics
@@ -175,49 +175,35 @@ class _FirstLogits:
 
 
 @contextlib.contextmanager
-def instrumented(model: Any, method: str | None, retention: float, marks_box: list[Marks]) -> Iterator[dict]:
-    """Patch ``model`` for one configuration: ``tango_prune.apply`` (unless ``method`` is None) and timing
-    wrappers, as instance attributes only, all removed on exit.
+def instrumented(model: Any, method: str | None, retention: float, marks_box: list[Marks]) -> Iterator[None]:
+    """Prepare ``model`` for one configuration: ``tango_prune.apply`` (unless ``method`` is None) and the
+    timing points, all removed on exit; no method of the model or the adapter is replaced.
 
     Marks go to ``marks_box[0]`` (replace it before each run): ``vision_start`` / ``vision_end`` around the
-    encoder, ``prune_end`` when the adapter's rewrite returns. The yielded dict holds ``encoded``, the last
-    encoder output of a pruned run (for the sync count).
+    encoder and ``prune_end`` when pruning is done, through ``tango_prune.models.on_phase`` for a pruned run;
+    for the unpruned run, forward hooks on the vision tower (pre) and on the module that ends the encoder
+    (the projector, or the tower itself when the family has none).
     """
     import tango_prune
-    from tango_prune.models.common import STATE_ATTR
-
-    seen: dict[str, Any] = {}
-
-    def around(fn: Callable[..., Any], before: str | None, after: str, keep: str | None = None) -> Callable:
-        # why: functools.wraps keeps the signature visible; upstream generate picks the encoder's arguments by
-        # inspecting it (transformers' _prepare_multimodal_encoder_kwargs_for_generation).
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if before:
-                marks_box[0].mark(before)
-            out = fn(*args, **kwargs)
-            marks_box[0].mark(after)
-            if keep:
-                seen[keep] = out
-            return out
-
-        return wrapper
 
     if method is None:
         base = model.model
-        base.get_video_features = around(base.get_video_features, "vision_start", "vision_end")
+        tower = getattr(base, "vision_tower", None) or base.visual
+        last = getattr(base, "multi_modal_projector", None) or tower
+        handles = [
+            tower.register_forward_pre_hook(lambda *_: marks_box[0].mark("vision_start")),
+            last.register_forward_hook(lambda *_: marks_box[0].mark("vision_end")),
+        ]
         try:
-            yield seen
+            yield
         finally:
-            del base.get_video_features
+            for h in handles:
+                h.remove()
         return
     tango_prune.apply(model, name=method, retention=retention)
     try:
-        adapter = getattr(model, STATE_ATTR).adapter
-        # why: instance attributes of this adapter object, which remove() drops with the whole state.
-        adapter.encode = around(adapter.encode, "vision_start", "vision_end", keep="encoded")
-        adapter.rewrite = around(adapter.rewrite, None, "prune_end")
-        yield seen
+        tango_prune.models.on_phase(model, lambda phase: marks_box[0].mark(phase))
+        yield
     finally:
         tango_prune.remove(model)
 
@@ -318,7 +304,7 @@ def profile_config(
     box: list[Marks] = [Marks(device)]
     runs = []
     syncs = None
-    with instrumented(model, method, retention, box) as seen, PeakMemory(device) as mem:
+    with instrumented(model, method, retention, box), PeakMemory(device) as mem:
         for i in range(warmup + repeats):
             r = one_run(model, kwargs, device, method is not None, box)
             if i >= warmup:
@@ -328,7 +314,8 @@ def profile_config(
         else:
             tokens = int(tango_prune.models.stats(model)["visual_tokens_after"])
             if count_syncs:
-                video = _prune_input(seen["encoded"], family, inp)
+                with torch.no_grad():  # the encoder once more, outside the timed runs
+                    video = _prune_input(family(model).bench_encode(model, inp), family, inp)
                 cfg = tango_prune.make_config(method, retention=retention)
                 syncs = count_prune_syncs(lambda: tango_prune.prune(video, cfg), device)
     row: dict[str, Any] = {

@@ -71,6 +71,24 @@ def test_visual_token_count_matches_result(model):
     assert res.num_kept < T * 16
 
 
+def test_phase_callbacks_mark_every_pruned_call(model):
+    ids = torch.tensor([llava_video_ids(T)])
+    seen = []
+    tp.apply(model, name="topk", retention=0.25)
+    try:
+        with pytest.raises(ValueError, match="fn must be callable"):
+            tp.models.on_phase(model, "vision_start")
+        tp.models.on_phase(model, seen.append)
+        _logits(model, input_ids=ids, pixel_values_videos=_video())
+        _logits(model, input_ids=ids[:, :3])  # no video: no phases
+        assert seen == ["vision_start", "vision_end", "prune_end"]
+        tp.models.on_phase(model, None)
+        _logits(model, input_ids=ids, pixel_values_videos=_video())
+        assert len(seen) == 3
+    finally:
+        tp.remove(model)
+
+
 def test_remove_restores_bit_identical_outputs(model):
     ids = torch.tensor([llava_video_ids(T)])
     px = _video(3)

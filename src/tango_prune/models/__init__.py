@@ -38,6 +38,7 @@ __all__ = [
     "last_results",
     "stages",
     "reuse_encoding",
+    "on_phase",
     "is_applied",
     "SUPPORTED",
     "ModelFamily",
@@ -233,6 +234,23 @@ def reuse_encoding(model: Any, encoded: Any) -> None:
     """
     state = _state(model)
     state.encoded = encoded
+
+
+def on_phase(model: Any, fn: Any) -> None:
+    """Call ``fn(phase)`` at the phase boundaries of every pruned call of ``model``: ``"vision_start"`` (before
+    the encoder), ``"vision_end"`` (encoder and saliency done), ``"prune_end"`` (selection, merging and the
+    shortened inputs done; the LLM comes next). ``None`` removes every callback.
+
+    For profilers that place their own timing points (e.g. CUDA events, ``benchmarks/gpu_profile.py``)
+    without wrapping the model's methods.
+    """
+    state = _state(model)
+    if fn is None:
+        state.phase_callbacks.clear()
+    elif not callable(fn):
+        raise ValueError(f"fn must be callable or None, got {fn!r}")
+    else:
+        state.phase_callbacks.append(fn)
 
 
 def stages(model: Any) -> tuple[Any, ...]:

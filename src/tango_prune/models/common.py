@@ -62,6 +62,13 @@ class PatchState:
     last_results: list[Any] = dataclasses.field(default_factory=list)
     #: intra-LLM stages installed by the family (:class:`~tango_prune.models.base.Stage`)
     stages: list[Any] = dataclasses.field(default_factory=list)
+    #: ``fn(phase)`` callbacks at the phase boundaries of a pruned call (:func:`tango_prune.models.on_phase`)
+    phase_callbacks: list[Any] = dataclasses.field(default_factory=list)
+
+    def mark(self, phase: str) -> None:
+        """Tell every phase callback that ``phase`` (``vision_start``, ``vision_end``, ``prune_end``) is reached."""
+        for fn in self.phase_callbacks:
+            fn(phase)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -160,6 +160,7 @@ class InternVLAdapter(ModelFamily):
         vfl = kwargs.get("vision_feature_layer")
         vfl = cfg.vision_feature_layer if vfl is None else vfl
         vfss = kwargs.get("vision_feature_select_strategy") or cfg.vision_feature_select_strategy
+        state.mark("vision_start")
         timer = Timer(pv.device).start()
         feats, sal = state.encoded if state.encoded is not None else self.encode(model, pv, vfl, vfss)
         images = None
@@ -174,6 +175,7 @@ class InternVLAdapter(ModelFamily):
             ).pooler_output
             images = images.reshape(-1, images.shape[-1])
         vision_s = timer.stop()
+        state.mark("vision_end")
         timer.start()
         ts = parse_timestamps(raw_ts, V, T, feats.device)
         check_placeholders_unmasked(input_ids, kwargs.get("attention_mask"), cfg.image_token_id)
@@ -210,6 +212,7 @@ class InternVLAdapter(ModelFamily):
 
         kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=torch.cat(seqs)[None])}
         prune_s = timer.stop()
+        state.mark("prune_end")
         state.stats.update(
             vision_s=vision_s,
             prune_s=prune_s,

@@ -222,6 +222,7 @@ class LlavaOnevisionAdapter(ModelFamily):
         vfl = cfg.vision_feature_layer if vfl is None else vfl
         vfss = kwargs.get("vision_feature_select_strategy") or cfg.vision_feature_select_strategy
         V, T = pv.shape[:2]
+        state.mark("vision_start")
         timer = Timer(pv.device).start()
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
         # why: features follow the caller's grad mode (training through a pruned model keeps gradients to the
@@ -240,6 +241,7 @@ class LlavaOnevisionAdapter(ModelFamily):
                 return_dict=True,
             )
         vision_s = timer.stop()
+        state.mark("vision_end")
         timer.start()
         ts = parse_timestamps(raw_ts, V, T, feats.device)
         span_len = self.upstream_tokens_per_video(model, T)
@@ -263,6 +265,7 @@ class LlavaOnevisionAdapter(ModelFamily):
         mm["video"] = BaseModelOutputWithPooling(pooler_output=torch.cat(seqs, dim=0)[None])
         kwargs["mm_encoder_outputs"] = mm
         prune_s = timer.stop()
+        state.mark("prune_end")
         state.stats.update(
             vision_s=vision_s,
             prune_s=prune_s,

@@ -159,6 +159,7 @@ class Qwen25VLAdapter(ModelFamily):
             kwargs["mm_token_type_ids"] = tt
         V = grid.shape[0]
         merge = cfg.vision_config.spatial_merge_size
+        state.mark("vision_start")
         timer = Timer(pv.device).start()
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
         # why: features follow the caller's grad mode (gradients reach the vision tower when training); the
@@ -171,6 +172,7 @@ class Qwen25VLAdapter(ModelFamily):
                 kwargs.pop("pixel_values"), kwargs.get("image_grid_thw"), return_dict=True
             )
         vision_s = timer.stop()
+        state.mark("vision_end")
         timer.start()
         position_ids = kwargs.get("position_ids")
         if position_ids is None:
@@ -222,6 +224,7 @@ class Qwen25VLAdapter(ModelFamily):
         mm["video"] = self.video_output(encoded, results, tuple(seqs))
         kwargs["mm_encoder_outputs"] = mm
         prune_s = timer.stop()
+        state.mark("prune_end")
         state.stats.update(
             vision_s=vision_s,
             prune_s=prune_s,
