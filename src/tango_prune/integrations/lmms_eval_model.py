@@ -138,7 +138,9 @@ class _TangoVideoLLM(lmms):
         """Requests are answered one at a time."""
         return 1
 
-    def _answer(self, context: str, visuals: Any, gen_kwargs: dict[str, Any]) -> tuple[str, tuple[float, ...]]:
+    def _answer(
+        self, context: str, visuals: Any, gen_kwargs: dict[str, Any]
+    ) -> tuple[str, tuple[float, float, float, float]]:
         """The answer and (visual tokens before, after, pruning seconds, generated tokens) of one request."""
         import tango_prune as tp
         from tango_prune.video import load_video
@@ -163,7 +165,7 @@ class _TangoVideoLLM(lmms):
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         temperature = float(gen_kwargs.get("temperature") or 0.0)
-        gen = {
+        gen: dict[str, Any] = {
             "max_new_tokens": int(gen_kwargs.get("max_new_tokens") or self.args["max_new_tokens"] or 16),
             "num_beams": int(gen_kwargs.get("num_beams") or 1),
             "do_sample": temperature > 0,
@@ -176,7 +178,7 @@ class _TangoVideoLLM(lmms):
         with torch.no_grad():
             out = self.model.generate(**inputs, **gen, pad_token_id=pad)
         new = out[0, inputs["input_ids"].shape[1] :]
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        text = str(self.tokenizer.decode(new, skip_special_tokens=True))
         for term in until:
             if term:
                 text = text.split(term)[0]

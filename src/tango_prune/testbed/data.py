@@ -333,7 +333,8 @@ def questions_about(
         if o.direction == "none":
             q("static", "which shape does not move ?", o.shape, SHAPES, o.shape)
         if o.disappear == T:
-            quad = quadrant_of(*o.positions[T - 1], size)
+            x, y = o.positions[T - 1]
+            quad = quadrant_of(x, y, size)
             if quad is not None:
                 q("end", f"where is the {o.shape} at the end ?", quad, QUADRANTS, o.shape)
     return qs
@@ -399,12 +400,14 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float = FPS, lossless: 
     from fractions import Fraction
 
     with av.open(str(path), mode="w") as out:
+        options: dict[str, object]  # PyAV's annotation of stream.options
         codec, pix_fmt, options = (
             ("libx264rgb", "rgb24", {"qp": "0"})
             if lossless
             else ("libx264", "yuv420p", {"crf": "4", "preset": "medium"})
         )
         stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        assert isinstance(stream, av.video.stream.VideoStream)  # a video codec was asked for
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
         stream.options = options

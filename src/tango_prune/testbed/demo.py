@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -161,7 +161,7 @@ def subset_accuracy(model, proc, indices, method: str = "tango", retention: floa
     if not samples:
         raise ValueError("indices must name at least one held-out question")
     keys = ("visual_tokens", "sequence_tokens", "vision_s", "prune_s", "llm_s", "total_s")
-    out = {}
+    out: dict[str, Any] = {}
     for setting in ("full", "pruned"):
         if setting == "pruned":
             tp.apply(model, tp.make_config(method, retention=retention))
@@ -239,7 +239,7 @@ def run_demo(
     print(format_subset(acc))
     print()
     q = sample.question
-    rep = compare(model, proc, frames, q.text, q.options, ts, method, retention, out_dir / "kept_tokens.png")
+    rep = compare(model, proc, frames, q.text, q.options, ts.tolist(), method, retention, out_dir / "kept_tokens.png")
     rep.update(video=str(video), question=q.text, options=list(q.options), expected=q.answer, subset=acc)
     print(format_report(rep, f"{q.text} (options: {' '.join(q.options)}; expected {q.answer})"))
     return rep

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -91,7 +91,8 @@ def accuracy(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     indices = list(indices)
-    correct, by = 0, {}
+    correct = 0
+    by: dict[str, tuple[int, int]] = {}
     for s in range(0, len(indices), batch_size):
         samples = [_test_sample(i) for i in indices[s : s + batch_size]]
         for x, a in zip(samples, answer_batch(model, proc, samples)):
@@ -212,7 +213,8 @@ def _score_row(model, proc, row: Row, retention: float, indices: list[int], batc
 
 
 def _sum_results(parts: list[dict]) -> dict:
-    correct, total, by = 0, 0, {}
+    correct, total = 0, 0
+    by: dict[str, tuple[int, int]] = {}
     for p in parts:
         correct += p["correct"]
         total += p["total"]
@@ -276,7 +278,7 @@ def evaluate(
     if len(set(names)) != len(names):
         raise ValueError(f"rows must have distinct names, got {names}")
     indices = list(D.heldout_indices(limit))
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "testbed",
         "n": len(indices),
         "overrides": dict(overrides or {}),
@@ -479,8 +481,9 @@ def instrument_checks(report: dict) -> list[dict]:
                 detail = f"oracle r=0.1: {x['correct']}/{x['total']} = {100 * value:.1f}% of full"
         elif name == "headroom":
             o = _cell(report, ORACLE, 0.1)
-            base = {m: _cell(report, m, 0.1) for m in ("random", "uniform") if _is_default(report, m)}
-            if o is not None and base and all(v is not None for v in base.values()):
+            wanted = [m for m in ("random", "uniform") if _is_default(report, m)]
+            base = {m: v for m in wanted if (v := _cell(report, m, 0.1)) is not None}
+            if o is not None and base and len(base) == len(wanted):
                 best = max(v["relative"] for v in base.values())
                 value = o["relative"] - best
                 detail = (
@@ -539,8 +542,8 @@ def markdown_table(report: dict, per_type_top: int = 4) -> str:
         )
     if not report.get("complete", True):
         lines.append("**Partial report**: the run was interrupted; `-` cells were not scored yet.")
-    at = [(m, _cell(report, m, 0.1)) for m in report["methods"]]
-    at = sorted([(m, x) for m, x in at if x is not None], key=lambda mx: (-mx[1]["correct"], mx[0]))[:per_type_top]
+    scored = [(m, _cell(report, m, 0.1)) for m in report["methods"]]
+    at = sorted([(m, x) for m, x in scored if x is not None], key=lambda mx: (-mx[1]["correct"], mx[0]))[:per_type_top]
     if at:
         types = sorted(
             {t for _, x in at for t in x.get("by_qtype", {})} | set(full.get("by_qtype", {})),
@@ -599,7 +602,7 @@ def check_cells(model, proc, limit: int, batch_size: int = 8) -> dict:
     ``results`` hold just those cells. Cheap enough for the test suite on a small subset."""
     indices = list(D.heldout_indices(limit))
     full = accuracy(model, proc, indices, batch_size)
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "testbed",
         "n": len(indices),
         "overrides": {},

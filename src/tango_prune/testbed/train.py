@@ -48,7 +48,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -350,7 +350,9 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
             keep = _layout(rng, cfg, obj, T)
         elif rng.random() < cfg.drop_prob:  # the shipped recipe: object tokens are never dropped
             keep = obj | (rng.random(obj.shape[0]) < rng.uniform(0.0, 1.0))
-        ids, labels, queries = [], [], []
+        ids: list[int] = []
+        labels: list[int] = []
+        queries: list[Any] = []
         for q in (qs[i] for i in rng.permutation(len(qs))[: cfg.questions_per_clip]):
             p = tok(proc.prompt(q.text, q.options), add_special_tokens=False)["input_ids"]
             a = tok(q.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
