@@ -158,7 +158,10 @@ def main() -> None:
         ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"| {method} | {mode} | {T} | {D} | failed: {out.stderr.strip().splitlines()[-1]} |")
+            lines = out.stderr.strip().splitlines()
+            # a child killed by a signal (e.g. out of memory) leaves no traceback: report the signal instead
+            why = lines[-1] if lines else f"exit code {out.returncode} (killed by a signal if negative)"
+            print(f"| {method} | {mode} | {T} | {D} | failed: {why} |")
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
