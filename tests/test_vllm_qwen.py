@@ -112,3 +112,17 @@ def test_batch_of_different_videos_equals_each_alone(served):
     batch = [list(o.outputs[0].token_ids) for o in _generate(llm, [_vllm_prompt(s) for s in seeds])]
     assert batch == alone
     assert len({tuple(a) for a in alone}) > 1  # the videos matter: the check is not vacuous
+
+
+def test_chunked_prefill_gives_the_unchunked_output(checkpoint):
+    # 8-token chunks split the prompt (and the video's placeholders) over several steps: the position
+    # channels of a partly scheduled video are placed by the same recompute as a whole one
+    seeds = (1, 2)
+    expected = [_hf(checkpoint, "tango", seed=s)[0] for s in seeds]
+    llm = engine(checkpoint, {"method": "tango", "retention": RETENTION}, ARCH, max_num_batched_tokens=8)
+    try:
+        assert llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens == 8
+        chunked = [list(_generate(llm, [_vllm_prompt(s)])[0].outputs[0].token_ids) for s in seeds]
+    finally:
+        close(llm)
+    assert chunked == expected
