@@ -107,9 +107,91 @@ def tiny_qwen25_checkpoint(root: Path) -> Path:
     return path
 
 
+def _hub_siglip_keys(file: Path) -> None:
+    """Rename ``vision_tower.*`` to ``vision_tower.vision_model.*``, the layout of the published checkpoints:
+    transformers 5 saves the SigLIP tower without its ``vision_model`` level (and loads both), vLLM loads
+    only the published one."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(file)
+    renamed = {
+        ("vision_tower.vision_model." + k[len("vision_tower.") :] if k.startswith("vision_tower.") else k): v
+        for k, v in tensors.items()
+    }
+    save_file(renamed, file, metadata={"format": "pt"})
+
+
+def tiny_llava_ov_checkpoint(root: Path) -> Path:
+    """A LLaVA-OneVision checkpoint: SigLIP 28 px / patch 4 (7 x 7 patches pooled to 4 x 4 tokens per frame),
+    Qwen2 LLM of 64 dims; saved with its tokenizer and processor (``<video>`` is id 151)."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    path = Path(root) / "llava_onevision"
+    cfg = LlavaOnevisionConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=28,
+            patch_size=4,
+            vision_use_head=False,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=VOCAB,
+            max_position_embeddings=1024,
+            pad_token_id=0,
+            eos_token_id=2,
+        ),
+        image_token_index=Q_IMAGE,
+        video_token_index=Q_VIDEO,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        image_grid_pinpoints=[[28, 28]],
+    )
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(cfg)
+    with torch.no_grad():
+        for p in model.model.multi_modal_projector.parameters():
+            p.mul_(4.0)
+    model.save_pretrained(path)
+    _hub_siglip_keys(path / "model.safetensors")
+    specials = {0: "<|endoftext|>", 2: "<|im_end|>", Q_IMAGE: "<image>", Q_VIDEO: "<video>"}
+    size = {"height": 28, "width": 28}
+    LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[28, 28]]),
+        tokenizer=_tokenizer(specials),
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        num_image_tokens=49,
+        vision_feature_select_strategy="full",
+        chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}",
+    ).save_pretrained(path)
+    return path
+
+
 def video(seed: int, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
     """uint8 frames (T, H, W, 3) of a random video."""
     return np.random.default_rng(seed).integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+
+
+def colored_video(seed: int, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
+    """uint8 frames of noise around a random colour per video: unlike uniform noise, which SigLIP and
+    pooling average to nearly the same features, different seeds give visibly different LLaVA outputs."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(rng.uniform(0, 255, (1, 1, 1, 3)), 40, (frames, size, size, 3)), 0, 255).astype(np.uint8)
 
 
 def metadata(frames: int = FRAMES, fps: float = 4.0) -> dict:

@@ -25,6 +25,10 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
         "tango_prune.vllm.qwen2_5_vl:TangoQwen2_5_VLForConditionalGeneration",
         "Qwen2_5_VLForConditionalGeneration",
     ),
+    "TangoLlavaOnevisionForConditionalGeneration": (
+        "tango_prune.vllm.llava_onevision:TangoLlavaOnevisionForConditionalGeneration",
+        "LlavaOnevisionForConditionalGeneration",
+    ),
 }
 
 

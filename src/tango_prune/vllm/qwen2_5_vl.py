@@ -29,7 +29,7 @@ from ..api import prune
 from ..tokens import VideoTokens
 from .config import VllmPruneConfig, parse_config, video_budget_for_grid
 from .positions import CHANNELS, decode_positions, encode_positions, qwen_media_positions
-from .runner import enable_runner_pruning, user_video_pruning_rate
+from .runner import check_no_evs, enable_runner_pruning
 from .saliency import capture_attention_input, vit_saliency
 from .selection import fit_to_budget
 
@@ -37,16 +37,6 @@ __all__ = ["TangoQwen2_5_VLForConditionalGeneration", "TangoQwen2_5_VLMultiModal
 
 #: pruning records kept on the model for inspection (``tango_history``), newest last
 HISTORY = 64
-
-
-def check_no_evs(mm_config: Any) -> None:
-    """``ValueError`` when vLLM's own video pruning (EVS) is switched on next to the plugin."""
-    rate = user_video_pruning_rate(mm_config)
-    if rate:
-        raise ValueError(
-            f"video_pruning_rate={rate}: vLLM's own video pruning cannot be combined with tango_prune; "
-            "leave video_pruning_rate unset and set tango_prune.retention instead"
-        )
 
 
 class TangoQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):

@@ -16,7 +16,13 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-__all__ = ["enable_runner_pruning", "user_video_pruning_rate", "patch_cpu_runner", "CPU_RUNNER_FIXED_IN"]
+__all__ = [
+    "enable_runner_pruning",
+    "user_video_pruning_rate",
+    "check_no_evs",
+    "patch_cpu_runner",
+    "CPU_RUNNER_FIXED_IN",
+]
 
 SET_BY_PLUGIN = "_tango_prune_video_pruning_rate"
 
@@ -82,3 +88,13 @@ def patch_cpu_runner() -> bool:
     load_model._tango_prune_patched = True  # type: ignore[attr-defined]
     CPUModelRunner.load_model = load_model  # type: ignore[method-assign]
     return True
+
+
+def check_no_evs(mm_config: Any) -> None:
+    """``ValueError`` when vLLM's own video pruning (EVS) is switched on next to the plugin."""
+    rate = user_video_pruning_rate(mm_config)
+    if rate:
+        raise ValueError(
+            f"video_pruning_rate={rate}: vLLM's own video pruning cannot be combined with tango_prune; "
+            "leave video_pruning_rate unset and set tango_prune.retention instead"
+        )

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["capture_attention_input", "vit_saliency"]
+__all__ = ["capture_attention_input", "vit_saliency", "all_reduce_heads"]
 
 
 @contextlib.contextmanager
@@ -86,8 +86,13 @@ def vit_saliency(
         out.append(sal.reshape(t, h // merge, w_ // merge))
         pos += t * u
     if tp > 1:
-        from vllm.distributed import tensor_model_parallel_all_reduce
-
-        flat = tensor_model_parallel_all_reduce(torch.cat([s.reshape(-1) for s in out])) / (nh * tp)
+        flat = all_reduce_heads(torch.cat([s.reshape(-1) for s in out]), nh * tp)
         out = [f.reshape(s.shape) for f, s in zip(flat.split([s.numel() for s in out]), out)]
     return out
+
+
+def all_reduce_heads(per_rank_sum: torch.Tensor, heads: int) -> torch.Tensor:
+    """Sum the per-rank head sums over the tensor-parallel group and divide by the total head count."""
+    from vllm.distributed import tensor_model_parallel_all_reduce
+
+    return tensor_model_parallel_all_reduce(per_rank_sum) / heads
