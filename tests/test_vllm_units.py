@@ -138,3 +138,32 @@ def test_media_positions_follow_the_hf_expression_with_fractional_step_times():
     assert nxt == int(pos.max()) + 1
     image, nxt = qwen_media_positions(1, 3, 5)
     assert image[:, 0].eq(0).all() and nxt == 5
+
+
+# -- bench --engine vllm: argument errors before vLLM is needed ------------------------------------------
+def test_bench_vllm_engine_needs_a_checkpoint_directory(tmp_path, capsys):
+    from tango_prune.cli import main
+
+    assert main(["bench", "--engine", "vllm", "--model", "llava-ov-0.5b", "--out", str(tmp_path / "o")]) == 2
+    assert "checkpoint directory" in capsys.readouterr().err
+
+
+def test_bench_vllm_engine_rejects_an_unserved_architecture(tmp_path, capsys):
+    from tango_prune.cli import main
+
+    (tmp_path / "config.json").write_text('{"architectures": ["InternVLForConditionalGeneration"]}')
+    argv = ["bench", "--engine", "vllm", "--model", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "serves" in capsys.readouterr().err
+
+
+def test_bench_vllm_engine_without_vllm_says_how_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from tango_prune.cli import main
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # why: as in an environment without vLLM
+    (tmp_path / "config.json").write_text('{"architectures": ["Qwen2_5_VLForConditionalGeneration"]}')
+    argv = ["bench", "--engine", "vllm", "--model", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "tango-prune[vllm]" in capsys.readouterr().err
