@@ -113,7 +113,7 @@ def test_fit_rejects_impossible_budgets(budget):
 # -- positions -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_position_channels_are_lossless_in_every_embedding_dtype(dtype):
-    values = torch.tensor([[0, 0, 0, 1], [257, 256, 255, 258], [70000, 3, 65535, 131071], [16777215, 1, 2, 3]])
+    values = torch.tensor([[0, 0, 1], [257, 256, 255], [70000, 65535, 131071], [16777215, 1, 2]])
     enc = encode_positions(values, dtype)
     assert enc.shape == (4, CHANNELS) and enc.dtype == dtype
     assert torch.equal(decode_positions(enc), values)
@@ -123,7 +123,27 @@ def test_position_channels_are_lossless_in_every_embedding_dtype(dtype):
 
 def test_position_channels_reject_out_of_range():
     with pytest.raises(ValueError, match="positions"):
-        encode_positions(torch.tensor([[2**24, 0, 0, 0]]), torch.float32)
+        encode_positions(torch.tensor([[2**24, 0, 0]]), torch.float32)
+
+
+def test_media_positions_are_placed_after_the_token_before_their_run_whole_or_in_pieces():
+    from tango_prune.vllm.positions import place_media_positions
+
+    V = 9
+    ids = torch.tensor([1, 8, V, V, V, 8, 2, 8, V, V, 8, 3])
+    # text positions final: 0 1 | media 2.. | 8 = end of item 1 at offset 2 + extent 5, ...
+    pos = torch.tensor([0, 1, -1, -1, -1, 7, 8, 9, -1, -1, 12, 13]).expand(3, -1).clone()
+    item1 = torch.tensor([[0, 0, 0], [1, 0, 1], [4, 1, 0]])
+    item2 = torch.tensor([[0, 1, 2], [0, 2, 2]])
+    whole = place_media_positions(ids, [item1, item2], pos, 0, (V,))
+    assert whole[:, 2:5].T.tolist() == (item1 + 2).tolist() and whole[:, 8:10].T.tolist() == (item2 + 10).tolist()
+    assert torch.equal(whole[:, ids != V], pos[:, ids != V]) and pos[0, 2] == -1  # input untouched
+    # the same placement in two chunks: the first piece starts right after the token before its run
+    part = place_media_positions(ids, [item1[:2]], pos, 2, (V,))
+    part = place_media_positions(ids, [item1[2:], item2], part, 4, (V,))
+    assert torch.equal(part, whole)
+    with pytest.raises(ValueError, match="media_positions"):
+        place_media_positions(ids, [item1, item2, item2], pos, 0, (V,))
 
 
 def test_media_positions_follow_the_hf_expression_with_fractional_step_times():

@@ -23,12 +23,11 @@ from vllm.model_executor.models.qwen2_5_vl import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
-from vllm.multimodal.video_prune.evs import recompute_mrope_positions
 
 from ..api import prune
 from ..tokens import VideoTokens
 from .config import VllmPruneConfig, parse_config, video_budget_for_grid
-from .positions import CHANNELS, decode_positions, encode_positions, qwen_media_positions
+from .positions import CHANNELS, decode_positions, encode_positions, place_media_positions, qwen_media_positions
 from .runner import check_no_evs, enable_runner_pruning
 from .saliency import capture_attention_input, vit_saliency
 from .selection import fit_to_budget
@@ -118,27 +117,16 @@ class TangoQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration
     def recompute_mrope_positions(
         self, input_ids: Any, multimodal_embeddings: Any, mrope_positions: torch.Tensor, num_computed_tokens: int
     ) -> tuple[list[torch.Tensor], torch.Tensor, int]:
-        """Split the appended position channels off and let vLLM's EVS routine place them (it handles
-        chunked prefill and text after each media item)."""
-        device = multimodal_embeddings[0].device if len(multimodal_embeddings) else mrope_positions.device
-        ids = torch.as_tensor(input_ids, dtype=torch.long, device=device)
+        """Split the appended position channels off and write them into the request's positions (whole items
+        or chunked-prefill pieces; the text positions are final already)."""
         cleaned = [mm[:, :-CHANNELS] for mm in multimodal_embeddings]
-        pos = [decode_positions(mm[:, -CHANNELS:]).T.contiguous() for mm in multimodal_embeddings]
-        cfg = self.config
-        positions, delta = recompute_mrope_positions(
-            ids,
-            pos,
-            mrope_positions,
-            num_computed_tokens,
-            cfg.vision_start_token_id,
-            cfg.image_token_id,
-            cfg.video_token_id,
-        )
-        return cleaned, positions, int(delta)
+        rel = [decode_positions(mm[:, -CHANNELS:]) for mm in multimodal_embeddings]
+        media = (self.config.image_token_id, self.config.video_token_id)
+        positions = place_media_positions(input_ids, rel, mrope_positions, num_computed_tokens, media)
+        return cleaned, positions, int(positions.max()) + 1 - positions.shape[1]
 
-    def _append_positions(self, emb: torch.Tensor, pos: torch.Tensor, nxt: int) -> torch.Tensor:
-        values = torch.cat([pos, torch.full((pos.shape[0], 1), nxt, dtype=torch.long)], dim=1)
-        return torch.cat([emb, encode_positions(values, emb.dtype).to(emb.device)], dim=1)
+    def _append_positions(self, emb: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return torch.cat([emb, encode_positions(pos, emb.dtype).to(emb.device)], dim=1)
 
     # -- encoding and pruning ---------------------------------------------------------------------------
     def _encode_videos(self, pixel_values: torch.Tensor, grids: list[list[int]]) -> tuple[tuple, list[torch.Tensor]]:
@@ -172,7 +160,7 @@ class TangoQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration
             res = fit_to_budget(tokens, res, video_budget_for_grid(t, hs, ws, self.tango.retention))
             full, nxt = qwen_media_positions(t, hs, ws, tps, step)
             kept = full[res.indices.cpu()]
-            out.append(self._append_positions(res.features, kept, nxt))
+            out.append(self._append_positions(res.features, kept))
             self.tango_history = self.tango_history[-(HISTORY - 1) :] + [
                 {"result": res, "positions": kept, "next": nxt, "grid": (t, hs, ws)}
             ]
@@ -187,8 +175,8 @@ class TangoQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration
             if modality == "image":
                 embeds = self._process_image_input(item)
                 for emb, (t, h, w) in zip(embeds, item["image_grid_thw"].tolist()):
-                    pos, nxt = qwen_media_positions(t, h // merge, w // merge)
-                    out += (self._append_positions(emb, pos, nxt),)
+                    pos, _ = qwen_media_positions(t, h // merge, w // merge)
+                    out += (self._append_positions(emb, pos),)
             elif modality == "video":
                 out += self._prune_videos(item)
         return out
