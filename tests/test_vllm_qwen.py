@@ -8,6 +8,8 @@ the budget's placeholders, and greedy decoding gives the same tokens.
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -126,3 +128,23 @@ def test_chunked_prefill_gives_the_unchunked_output(checkpoint):
     finally:
         close(llm)
     assert chunked == expected
+
+
+def test_every_registered_method_runs_in_the_engine_and_fills_the_budget(served):
+    method, llm = served
+    if method != "topk":
+        pytest.skip("one engine is enough: the method is swapped on the live model")
+    import tango_prune as tp
+    from tango_prune.vllm.config import parse_config
+
+    try:
+        for i, name in enumerate(tp.methods()):
+            cfg = parse_config(types.SimpleNamespace(tango_prune={"method": name, "retention": RETENTION}))
+            llm.apply_model(lambda m, cfg=cfg: setattr(m, "tango", cfg))
+            out = _generate(llm, [_vllm_prompt(seed=100 + i)])[0]  # a new video: no cached encoder output
+            rec = _history(llm)[-1]
+            assert rec["result"].info.get("method", name) == name
+            assert rec["result"].num_kept == 16 and len(out.outputs[0].token_ids) == NEW
+    finally:
+        original = parse_config(types.SimpleNamespace(tango_prune={"method": method, "retention": RETENTION}))
+        llm.apply_model(lambda m: setattr(m, "tango", original))
