@@ -8,6 +8,39 @@ VIDEO_ID = 121
 IMAGE_ID = 120
 
 
+def siglip_vision(head: bool = False) -> dict:
+    """The tiny SigLIP tower every LLaVA test model uses: 28 px / patch 4 (7x7 patches, pooled to 4x4 tokens)."""
+    return dict(
+        model_type="siglip_vision_model",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=28,
+        patch_size=4,
+        vision_use_head=head,
+    )
+
+
+def qwen25_vision(out_hidden_size: int = 32) -> dict:
+    """The tiny Qwen2.5-VL ViT every Qwen2.5-VL test model uses: 32 dims, patch 4, merge 2, 16 px windows;
+    ``out_hidden_size`` is the LLM width."""
+    return dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=4,
+        out_hidden_size=out_hidden_size,
+        patch_size=4,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        window_size=16,
+        fullatt_block_indexes=[1],
+        tokens_per_second=2,
+        in_channels=3,
+    )
+
+
 def _save_load(model, cls, tmp_path, attn):
     model.save_pretrained(tmp_path)
     return cls.from_pretrained(tmp_path, attn_implementation=attn).eval()
@@ -18,16 +51,7 @@ def tiny_llava(tmp_path, *, head: bool = False, attn: str = "sdpa", layers: int 
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
     cfg = LlavaOnevisionConfig(
-        vision_config=dict(
-            model_type="siglip_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=28,
-            patch_size=4,
-            vision_use_head=head,
-        ),
+        vision_config=siglip_vision(head),
         text_config=dict(
             model_type="qwen2",
             hidden_size=32,
@@ -78,20 +102,7 @@ def tiny_qwen(tmp_path, *, attn: str = "sdpa"):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     cfg = Qwen2_5_VLConfig(
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=4,
-            out_hidden_size=32,
-            patch_size=4,
-            temporal_patch_size=2,
-            spatial_merge_size=2,
-            window_size=16,
-            fullatt_block_indexes=[1],
-            tokens_per_second=2,
-            in_channels=3,
-        ),
+        vision_config=qwen25_vision(),
         text_config=dict(
             hidden_size=32,
             intermediate_size=64,

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-Q_IMAGE, Q_VIDEO, Q_START, Q_END = 150, 151, 152, 153
+from tiny_models import Q_END, Q_IMAGE, Q_START, Q_VIDEO, qwen25_vision, siglip_vision  # noqa: F401 - re-exported ids
+
 VOCAB = 160
 #: frames of the test videos: 8 frames of 32 x 32 px -> 4 temporal steps of 4 x 4 merged tokens
 FRAMES, SIZE = 8, 32
@@ -50,20 +51,7 @@ def tiny_qwen25_checkpoint(root: Path) -> Path:
 
     path = Path(root) / "qwen2_5_vl"
     cfg = Qwen2_5_VLConfig(
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=4,
-            out_hidden_size=64,
-            patch_size=4,
-            temporal_patch_size=2,
-            spatial_merge_size=2,
-            window_size=16,
-            fullatt_block_indexes=[1],
-            tokens_per_second=2,
-            in_channels=3,
-        ),
+        vision_config=qwen25_vision(out_hidden_size=64),
         text_config=dict(
             hidden_size=64,
             intermediate_size=128,
@@ -134,16 +122,7 @@ def tiny_llava_ov_checkpoint(root: Path) -> Path:
 
     path = Path(root) / "llava_onevision"
     cfg = LlavaOnevisionConfig(
-        vision_config=dict(
-            model_type="siglip_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=28,
-            patch_size=4,
-            vision_use_head=False,
-        ),
+        vision_config=siglip_vision(),
         text_config=dict(
             model_type="qwen2",
             hidden_size=64,
