@@ -89,7 +89,7 @@ def test_invalid_fastv_fields_raise(fields, match):
     with pytest.raises(ValueError, match=match):
         tp.FastVConfig(**fields)
     with pytest.raises(ValueError, match="llm_layers"):
-        tp.FastVConfig(layer=18).layer_averaged_keep(18)
+        tp.TangoConfig.preset("llava-video", 0.1, llm_layers=18, fastv=tp.FastVConfig(layer=18))
 
 
 def test_from_dict_rejects_unknown_and_wrong_method():

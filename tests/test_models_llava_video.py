@@ -77,6 +77,8 @@ def test_variant_is_validated(model):
     assert not tp.models.is_applied(model)
     with pytest.raises(ValueError, match="stages must hold intra-LLM stage configs"):
         tp.apply(model, tp.TangoConfig(), stages=[{"layer": 1}])
+    with pytest.raises(ValueError, match="stages must hold intra-LLM stage configs"):
+        tp.apply(model, tp.TangoConfig(), stages=18)
     with pytest.raises(ValueError, match="at most one FastV"):
         tp.apply(model, tp.TangoConfig(), stages=[tp.FastVConfig(layer=1), tp.FastVConfig(layer=1)])
     with pytest.raises(ValueError, match="fastv_layer"):  # the stage left the method config

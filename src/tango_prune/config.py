@@ -224,8 +224,8 @@ class TangoConfig(PruneConfig):
         pre-LLM retention depends on that stage, so for ``"llava-video"`` ``fastv`` must be given: the
         :class:`~tango_prune.models.fastv.FastVConfig` you pass to ``apply(..., stages=[...])`` (the published
         one is ``FastVConfig()``, layer 18, keep 0.5), or ``None`` for no stage. With a stage, the pre-LLM
-        retention is ``min(1, r / fastv.layer_averaged_keep(llm_layers))`` so that the layer-averaged
-        retention is ``r`` (``28 r / 23`` for the published 28-layer checkpoints; docs/algorithm.md §2.10).
+        retention is ``min(1, N r / (K + (N - K) keep))`` for a stage at layer K of an N = ``llm_layers``-layer
+        LLM, so that the layer-averaged retention is ``r`` (``28 r / 23`` for the published 28-layer checkpoints; docs/algorithm.md §2.10).
         ``llm_layers`` is the language model's layer count (the model families pass the checkpoint's own).
         """
         if model not in PRESETS:
@@ -255,7 +255,7 @@ class TangoConfig(PruneConfig):
 
             if not isinstance(fastv, FastVConfig):
                 raise ValueError(f"fastv must be a tango_prune.FastVConfig or None, got {fastv!r}")
-            fastv.layer_averaged_keep(llm_layers)  # validates llm_layers against the stage
+            check_int("llm_layers (more than fastv.layer)", llm_layers, fastv.layer + 1)
             # Same double expression as the published preset, so budgets do not move by a rounding.
             pre = min(1.0, llm_layers * retention / (fastv.layer + (llm_layers - fastv.layer) * fastv.keep))
         fields["retention"] = pre

@@ -100,7 +100,11 @@ def apply(
         raise ValueError("pass either config or name, not both")
     if retention is not None:
         fields["retention"] = retention
-    stages = (stages,) if isinstance(stages, StageConfig) else tuple(stages)
+    if stages is None:
+        stages = ()
+    elif isinstance(stages, StageConfig) or not isinstance(stages, (list, tuple)):
+        stages = (stages,)  # one config, or a mistake the check below names
+    stages = tuple(stages)
     for sc in stages:
         if not isinstance(sc, StageConfig):
             raise ValueError(f"stages must hold intra-LLM stage configs (StageConfig instances), got {sc!r}")

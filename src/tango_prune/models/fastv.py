@@ -53,14 +53,6 @@ class FastVConfig(StageConfig):
         check_int("fastv.layer", self.layer, 1)
         check_unit_interval("fastv.keep", self.keep, low_open=True, high_open=False)
 
-    def layer_averaged_keep(self, llm_layers: int) -> float:
-        """The fraction of visual tokens an ``llm_layers``-deep LLM processes on average over its layers:
-        (layer + (llm_layers - layer) keep) / llm_layers."""
-        from ..validate import check_int
-
-        check_int("llm_layers (more than fastv.layer)", llm_layers, self.layer + 1)
-        return (self.layer + (llm_layers - self.layer) * self.keep) / llm_layers
-
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-able dict."""
         return dataclasses.asdict(self)
