@@ -12,7 +12,7 @@ image_seq_length placeholders (frame by frame).
 
 Pruning: a video's tokens form a (T, H, W) grid, H = W = the pixel-shuffled side. The kept tokens of frame
 ``t`` fill the first placeholders of that frame's run and its other placeholders are removed from
-``input_ids`` / ``attention_mask`` (tango-spec 3.1: positions are 1-D and compact, as for LLaVA); every text
+``input_ids`` / ``attention_mask`` (docs/algorithm.md §3.1: positions are 1-D and compact, as for LLaVA); every text
 token (frame labels, ``<img>`` / ``</img>``) is kept, a frame with no kept token keeps an empty
 ``<img></img>``. Images are never pruned. All features (images untouched, pruned videos) go back into the
 unmodified upstream ``forward`` through ``mm_encoder_outputs["image"]`` in placeholder order.

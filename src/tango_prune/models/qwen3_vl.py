@@ -1,7 +1,7 @@
 """The Qwen3-VL family (``Qwen3VLForConditionalGeneration``): the Qwen2.5-VL family plus DeepStack and the
 timestamped frame layout.
 
-Saliency: from the last ViT block, as for Qwen2.5-VL (tango-spec 1.4): per temporal step, the step's mean
+Saliency: from the last ViT block, as for Qwen2.5-VL (docs/algorithm.md §1.4): per temporal step, the step's mean
 query attends over the 2x2-averaged keys of its merged tokens, computed in fp32 from the block's own weights
 and the rotary tables a pre-hook captures. The last block is the one whose output the main merger projects
 into the LLM, so the saliency scores the features that are kept; the DeepStack levels come from earlier
