@@ -137,6 +137,19 @@ def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
         assert torch.equal(pa, pc), n
     assert not any(p.requires_grad for p in fresh.model.vision_tower.parameters())
     assert main(["testbed", "train", "--out", str(tmp_path / "d"), "--vision-from", str(tmp_path)]) == 2
+    # --lm-from starts the language stage from a saved model with the same tower: every other weight copied
+    start = LlavaOnevisionForConditionalGeneration(ma.config)
+    TR._load_vision_tower(start, str(a))
+    TR._load_language_model(start, str(a))
+    for (n, pa), pc in zip(ma.state_dict().items(), start.state_dict().values()):
+        assert torch.equal(pa, pc), n
+    other = LlavaOnevisionForConditionalGeneration(ma.config)  # random tower: its LLM never read these features
+    with pytest.raises(ValueError, match="lm_from .* another vision tower"):
+        TR._load_language_model(other, str(a))
+    e = tmp_path / "e"
+    assert main(common + ["--out", str(e), "--stage-from", str(a / "stage.pt"), "--lm-from", str(a)]) == 0
+    assert json.loads((e / "training.json").read_text())["config"]["lm_from"] == str(a)
+    assert main(["testbed", "train", "--out", str(tmp_path / "f"), "--lm-from", str(tmp_path / "nope")]) == 2
 
 
 def test_shipped_training_record_is_a_config_of_this_code():

@@ -81,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="take the frozen vision tower of a saved testbed model (skips the vision stage)",
     )
+    t.add_argument(
+        "--lm-from",
+        default=None,
+        help="start the language stage from a saved testbed model with the same vision tower (fine-tuning)",
+    )
     t.add_argument("--text-hidden", type=int, default=defaults.text_hidden)
     t.add_argument("--text-layers", type=int, default=defaults.text_layers)
     t.add_argument("--text-heads", type=int, default=defaults.text_heads)
@@ -129,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             min_frames=args.min_frames,
             any_drop_prob=args.any_drop_prob,
             vision_from=args.vision_from,
+            lm_from=args.lm_from,
             text_hidden=args.text_hidden,
             text_layers=args.text_layers,
             text_heads=args.text_heads,
@@ -144,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if cfg.vision_from is not None and not (Path(cfg.vision_from) / "config.json").is_file():
         print(f"error: --vision-from must be a saved testbed model directory, got {cfg.vision_from!r}", file=sys.stderr)
+        return 2
+    if cfg.lm_from is not None and not (Path(cfg.lm_from) / "config.json").is_file():
+        print(f"error: --lm-from must be a saved testbed model directory, got {cfg.lm_from!r}", file=sys.stderr)
         return 2
     if cfg.stage_from is not None and not Path(cfg.stage_from).is_file():
         print(f"error: --stage-from must be an existing stage.pt file, got {cfg.stage_from!r}", file=sys.stderr)

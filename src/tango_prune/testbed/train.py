@@ -106,6 +106,7 @@ class TrainConfig:
     save_stage: bool = False  #: write the frozen tower and feature cache to ``out_dir/stage.pt``
     stage_from: str | None = None  #: reuse a ``stage.pt`` (skips the vision and cache stages)
     vision_from: str | None = None  #: take the (frozen) vision tower of a saved testbed model (skips the vision stage)
+    lm_from: str | None = None  #: start the language stage from a saved testbed model (same tower and sizes)
 
     def __post_init__(self) -> None:
         for name in (
@@ -135,6 +136,8 @@ class TrainConfig:
             raise ValueError(f"stop_after must be None or an int in [1, lm_steps], got {self.stop_after!r}")
         if not isinstance(self.min_frames, int) or not 1 <= self.min_frames <= D.NUM_FRAMES:
             raise ValueError(f"min_frames must be an int in [1, {D.NUM_FRAMES}], got {self.min_frames!r}")
+        if self.lm_from is not None and not isinstance(self.lm_from, str):
+            raise ValueError(f"lm_from must be None or a directory path, got {self.lm_from!r}")
         if self.stage_from is not None and self.vision_from is not None:
             raise ValueError("stage_from and vision_from are exclusive: a stage already holds its vision tower")
         if not isinstance(self.easy_steps, int) or not 0 <= self.easy_steps < self.lm_steps:
@@ -502,6 +505,30 @@ def _load_vision_tower(model, directory: str) -> None:
     model.model.vision_tower.eval().requires_grad_(False)
 
 
+def _load_language_model(model, directory: str) -> None:
+    """Start the language stage from the testbed model saved in ``directory``: copy every weight outside the
+    vision tower (projector, newline, LLM, head) into ``model``.
+
+    The saved model must have the same sizes and **the same vision tower** as this run (bit for bit), since its
+    language model learned to read that tower's features; a mismatch is a ``ValueError`` naming ``lm_from``.
+    """
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    if not (Path(directory) / "config.json").is_file():
+        raise ValueError(f"lm_from must be a saved testbed model directory, got {directory!r}")
+    src = LlavaOnevisionForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+    theirs, mine = src.state_dict(), model.state_dict()
+    if set(theirs) != set(mine) or any(theirs[k].shape != v.shape for k, v in mine.items()):
+        raise ValueError(f"lm_from {directory!r} has different model sizes than this run")
+    tower = [k for k in mine if k.startswith("model.vision_tower.")]
+    if any(not torch.equal(theirs[k], mine[k]) for k in tower):
+        raise ValueError(
+            f"lm_from {directory!r} has another vision tower than this run (pass the stage or --vision-from it "
+            "was trained with)"
+        )
+    model.load_state_dict({k: v for k, v in theirs.items() if k not in tower}, strict=False)
+
+
 def _stage_key(cfg: TrainConfig) -> dict:
     """The settings that determine the vision and cache stages (a saved stage is only reused if they match)."""
     return {
@@ -588,6 +615,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                 {"vision_tower": model.model.vision_tower.state_dict(), "cache": cache, "config": _stage_key(cfg)},
                 out / "stage.pt",
             )
+    if cfg.lm_from is not None:
+        _load_language_model(model, cfg.lm_from)
+        log(f"language stage starts from {cfg.lm_from}")
     torch.manual_seed(cfg.seed + 1)  # the language stage starts from the same state whether or not it resumed
     lm_aux = (
         torch.nn.Linear(cfg.text_hidden, len(D.DIRECTIONS) + len(D.SHAPES) + len(D.COLORS) + 2)
