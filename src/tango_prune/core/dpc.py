@@ -87,11 +87,14 @@ def first_copies(x: torch.Tensor) -> torch.Tensor | None:
     set has a duplicate. -0.0 and 0.0 count as equal. Integer hashing (exact, order-free) finds the
     candidates; equality is then checked on the bits."""
     B, n, D = x.shape
-    bits = (x + 0.0).contiguous().view(torch.int32)
     weights = _hash_weights(D, x.device)
-    # Rows are hashed a block at a time: the int64 products of the whole set would be twice its size.
+
+    def bits(rows: torch.Tensor) -> torch.Tensor:
+        return (rows + 0.0).view(torch.int32)  # + 0.0: -0.0 and 0.0 get the same bits
+
+    # Rows are hashed a block at a time: neither a bit copy nor the int64 products of the whole set.
     step = _rows_per_block(B, D, DEFAULT_BLOCK_ELEMS)
-    h = torch.cat([(bits[:, s : s + step].to(torch.int64) * weights).sum(-1) for s in range(0, n, step)], 1)
+    h = torch.cat([(bits(x[:, s : s + step]).to(torch.int64) * weights).sum(-1) for s in range(0, n, step)], 1)
     order = torch.sort(h, dim=1, stable=True).indices
     hs = torch.gather(h, 1, order)
     same = torch.zeros(B, n, dtype=torch.bool, device=x.device)
@@ -108,7 +111,7 @@ def first_copies(x: torch.Tensor) -> torch.Tensor | None:
     step = max(1, DEFAULT_BLOCK_ELEMS // max(1, D))
     for s in range(0, b.numel(), step):
         bb, ii = b[s : s + step], i[s : s + step]
-        equal[bb, ii] = (bits[bb, order[bb, ii]] == bits[bb, head[bb, ii]]).all(-1)
+        equal[bb, ii] = (bits(x[bb, order[bb, ii]]) == bits(x[bb, head[bb, ii]])).all(-1)
     canon = torch.where(equal, head, order)
     out = torch.empty_like(canon).scatter_(1, order, canon)
     return None if bool((out == pos).all()) else out

@@ -45,6 +45,8 @@ class DivPruneConfig(PruneConfig):
 
 #: Sets of at least this many rows (one set, ``scope="video"``) take the bounded path.
 BOUNDED_MIN_ROWS = 4096
+#: Earlier picks used as pivots to bound the distances between picks (bounded path).
+PIVOTS = 32
 #: Marks a later copy of a row: below every distance, above a chosen token (-inf), so copies come last.
 _LATE = -1e30
 
@@ -185,17 +187,34 @@ def _bounded_select(x: torch.Tensor, k: int, block_elems: int, stride: int | Non
         return 2.0 * (2.0 * (m + tol).clamp_min(0.0)).sqrt() * (1.0 + 1e-5) + eta
 
     radius = reach(mind)
+    # e(c, s) for the many earlier picks c is itself bounded from below through the first picks (spread
+    # out by construction) as pivots: e(c, s) >= |e(c, p) - e(s, p)|, each computed e within sqrt(2 tol).
+    R = min(PIVOTS, kk)
+    piv = torch.empty(kk, R, device=dev)
+    slack = 2.0 * (2.0 * tol) ** 0.5 * (1.0 + 1e-5)
     for i in range(1, kk):
         s = int(mind.argmax())
         out[i] = s
         picked[i] = xu[s]
         mind[s] = -float("inf")
-        # Lower bound on e(c, s) for every earlier pick c.
-        lower = (2.0 * (1.0 - picked[:i] @ xu[s] - tol).clamp_min(0.0)).sqrt()
+        if i <= R:
+            lower = (2.0 * (1.0 - picked[:i] @ xu[s] - tol).clamp_min(0.0)).sqrt()
+            if i == R:
+                piv[: R + 1] = (2.0 * (1.0 - picked[: R + 1] @ picked[:R].T).clamp_min(0.0)).sqrt()
+        else:
+            piv[i] = (2.0 * (1.0 - picked[:R] @ xu[s]).clamp_min(0.0)).sqrt()
+            lower = (piv[:i] - piv[i]).abs().amax(-1) - slack
+            # Only the picks that own a row the pivot bound cannot rule out get the exact lower bound.
+            live = mind > -float("inf")
+            reach_of = torch.full((i,), -float("inf"), device=dev)
+            reach_of.scatter_reduce_(0, owner[live], radius[live], "amax")
+            exact = (lower < reach_of).nonzero()[:, 0]
+            if exact.numel():
+                lower[exact] = (2.0 * (1.0 - picked.index_select(0, exact) @ xu[s] - tol).clamp_min(0.0)).sqrt()
         cand = ((lower[owner] < radius) & (mind > -float("inf"))).nonzero()[:, 0]
         if cand.numel() == 0:
             continue
-        d = 1.0 - xu[cand] @ xu[s]
+        d = 1.0 - xu.index_select(0, cand) @ xu[s]
         better = d < mind[cand]
         cand, d = cand[better], d[better]
         mind[cand] = d
