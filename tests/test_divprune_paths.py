@@ -106,3 +106,16 @@ def test_many_sets_take_the_dense_path_per_set():
         max_min_select(x, 9, path="bounded")
     with pytest.raises(ValueError, match="path"):
         max_min_select(x, 9, path="fast")
+
+
+def test_a_long_video_takes_the_bounded_path_with_the_dense_picks():
+    import tango_prune as tp
+    from tango_prune.methods.divprune import BOUNDED_MIN_ROWS
+    from tango_prune.synthetic import synthetic_tokens
+
+    tok = synthetic_tokens(21, grid=14, dim=16, seed=0, cut_every=8)  # 4116 tokens, static backgrounds
+    assert tok.features.shape[0] * 196 >= BOUNDED_MIN_ROWS
+    res = tp.prune(tok, "divprune", retention=0.1)
+    x = normalize(tok.features.reshape(1, -1, 16))
+    dense = max_min_select(x, res.num_kept, path="dense")[0]
+    assert torch.equal(res.indices, torch.sort(dense).values)

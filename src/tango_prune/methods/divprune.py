@@ -138,8 +138,27 @@ def _first_pick(x: torch.Tensor, copied: torch.Tensor | None, ub: torch.Tensor, 
     return best_idx
 
 
-def _bounded_select(x: torch.Tensor, k: int, block_elems: int, stride: int | None) -> torch.Tensor:
-    """The greedy selection on one set ``x`` (n, D), updating only the rows a new pick can move.
+def _distinct(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The distinct rows of ``x`` (n, D) as a new tensor (``x`` itself when there is no copy), each row's
+    first copy (n,) and the indices of the first copies (both None without copies)."""
+    canon = _copies(x[None])
+    if canon is None:
+        return x, None, None
+    first_rows = (canon[0] == torch.arange(x.shape[0], device=x.device)).nonzero()[:, 0]
+    return x.index_select(0, first_rows), canon[0], first_rows
+
+
+def _bounded_select(
+    xu: torch.Tensor,
+    canon: torch.Tensor | None,
+    first_rows: torch.Tensor | None,
+    n: int,
+    k: int,
+    block_elems: int,
+    stride: int | None,
+) -> torch.Tensor:
+    """The greedy selection on one set of ``n`` rows given by :func:`_distinct`, updating only the rows a
+    new pick can move.
 
     The distance on unit vectors, ``e = sqrt(2 d)``, is a metric, so for a row x whose nearest chosen
     token is c (``d(x, c) = m(x)``), a new pick s with ``e(c, s) >= 2 e(x, c)`` is at least as far from x
@@ -147,20 +166,16 @@ def _bounded_select(x: torch.Tensor, k: int, block_elems: int, stride: int | Non
     bound carries a margin of twice the square root of the fp32 rounding bound, so a row it skips cannot
     change on any machine either (docs: skipping is exact, the picks are those of the dense path).
     """
-    n, D = x.shape
-    dev = x.device
-    canon = _copies(x[None])
-    first_rows = None if canon is None else (canon[0] == torch.arange(n, device=dev)).nonzero()[:, 0]
-    xu = x if first_rows is None else x[first_rows]
-    U = xu.shape[0]
+    U, D = xu.shape
+    dev = xu.device
     kk = min(k, U)
     copied = None
     inv = torch.arange(n, device=dev)
     if canon is not None and first_rows is not None:
-        copied = torch.bincount(canon[0], minlength=n)[first_rows] > 1
+        copied = torch.bincount(canon, minlength=n)[first_rows] > 1
         inv = torch.full((n,), -1, dtype=torch.long, device=dev)
         inv[first_rows] = torch.arange(U, device=dev)
-        inv = inv[canon[0]]  # position in xu of each row's first copy
+        inv = inv[canon]  # position in xu of each row's first copy
     tol = _dot_error(D, dev)
     # Upper bounds on each row's nearest distance, from its neighbours in the flattened video.
     ub = torch.full((U,), float("inf"), device=dev)
@@ -223,7 +238,7 @@ def _bounded_select(x: torch.Tensor, k: int, block_elems: int, stride: int | Non
     picks = out if first_rows is None else first_rows[out]
     if k > U and canon is not None:
         # Every distinct row is chosen; the later copies (at distance 0) follow in index order.
-        later = (canon[0] != torch.arange(n, device=dev)).nonzero()[:, 0]
+        later = (canon != torch.arange(n, device=dev)).nonzero()[:, 0]
         picks = torch.cat([picks, later[: k - U]])
     return picks
 
@@ -253,7 +268,7 @@ def max_min_select(
     if n == 1:
         return torch.zeros(B, k, dtype=torch.long, device=x.device)
     if path == "bounded" or (path == "auto" and B == 1 and n >= BOUNDED_MIN_ROWS):
-        return _bounded_select(x[0], k, block_elems, stride)[None]
+        return _bounded_select(*_distinct(x[0]), n, k, block_elems, stride)[None]
     return _dense_select(x, k, block_elems, _copies(x))
 
 
@@ -262,11 +277,14 @@ def run(tokens: VideoTokens, config: DivPruneConfig) -> PruneResult:
     T, H, W = tokens.grid
     L = H * W
     k = frame_budget(L, config.retention)
-    x = normalize(tokens.features.reshape(T, L, -1))
-    if config.scope == "video":
-        idx = max_min_select(x.reshape(1, T * L, -1), T * k, stride=L)[0]
+    if config.scope == "video" and T * L >= BOUNDED_MIN_ROWS:
+        xu, canon, first_rows = _distinct(normalize(tokens.features.reshape(T * L, -1)))
+        # Only the distinct rows are kept past this point: with copies, the normalised video is freed.
+        idx = _bounded_select(xu, canon, first_rows, T * L, T * k, DEFAULT_BLOCK_ELEMS, L)
+    elif config.scope == "video":
+        idx = max_min_select(normalize(tokens.features.reshape(1, T * L, -1)), T * k, stride=L)[0]
     else:
-        pos = max_min_select(x, k)
+        pos = max_min_select(normalize(tokens.features.reshape(T, L, -1)), k)
         idx = flat_index(torch.arange(T, device=pos.device)[:, None], pos, L).reshape(-1)
     return PruneResult.from_indices(
         tokens,
