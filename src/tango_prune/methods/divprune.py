@@ -57,9 +57,11 @@ def _copies(x: torch.Tensor) -> torch.Tensor | None:
     canon = first_copies(x)
     if canon is None:
         return None
-    zero = (x == 0).all(-1)
+    B, n, D = x.shape
+    step = max(1, DEFAULT_BLOCK_ELEMS // max(1, B * D))  # a block at a time: no (B, n, D) mask
+    zero = torch.cat([(x[:, s : s + step] == 0).all(-1) for s in range(0, n, step)], 1)
     if bool(zero.any()):
-        canon = torch.where(zero, torch.arange(x.shape[1], device=x.device), canon)
+        canon = torch.where(zero, torch.arange(n, device=x.device), canon)
     return canon
 
 
