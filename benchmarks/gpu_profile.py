@@ -33,7 +33,9 @@ What one run measures (one ``generate`` call producing one token):
   (``tango_prune.bench.profiler.PeakMemory``); on CPU the process RSS instead.
 - ``--count-syncs`` (CUDA only; "n/a" otherwise): after the timed runs of a method, one call of
   ``tango_prune.prune`` on the same encoded video under ``torch.cuda.set_sync_debug_mode("warn")``, counting
-  the "synchronizing CUDA operation" warnings, i.e. host-device syncs inside ``prune`` itself.
+  the "synchronizing CUDA operation" warnings, i.e. host-device syncs inside ``prune`` itself. The same
+  call also counts, on any device (the ``--dry-run`` included), the calls that would synchronise on CUDA
+  (``tango_prune.bench.syncs.SyncCounter``): the "sync ops" column.
 
 Time budget (target: under 8 minutes on one H200/H100/A100-80GB; an estimate, **not yet measured on a GPU**):
 building the 8.0 B-parameter model on the device with ``no_init_weights`` and an in-place seeded
@@ -83,6 +85,7 @@ ROW_KEYS = (
     "ttft_speedup",
     "peak_gib",
     "syncs",
+    "sync_ops",
     "ttft_repeats_ms",
     "warmup",
     "repeats",
@@ -296,6 +299,7 @@ def profile_config(
     import tango_prune
     from tango_prune.bench.families import pruned_kwargs
     from tango_prune.bench.profiler import PeakMemory
+    from tango_prune.bench.syncs import SyncCounter
 
     attn = torch.ones_like(inp.input_ids)
     kwargs = pruned_kwargs(inp, attn)
@@ -303,7 +307,7 @@ def profile_config(
         kwargs.pop("video_timestamps")  # an argument of the patched model only
     box: list[Marks] = [Marks(device)]
     runs = []
-    syncs = None
+    syncs = sync_ops = None
     with instrumented(model, method, retention, box), PeakMemory(device) as mem:
         for i in range(warmup + repeats):
             r = one_run(model, kwargs, device, method is not None, box)
@@ -317,7 +321,9 @@ def profile_config(
                 with torch.no_grad():  # the encoder once more, outside the timed runs
                     video = _prune_input(family(model).bench_encode(model, inp), family, inp)
                 cfg = tango_prune.make_config(method, retention=retention)
-                syncs = count_prune_syncs(lambda: tango_prune.prune(video, cfg), device)
+                with SyncCounter() as counter:
+                    syncs = count_prune_syncs(lambda: tango_prune.prune(video, cfg), device)
+                sync_ops = counter.total
     row: dict[str, Any] = {
         "frames": int(inp.info["frames"]),
         "method": method or "none",
@@ -330,6 +336,7 @@ def profile_config(
         ttft_speedup=None,
         peak_gib=mem.peak_mib / 1024,
         syncs=syncs,
+        sync_ops=sync_ops,
         ttft_repeats_ms=[r["ttft_ms"] for r in runs],
         warmup=warmup,
         repeats=repeats,
@@ -373,21 +380,23 @@ def markdown(report: dict[str, Any]) -> str:
         f"configuration. Vision: the upstream encoder for `none`, encoder + saliency map for the "
         f"methods; prune: the adapter's pruning and input rewrite. Peak memory: {report['peak_memory']}. "
         f"Syncs: host-device synchronisations inside `tango_prune.prune` "
-        f'(`torch.cuda.set_sync_debug_mode("warn")`), n/a when not counted. '
+        f'(`torch.cuda.set_sync_debug_mode("warn")`), n/a when not counted; sync ops: the calls inside it '
+        f"that synchronise on CUDA, counted on any device (`tango_prune.bench.syncs.SyncCounter`). "
         f"Total wall time {report['elapsed_s']:.0f} s.",
         "",
         "| frames | method | visual tokens | vision ms | prune ms | prefill ms | TTFT ms | TTFT speedup "
-        "| peak GiB | syncs |",
-        "|" + "---|" * 10,
+        "| peak GiB | syncs | sync ops |",
+        "|" + "---|" * 11,
     ]
     for r in report["rows"]:
         speed = "-" if r["ttft_speedup"] is None else f"{r['ttft_speedup']:.2f}x"
         syncs = "-" if r["method"] == "none" else ("n/a" if r["syncs"] is None else str(r["syncs"]))
+        ops = "-" if r["method"] == "none" else ("n/a" if r.get("sync_ops") is None else str(r["sync_ops"]))
         mark = " (reduced)" if r["reduced"] else ""
         lines.append(
             f"| {r['frames']} | {r['method']}{mark} | {r['visual_tokens']} | {r['vision_ms']:.1f} "
             f"| {r['prune_ms']:.1f} | {r['prefill_ms']:.1f} | {r['ttft_ms']:.1f} | {speed} "
-            f"| {r['peak_gib']:.2f} | {syncs} |"
+            f"| {r['peak_gib']:.2f} | {syncs} | {ops} |"
         )
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)

@@ -48,6 +48,8 @@ def test_dry_run_report_has_every_method_for_every_frame_count(gp, saved_tiny, t
         assert r["ttft_ms"] > 0 and r["vision_ms"] > 0 and r["prefill_ms"] > 0 and r["other_ms"] >= 0
         assert r["vision_ms"] + r["prune_ms"] + r["prefill_ms"] + r["other_ms"] == pytest.approx(r["ttft_ms"])
         assert r["peak_gib"] > 0 and r["syncs"] is None  # nothing to count off CUDA
+        # ... but the calls that would synchronise on CUDA are counted on any device
+        assert (r["sync_ops"] is None) == (r["method"] == "none") and (r["sync_ops"] or 0) >= 0
         assert r["ttft_repeats_ms"] == [r["ttft_ms"]] and (r["warmup"], r["repeats"]) == (0, 1)
         base = next(b for b in rows if b["frames"] == r["frames"] and b["method"] == "none")
         assert r["ttft_speedup"] == pytest.approx(base["ttft_ms"] / r["ttft_ms"])
@@ -63,8 +65,9 @@ def test_dry_run_report_has_every_method_for_every_frame_count(gp, saved_tiny, t
     assert len(table) == len(rows)
     for line, r in zip(table, rows):
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert len(cells) == 10 and cells[:3] == [str(r["frames"]), r["method"], str(r["visual_tokens"])]
-        assert cells[-1] == ("-" if r["method"] == "none" else "n/a")
+        assert len(cells) == 11 and cells[:3] == [str(r["frames"]), r["method"], str(r["visual_tokens"])]
+        assert cells[-2] == ("-" if r["method"] == "none" else "n/a")
+        assert cells[-1] == ("-" if r["method"] == "none" else str(r["sync_ops"]))
     assert "--count-syncs" in report["command"] and "wrote" in capsys.readouterr().out
 
 
@@ -124,6 +127,7 @@ def test_markdown_marks_reduced_rows_counted_syncs_and_incomplete_runs(gp):
         ttft_speedup=2.0,
         peak_gib=16.5,
         syncs=3,
+        sync_ops=5,
         ttft_repeats_ms=[156.0],
         warmup=0,
         repeats=1,
@@ -144,7 +148,7 @@ def test_markdown_marks_reduced_rows_counted_syncs_and_incomplete_runs(gp):
     )
     md = gp.markdown(report)
     assert "**Incomplete**" in md and "Dry run" not in md and "Device: G" in md
-    assert "| 32 | tango (reduced) | 641 | 100.0 | 5.0 | 50.0 | 156.0 | 2.00x | 16.50 | 3 |" in md
+    assert "| 32 | tango (reduced) | 641 | 100.0 | 5.0 | 50.0 | 156.0 | 2.00x | 16.50 | 3 | 5 |" in md
 
 
 def test_defaults_are_the_gpu_run(gp):

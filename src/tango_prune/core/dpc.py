@@ -87,8 +87,14 @@ def first_copies(x: torch.Tensor) -> torch.Tensor | None:
     set has a duplicate. -0.0 and 0.0 count as equal. Integer hashing (exact, order-free) finds the
     candidates; equality is then checked on the bits."""
     B, n, D = x.shape
-    bits = (x + 0.0).contiguous().view(torch.int32)
-    h = (bits.to(torch.int64) * _hash_weights(D, x.device)).sum(-1)  # wraps exactly in int64
+    weights = _hash_weights(D, x.device)
+
+    def bits(rows: torch.Tensor) -> torch.Tensor:
+        return (rows + 0.0).view(torch.int32)  # + 0.0: -0.0 and 0.0 get the same bits
+
+    # Rows are hashed a block at a time: neither a bit copy nor the int64 products of the whole set.
+    step = _rows_per_block(B, D, DEFAULT_BLOCK_ELEMS)
+    h = torch.cat([(bits(x[:, s : s + step]).to(torch.int64) * weights).sum(-1) for s in range(0, n, step)], 1)
     order = torch.sort(h, dim=1, stable=True).indices
     hs = torch.gather(h, 1, order)
     same = torch.zeros(B, n, dtype=torch.bool, device=x.device)
@@ -99,8 +105,13 @@ def first_copies(x: torch.Tensor) -> torch.Tensor | None:
     pos = torch.arange(n, device=x.device).expand(B, n)
     head_pos = torch.where(same, torch.zeros_like(pos), pos).cummax(1).values
     head = torch.gather(order, 1, head_pos)
-    rows = torch.arange(B, device=x.device)[:, None]
-    equal = (bits[rows, order] == bits[rows, head]).all(-1)  # a hash collision stays distinct
+    # A hash collision stays distinct; only rows with an equal-hash predecessor need their bits compared.
+    equal = head == order
+    b, i = torch.nonzero(~equal, as_tuple=True)
+    step = max(1, DEFAULT_BLOCK_ELEMS // max(1, D))
+    for s in range(0, b.numel(), step):
+        bb, ii = b[s : s + step], i[s : s + step]
+        equal[bb, ii] = (bits(x[bb, order[bb, ii]]) == bits(x[bb, head[bb, ii]])).all(-1)
     canon = torch.where(equal, head, order)
     out = torch.empty_like(canon).scatter_(1, order, canon)
     return None if bool((out == pos).all()) else out
