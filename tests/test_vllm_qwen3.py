@@ -16,7 +16,18 @@ import numpy as np
 import pytest
 import torch
 
-from vllm_models import Q_END, Q_START, Q_VIDEO, close, engine, metadata, require_vllm, tiny_qwen3_checkpoint, video
+from vllm_models import (
+    Q_END,
+    Q_IMAGE,
+    Q_START,
+    Q_VIDEO,
+    close,
+    engine,
+    metadata,
+    require_vllm,
+    tiny_qwen3_checkpoint,
+    video,
+)
 
 require_vllm()
 
@@ -86,9 +97,10 @@ def _record_positions(llm) -> None:
     llm.apply_model(patch)
 
 
-def _hf(checkpoint, method: str, frames: np.ndarray, timestamps: list[float]):
+def _hf(checkpoint, method: str, frames: np.ndarray, timestamps: list[float], image: np.ndarray | None = None):
     """Greedy tokens, kept result, full-prompt M-RoPE positions (3, N) and prompt ids (N,) of the transformers
-    path for one video, with the step times vLLM wrote into its prompt as ST-RoPE timestamps."""
+    path for one video (after one image, if given), with the step times vLLM wrote into its prompt as ST-RoPE
+    timestamps."""
     from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
     from transformers.video_utils import VideoMetadata
 
@@ -97,10 +109,12 @@ def _hf(checkpoint, method: str, frames: np.ndarray, timestamps: list[float]):
 
     proc = AutoProcessor.from_pretrained(checkpoint)
     meta = {k: v for k, v in metadata().items() if k != "do_sample_frames"}
-    text = " ".join(f"t{i}" for i in PREFIX) + " <|vision_start|><|video_pad|><|vision_end|> "
-    text += " ".join(f"t{i}" for i in SUFFIX)
+    text = " ".join(f"t{i}" for i in PREFIX)
+    text += "" if image is None else " <|vision_start|><|image_pad|><|vision_end|>"
+    text += " <|vision_start|><|video_pad|><|vision_end|> " + " ".join(f"t{i}" for i in SUFFIX)
     inputs = proc(
         text=[text],
+        images=None if image is None else [image],
         videos=[frames],
         video_metadata=[VideoMetadata(**meta)],
         do_sample_frames=False,
@@ -109,7 +123,10 @@ def _hf(checkpoint, method: str, frames: np.ndarray, timestamps: list[float]):
     inputs.pop("mm_token_type_ids", None)
     model = Qwen3VLForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).eval()
     ids = inputs["input_ids"]
-    full_pos, _ = model.model.get_rope_index(ids, (ids == Q_VIDEO).int() * 2, video_grid_thw=inputs["video_grid_thw"])
+    types = (ids == Q_VIDEO).int() * 2 + (ids == Q_IMAGE).int()
+    full_pos, _ = model.model.get_rope_index(
+        ids, types, image_grid_thw=inputs.get("image_grid_thw"), video_grid_thw=inputs["video_grid_thw"]
+    )
     tp.apply(model, method, retention=RETENTION)
     with torch.no_grad():
         out = model.generate(
@@ -162,6 +179,32 @@ def test_batch_of_different_videos_equals_each_alone(served):
     alone = [_tokens(llm, [v])[0] for v in videos]
     assert _tokens(llm, videos) == alone
     assert len({tuple(a) for a in alone}) > 1  # the videos matter: the check is not vacuous
+
+
+def test_an_image_before_the_video_stays_whole_and_equals_transformers(served, checkpoint):
+    # images are not pruned: their rows (DeepStack levels included) carry their own positions next to the
+    # video's, and the text after both keeps its place
+    from PIL import Image
+
+    method, llm = served
+    if method != "tango":
+        pytest.skip("one engine is enough")
+    _record_positions(llm)
+    image, frames = video(7)[0], two_scenes(8)
+    prompt = {
+        "prompt_token_ids": PREFIX + [Q_START, Q_IMAGE, Q_END, Q_START, Q_VIDEO, Q_END] + SUFFIX,
+        "multi_modal_data": {"image": Image.fromarray(image), "video": (frames, metadata())},
+    }
+    out = _generate(llm, [prompt])[0]
+    rec = _history(llm)[-1]
+    positions = llm.apply_model(lambda m: m.recorded_positions)[0]
+    hf_tokens, hf_res, hf_pos, hf_ids = _hf(checkpoint, method, frames, rec["timestamps"], image=image)
+    assert list(out.prompt_token_ids).count(Q_IMAGE) == (hf_ids == Q_IMAGE).sum() == PER_STEP
+    assert torch.equal(hf_res.indices.cpu(), rec["result"].indices.cpu())
+    keep = hf_ids != Q_VIDEO
+    keep[(hf_ids == Q_VIDEO).nonzero()[:, 0][hf_res.indices]] = True
+    assert torch.equal(positions.cpu(), hf_pos[:, keep])
+    assert list(out.outputs[0].token_ids) == hf_tokens
 
 
 def test_deepstack_levels_follow_the_kept_tokens(served, checkpoint):
@@ -225,3 +268,11 @@ def test_every_registered_method_runs_in_the_engine_and_equals_transformers(serv
         assert len(spread) > 2  # several methods spread their tokens unevenly over the steps
     finally:
         use(method)
+
+
+def test_bad_config_fails_at_engine_start(checkpoint, monkeypatch):
+    # the multiprocess engine (vLLM's default): the frontend's processor parses the entry before any worker
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    with pytest.raises(ValueError, match="retention") as e:
+        engine(checkpoint, {"method": "tango", "retention": 1.5}, ARCH)
+    assert "tango_prune" in str(e.value)
