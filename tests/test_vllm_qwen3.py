@@ -276,3 +276,16 @@ def test_bad_config_fails_at_engine_start(checkpoint, monkeypatch):
     with pytest.raises(ValueError, match="retention") as e:
         engine(checkpoint, {"method": "tango", "retention": 1.5}, ARCH)
     assert "tango_prune" in str(e.value)
+
+
+def test_multiprocess_engine_equals_transformers(checkpoint, monkeypatch):
+    # vLLM's default (and `vllm serve`'s): the frontend's config never sees the worker's pruning switch
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    frames = two_scenes(0)
+    llm = engine(checkpoint, {"method": "tango", "retention": RETENTION}, ARCH)
+    try:
+        out = _generate(llm, [_prompt(frames)])[0]
+    finally:
+        close(llm)
+    assert list(out.prompt_token_ids).count(Q_VIDEO) == 16
+    assert list(out.outputs[0].token_ids) == _hf(checkpoint, "tango", frames, [0.125, 0.625, 1.125, 1.625])[0]
