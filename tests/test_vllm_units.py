@@ -160,6 +160,37 @@ def test_media_positions_follow_the_hf_expression_with_fractional_step_times():
     assert image[:, 0].eq(0).all() and nxt == 5
 
 
+def test_qwen3_frame_groups_each_start_after_their_vision_start_and_span_the_larger_side():
+    from tango_prune.vllm.positions import frame_group_positions
+
+    S, E, V = 7, 6, 9
+    ids = [4, S, V, V, V, V, E, 4, S, V, V, V, V, E]  # two 2 x 2 frames, each after a one-token timestamp
+    pos, extent = frame_group_positions(ids, V, 2, 2)
+    assert pos[:, :2].T.tolist() == [[0, 0, 0], [1, 1, 1]]
+    assert pos[:, 2:6].T.tolist() == [[2, 2, 2], [2, 2, 3], [2, 3, 2], [2, 3, 3]]  # time index 0 + start
+    assert pos[0, 6:9].tolist() == [4, 5, 6] and pos[:, 9].tolist() == [7, 7, 7] and extent == 10
+
+
+def test_range_rows_are_placed_from_their_index_in_the_range_whole_or_in_chunks():
+    from tango_prune.vllm.positions import place_range_positions
+
+    S, E, V = 7, 6, 9
+    # text | range: timestamp, start, 2 kept tokens, end, timestamp, start, end | text; the range's rows carry
+    # positions relative to its first token, lead 2 (rows before its first V) and anchor V
+    ids = torch.tensor([1, 5, 4, S, V, V, E, 4, S, E, 2])
+    pos = torch.tensor([0, 1] + [-1] * 8 + [20]).expand(3, -1).clone()
+    rel = torch.tensor([[0, 0, 0], [1, 1, 1], [2, 2, 3], [2, 4, 2], [6, 6, 6], [7, 7, 7], [8, 8, 8], [17, 17, 17]])
+    rows = torch.cat([rel, torch.arange(8)[:, None], torch.tensor([[2, V]]).expand(8, 2)], dim=1)
+    whole = place_range_positions(ids, [rows], pos, 0)
+    assert whole[:, 2:10].T.tolist() == (rel + 2).tolist()
+    assert torch.equal(whole[:, [0, 1, 10]], pos[:, [0, 1, 10]]) and pos[0, 2] == -1  # input untouched
+    # chunks of 5 and 6 tokens: the second piece continues the range at its row 3
+    part = place_range_positions(ids, [rows[:3]], pos, 0)
+    assert torch.equal(place_range_positions(ids, [rows[3:]], part, 5), whole)
+    with pytest.raises(ValueError, match="no token"):
+        place_range_positions(ids, [rows, rows], pos, 0)
+
+
 # -- bench --engine vllm: argument errors before vLLM is needed ------------------------------------------
 def test_bench_vllm_engine_needs_a_checkpoint_directory(tmp_path, capsys):
     from tango_prune.cli import main

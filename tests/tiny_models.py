@@ -22,11 +22,9 @@ def siglip_vision(head: bool = False) -> dict:
     )
 
 
-def qwen25_vision(out_hidden_size: int = 32) -> dict:
-    """The tiny Qwen2.5-VL ViT every Qwen2.5-VL test model uses: 32 dims, patch 4, merge 2, 16 px windows;
-    ``out_hidden_size`` is the LLM width."""
+def _qwen_vit(out_hidden_size: int) -> dict:
+    """What the tiny Qwen ViTs share: 32 dims, 4 heads, patch 4, 2 frames per step, merge 2."""
     return dict(
-        depth=2,
         hidden_size=32,
         intermediate_size=64,
         num_heads=4,
@@ -34,11 +32,20 @@ def qwen25_vision(out_hidden_size: int = 32) -> dict:
         patch_size=4,
         temporal_patch_size=2,
         spatial_merge_size=2,
-        window_size=16,
-        fullatt_block_indexes=[1],
-        tokens_per_second=2,
         in_channels=3,
     )
+
+
+def qwen25_vision(out_hidden_size: int = 32) -> dict:
+    """The tiny Qwen2.5-VL ViT every Qwen2.5-VL test model uses: 32 dims, patch 4, merge 2, 16 px windows;
+    ``out_hidden_size`` is the LLM width."""
+    return dict(_qwen_vit(out_hidden_size), depth=2, window_size=16, fullatt_block_indexes=[1], tokens_per_second=2)
+
+
+def qwen3_vision(out_hidden_size: int = 32) -> dict:
+    """The tiny Qwen3-VL ViT every Qwen3-VL test model uses: 32 dims, patch 4, merge 2, 3 blocks with DeepStack
+    levels after blocks 0 and 1; ``out_hidden_size`` is the LLM width."""
+    return dict(_qwen_vit(out_hidden_size), depth=3, num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
 
 
 def _save_load(model, cls, tmp_path, attn):
@@ -183,19 +190,7 @@ def tiny_qwen3(tmp_path, *, attn: str = "sdpa", real_ids: bool = False):
     )
 
     cfg = Qwen3VLConfig(
-        vision_config=dict(
-            depth=3,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=4,
-            out_hidden_size=32,
-            patch_size=4,
-            temporal_patch_size=2,
-            spatial_merge_size=2,
-            in_channels=3,
-            num_position_embeddings=16,
-            deepstack_visual_indexes=[0, 1],
-        ),
+        vision_config=qwen3_vision(),
         text_config=dict(
             hidden_size=32,
             intermediate_size=64,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tiny_models import Q_END, Q_IMAGE, Q_START, Q_VIDEO, qwen25_vision, siglip_vision  # noqa: F401 - re-exported ids
+from tiny_models import Q_END, Q_IMAGE, Q_START, Q_VIDEO, qwen3_vision, qwen25_vision, siglip_vision  # noqa: F401 - re-exported ids
 
 VOCAB = 160
 #: frames of the test videos: 8 frames of 32 x 32 px -> 4 temporal steps of 4 x 4 merged tokens
@@ -38,6 +38,46 @@ def _tokenizer(specials: dict[int, str]):
     )
 
 
+#: the Qwen tokenizers' special tokens (ids of :mod:`tiny_models`, real names)
+QWEN_SPECIALS = {
+    0: "<|endoftext|>",
+    2: "<|im_end|>",
+    Q_IMAGE: "<|image_pad|>",
+    Q_VIDEO: "<|video_pad|>",
+    Q_START: "<|vision_start|>",
+    Q_END: "<|vision_end|>",
+}
+
+
+#: the Qwen configs' vision token ids
+QWEN_IDS = dict(
+    image_token_id=Q_IMAGE, video_token_id=Q_VIDEO, vision_start_token_id=Q_START, vision_end_token_id=Q_END
+)
+
+
+def _llm(**extra) -> dict:
+    """The test LLM: 64 dims, 2 layers of 2 heads (head size 32, vLLM's CPU minimum), the test vocabulary."""
+    return dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        pad_token_id=0,
+        eos_token_id=2,
+        **extra,
+    )
+
+
+def _qwen_llm(mrope_interleaved: bool = False, **extra) -> dict:
+    """The Qwen test LLM: :func:`_llm` with M-RoPE sections 8/4/4 (interleaved for Qwen3-VL)."""
+    rope = {"rope_type": "default", "mrope_section": [8, 4, 4], "rope_theta": 1e4}
+    if mrope_interleaved:
+        rope["mrope_interleaved"] = True
+    return _llm(max_position_embeddings=4096, bos_token_id=1, rope_parameters=rope, **extra)
+
+
 def tiny_qwen25_checkpoint(root: Path) -> Path:
     """A Qwen2.5-VL checkpoint: ViT of 32 dims / patch 4 / merge 2 / window 16 px, LLM of 64 dims; saved with
     its tokenizer and processor (videos at 2 frames per temporal step, 64 x 64 px at most)."""
@@ -52,23 +92,8 @@ def tiny_qwen25_checkpoint(root: Path) -> Path:
     path = Path(root) / "qwen2_5_vl"
     cfg = Qwen2_5_VLConfig(
         vision_config=qwen25_vision(out_hidden_size=64),
-        text_config=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            vocab_size=VOCAB,
-            max_position_embeddings=4096,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            rope_parameters={"rope_type": "default", "mrope_section": [8, 4, 4], "rope_theta": 1e4},
-        ),
-        image_token_id=Q_IMAGE,
-        video_token_id=Q_VIDEO,
-        vision_start_token_id=Q_START,
-        vision_end_token_id=Q_END,
+        text_config=_qwen_llm(),
+        **QWEN_IDS,
     )
     torch.manual_seed(0)
     model = Qwen2_5_VLForConditionalGeneration(cfg)
@@ -77,19 +102,48 @@ def tiny_qwen25_checkpoint(root: Path) -> Path:
         for p in model.model.visual.merger.parameters():
             p.mul_(4.0)
     model.save_pretrained(path)
-    specials = {
-        0: "<|endoftext|>",
-        2: "<|im_end|>",
-        Q_IMAGE: "<|image_pad|>",
-        Q_VIDEO: "<|video_pad|>",
-        Q_START: "<|vision_start|>",
-        Q_END: "<|vision_end|>",
-    }
     geometry = dict(patch_size=4, merge_size=2, temporal_patch_size=2, min_pixels=8 * 8, max_pixels=64 * 64)
     Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**geometry),
-        tokenizer=_tokenizer(specials),
+        tokenizer=_tokenizer(QWEN_SPECIALS),
         video_processor=Qwen2VLVideoProcessor(**geometry),
+        chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}",
+    ).save_pretrained(path)
+    return path
+
+
+def tiny_qwen3_checkpoint(root: Path) -> Path:
+    """A Qwen3-VL checkpoint: the ViT of :func:`tiny_models.qwen3_vision` (DeepStack levels after blocks 0 and 1,
+    their mergers scaled up so that a misplaced level changes the logits), LLM of 64 dims and 2 layers (both
+    receive a level); saved with its tokenizer and processor (timestamps ``<t seconds>`` are unknown words)."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    path = Path(root) / "qwen3_vl"
+    cfg = Qwen3VLConfig(
+        vision_config=qwen3_vision(out_hidden_size=64),
+        text_config=_qwen_llm(head_dim=32, mrope_interleaved=True),  # why: Qwen3-VL's M-RoPE is interleaved
+        **QWEN_IDS,
+    )
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(cfg)
+    with torch.no_grad():
+        for p in model.model.visual.merger.parameters():
+            p.mul_(4.0)
+        for p in model.model.visual.deepstack_merger_list.parameters():
+            p.mul_(4.0)
+    model.save_pretrained(path)
+    geometry = dict(patch_size=4, merge_size=2, temporal_patch_size=2)
+    Qwen3VLProcessor(
+        # why: the published Qwen3-VL processors normalise with mean = std = 0.5 for images and videos alike;
+        # vLLM normalises on the device with the image processor's values for both
+        image_processor=Qwen2VLImageProcessor(
+            **geometry, min_pixels=8 * 8, max_pixels=64 * 64, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        ),
+        tokenizer=_tokenizer(QWEN_SPECIALS),
+        video_processor=Qwen3VLVideoProcessor(
+            **geometry, size={"shortest_edge": 8 * 8, "longest_edge": 16 * 64 * 64}, cap_pixels_per_frame=False
+        ),
         chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}",
     ).save_pretrained(path)
     return path
@@ -123,18 +177,7 @@ def tiny_llava_ov_checkpoint(root: Path) -> Path:
     path = Path(root) / "llava_onevision"
     cfg = LlavaOnevisionConfig(
         vision_config=siglip_vision(),
-        text_config=dict(
-            model_type="qwen2",
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            vocab_size=VOCAB,
-            max_position_embeddings=1024,
-            pad_token_id=0,
-            eos_token_id=2,
-        ),
+        text_config=_llm(model_type="qwen2", max_position_embeddings=1024),
         image_token_index=Q_IMAGE,
         video_token_index=Q_VIDEO,
         vision_feature_layer=-1,

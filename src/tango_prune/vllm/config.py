@@ -13,8 +13,16 @@ from typing import Any
 from ..api import make_config
 from ..config import PruneConfig
 from ..methods._common import frame_budget
+from .runner import check_no_evs
 
-__all__ = ["ARCHITECTURES", "CONFIG_KEY", "VllmPruneConfig", "parse_config", "video_budget_for_grid"]
+__all__ = [
+    "ARCHITECTURES",
+    "CONFIG_KEY",
+    "VllmPruneConfig",
+    "FrontendConfigMixin",
+    "parse_config",
+    "video_budget_for_grid",
+]
 
 #: the key of the plugin's entry in the HF model config (``hf_overrides={"tango_prune": {...}}``)
 CONFIG_KEY = "tango_prune"
@@ -24,6 +32,10 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "TangoQwen2_5_VLForConditionalGeneration": (
         "tango_prune.vllm.qwen2_5_vl:TangoQwen2_5_VLForConditionalGeneration",
         "Qwen2_5_VLForConditionalGeneration",
+    ),
+    "TangoQwen3VLForConditionalGeneration": (
+        "tango_prune.vllm.qwen3_vl:TangoQwen3VLForConditionalGeneration",
+        "Qwen3VLForConditionalGeneration",
     ),
     "TangoLlavaOnevisionForConditionalGeneration": (
         "tango_prune.vllm.llava_onevision:TangoLlavaOnevisionForConditionalGeneration",
@@ -64,6 +76,19 @@ def parse_config(hf_config: Any) -> VllmPruneConfig:
     except (ValueError, TypeError) as e:
         raise ValueError(f"{CONFIG_KEY}: {e}") from None
     return VllmPruneConfig(cfg)
+
+
+class FrontendConfigMixin:
+    """Mixed in before a vLLM multimodal processor class: parses the ``tango_prune`` entry (``self.tango``) and
+    refuses vLLM's own video pruning when vLLM builds the processor in the frontend, so that a bad entry fails
+    at engine start."""
+
+    tango: VllmPruneConfig
+
+    def __init__(self, info: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(info, *args, **kwargs)  # type: ignore[call-arg]
+        check_no_evs(info.ctx.get_mm_config())
+        self.tango = parse_config(info.get_hf_config())
 
 
 def video_budget_for_grid(t: int, h: int, w: int, retention: float) -> int:

@@ -28,7 +28,7 @@ from vllm.multimodal.processing import PromptReplacement
 
 from ..api import prune
 from ..tokens import VideoTokens
-from .config import VllmPruneConfig, parse_config, video_budget_for_grid
+from .config import FrontendConfigMixin, parse_config, video_budget_for_grid
 from .runner import check_no_evs
 from .saliency import all_reduce_heads
 from .selection import fit_to_budget
@@ -45,13 +45,8 @@ def _pooled(info_or_config: Any) -> tuple[int, int]:
     return g, -(-g // 2)
 
 
-class TangoLlavaOnevisionMultiModalProcessor(LlavaOnevisionMultiModalProcessor):
+class TangoLlavaOnevisionMultiModalProcessor(FrontendConfigMixin, LlavaOnevisionMultiModalProcessor):
     """The upstream processor with each video's placeholder count set to the budget plus its newline."""
-
-    def __init__(self, info: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(info, *args, **kwargs)
-        check_no_evs(info.ctx.get_mm_config())
-        self.tango: VllmPruneConfig = parse_config(info.get_hf_config())
 
     def _get_prompt_updates(self, mm_items: Any, hf_processor_mm_kwargs: Any, out_mm_kwargs: Any) -> Any:
         updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)

@@ -25,6 +25,10 @@ __all__ = [
     "decode_positions",
     "qwen_media_positions",
     "place_media_positions",
+    "prompt_positions",
+    "frame_group_positions",
+    "RANGE_VALUES",
+    "place_range_positions",
 ]
 
 #: base-256 digits per integer
@@ -37,7 +41,8 @@ _BASE = 256
 
 
 def encode_positions(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(N, 3) non-negative integers -> (N, CHANNELS) digits in ``dtype`` (exact for any float dtype)."""
+    """(N, V) non-negative integers -> (N, DIGITS * V) digits in ``dtype`` (exact for any float dtype); V is 3
+    (t, h, w: :data:`CHANNELS` channels) unless a caller carries more values per token."""
     v = values.to(torch.long)
     if v.numel() and (int(v.min()) < 0 or int(v.max()) >= _BASE**DIGITS):
         raise ValueError(f"positions must lie in [0, {_BASE**DIGITS}), got [{int(v.min())}, {int(v.max())}]")
@@ -46,8 +51,8 @@ def encode_positions(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def decode_positions(channels: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`encode_positions`: (N, CHANNELS) -> (N, 3) long."""
-    d = channels.to(torch.long).reshape(channels.shape[0], DIGITS, VALUES)
+    """Inverse of :func:`encode_positions`: (N, DIGITS * V) -> (N, V) long."""
+    d = channels.to(torch.long).reshape(channels.shape[0], DIGITS, channels.shape[1] // DIGITS)
     scale = torch.tensor([_BASE**k for k in range(DIGITS)], dtype=torch.long, device=channels.device)
     return (d * scale[None, :, None]).sum(dim=1)
 
@@ -102,4 +107,76 @@ def place_media_positions(
     cols = cols[: rel.shape[0]]
     base = out[0, run_start[cols] - 1] + 1  # the token before a run is text: its three rows are equal
     out[:, cols] = (rel + base[:, None]).T.to(out.dtype)
+    return out
+
+
+def prompt_positions(num_tokens: int, runs: list[tuple[int, torch.Tensor, int]]) -> tuple[torch.Tensor, int]:
+    """M-RoPE positions (3, num_tokens) of a prompt whose media runs are ``(offset, rel, extent)``, in prompt
+    order: text advances by one per token; run ``rel`` (n, 3) sits at the position after the text before it,
+    and the text after it starts ``extent`` later. Returns the positions and vLLM's ``mrope_position_delta``
+    (largest position + 1 - num_tokens)."""
+    parts, st, nxt = [], 0, 0
+    for offset, rel, extent in runs:
+        parts.append(torch.arange(offset - st).expand(3, -1) + nxt)
+        nxt += offset - st
+        parts.append(rel.T.to(torch.long) + nxt)
+        nxt += extent
+        st = offset + rel.shape[0]
+    parts.append(torch.arange(num_tokens - st).expand(3, -1) + nxt)
+    positions = torch.cat(parts, dim=1)
+    return positions, int(positions.max()) + 1 - num_tokens if positions.numel() else 0
+
+
+def frame_group_positions(ids: list[int], media_id: int, grid_h: int, grid_w: int) -> tuple[torch.Tensor, int]:
+    """Positions (3, L) of a Qwen3-VL media range (timestamp text and ``<vision_start>``/``<vision_end>``
+    around every frame's run of ``media_id`` tokens, all ``grid_h x grid_w``), relative to its first token, and
+    its extent (largest position + 1): every frame is its own group at time index 0, as in HF
+    ``get_rope_index``, and the text after a frame starts ``max(grid_h, grid_w)`` after the frame's start."""
+    frame, extent = qwen_media_positions(1, grid_h, grid_w)
+    is_media = torch.tensor(ids, dtype=torch.long) == media_id
+    starts = (is_media & ~torch.cat([torch.zeros(1, dtype=torch.bool), is_media[:-1]])).nonzero()[:, 0]
+    pos, _ = prompt_positions(len(ids), [(int(s), frame, extent) for s in starts])
+    return pos, int(pos.max()) + 1 if pos.numel() else 0
+
+
+#: values carried per row of a range (:func:`place_range_positions`): t, h, w, row in the range, lead, anchor id
+RANGE_VALUES = 6
+
+
+def place_range_positions(
+    input_ids: torch.Tensor, pieces: list[torch.Tensor], positions: torch.Tensor, num_computed_tokens: int
+) -> torch.Tensor:
+    """The prompt's M-RoPE positions (3, N) with every row of this step's media pieces written at its own.
+
+    For media whose embeddings cover their whole placeholder range (text rows included, laid out by the
+    model rather than by the prompt's token ids), each piece is (n, :data:`RANGE_VALUES`) long per row:
+    the position relative to the range's first token, the row's index in the range, the range's ``lead``
+    (rows before the first ``anchor`` token in the prompt) and the ``anchor`` token id. Pieces come in prompt
+    order; the first may continue a range a previous chunk began (it starts at ``num_computed_tokens``), any
+    other starts its range, found as the first ``anchor`` token from there on minus ``lead``. Each row is
+    placed at the position of the token before its range + 1 + its relative position. Returns a new tensor.
+    """
+    out = positions.clone()
+    ids = torch.as_tensor(input_ids, dtype=torch.long, device=positions.device)
+    cursor = num_computed_tokens
+    for piece in pieces:
+        if piece.shape[0] == 0:
+            continue
+        piece = piece.to(positions.device, torch.long)
+        row0, lead, anchor = (int(x) for x in piece[0, 3:6])
+        if row0 > 0:
+            if cursor != num_computed_tokens:
+                raise ValueError("place_range_positions: only the first piece of a step can continue a range")
+            first = cursor
+        else:
+            hits = (ids[cursor:] == anchor).nonzero()
+            if hits.numel() == 0:
+                raise ValueError(f"place_range_positions: no token {anchor} after position {cursor}")
+            first = cursor + int(hits[0, 0]) - lead
+        start, end = first - row0, first + piece.shape[0]
+        if first < cursor or end > ids.numel():
+            raise ValueError(f"place_range_positions: a piece of {piece.shape[0]} rows does not fit at {first}")
+        base = out[0, start - 1] + 1 if start > 0 else 0
+        out[:, first:end] = (piece[:, :3] + base).T.to(out.dtype)
+        cursor = end
     return out

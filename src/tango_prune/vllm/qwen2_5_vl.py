@@ -26,10 +26,17 @@ from vllm.multimodal.processing import PromptReplacement
 
 from ..api import prune
 from ..tokens import VideoTokens
-from .config import VllmPruneConfig, parse_config, video_budget_for_grid
-from .positions import CHANNELS, decode_positions, encode_positions, place_media_positions, qwen_media_positions
+from .config import FrontendConfigMixin, parse_config, video_budget_for_grid
+from .positions import (
+    CHANNELS,
+    decode_positions,
+    encode_positions,
+    place_media_positions,
+    prompt_positions,
+    qwen_media_positions,
+)
+from .qwen_common import QwenPruningMixin
 from .runner import check_no_evs, enable_runner_pruning
-from .saliency import capture_attention_input, vit_saliency
 from .selection import fit_to_budget
 
 __all__ = ["TangoQwen2_5_VLForConditionalGeneration", "TangoQwen2_5_VLMultiModalProcessor"]
@@ -38,14 +45,9 @@ __all__ = ["TangoQwen2_5_VLForConditionalGeneration", "TangoQwen2_5_VLMultiModal
 HISTORY = 64
 
 
-class TangoQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
+class TangoQwen2_5_VLMultiModalProcessor(FrontendConfigMixin, Qwen2_5_VLMultiModalProcessor):
     """The upstream processor with each video's placeholder count set to the plugin's budget. Parses the
     ``tango_prune`` entry when vLLM builds it in the frontend, so a bad entry fails at engine start."""
-
-    def __init__(self, info: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(info, *args, **kwargs)
-        check_no_evs(info.ctx.get_mm_config())
-        self.tango: VllmPruneConfig = parse_config(info.get_hf_config())
 
     def _get_prompt_updates(self, mm_items: Any, hf_processor_mm_kwargs: Any, out_mm_kwargs: Any) -> Any:
         updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
@@ -68,7 +70,7 @@ class TangoQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
     info=Qwen2_5_VLProcessingInfo,
     dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
 )
-class TangoQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+class TangoQwen2_5_VLForConditionalGeneration(QwenPruningMixin, Qwen2_5_VLForConditionalGeneration):
     """vLLM's Qwen2.5-VL with the videos pruned by the configured tango_prune method."""
 
     def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
@@ -100,19 +102,12 @@ class TangoQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration
         positions are final; a pruned video's own positions are provisional until
         :meth:`recompute_mrope_positions` writes the kept tokens' ones."""
         tps = getattr(self.config.vision_config, "tokens_per_second", 1.0)
-        parts, st, nxt = [], 0, 0
+        runs = []
         for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
-            offset, length = feature.mm_position.offset, feature.mm_position.length
-            parts.append(torch.arange(offset - st).expand(3, -1) + nxt)
-            nxt += offset - st
             t, h, w, spg = self._media_grid(feature)
             pos, extent = qwen_media_positions(t, h, w, tps, spg)
-            parts.append(pos[:length].T + nxt)
-            nxt += extent
-            st = offset + length
-        parts.append(torch.arange(len(input_tokens) - st).expand(3, -1) + nxt)
-        positions = torch.cat(parts, dim=1)
-        return positions, int(positions.max()) + 1 - len(input_tokens) if positions.numel() else 0
+            runs.append((feature.mm_position.offset, pos[: feature.mm_position.length], extent))
+        return prompt_positions(len(input_tokens), runs)
 
     def recompute_mrope_positions(
         self, input_ids: Any, multimodal_embeddings: Any, mrope_positions: torch.Tensor, num_computed_tokens: int
@@ -129,22 +124,16 @@ class TangoQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration
         return torch.cat([emb, encode_positions(pos, emb.dtype).to(emb.device)], dim=1)
 
     # -- encoding and pruning ---------------------------------------------------------------------------
-    def _encode_videos(self, pixel_values: torch.Tensor, grids: list[list[int]]) -> tuple[tuple, list[torch.Tensor]]:
-        """Per-video merged features (raster order) and saliency (t, h', w') fp32."""
-        visual = self.visual
-        # why: in data-parallel encoder mode every rank holds the whole tower; encoding every video here
-        # keeps the saliency next to its features (the sharded helper would return other ranks' features only)
-        with capture_attention_input(visual.blocks[-1].attn) as cap:
-            embeds = visual(pixel_values, grid_thw=grids)
-        reverse = visual.prepare_encoder_metadata(grids)["reverse_indices"].to(cap["x"].device)
-        with torch.no_grad():
-            sal = vit_saliency(visual.blocks[-1].attn, cap, grids, visual.spatial_merge_size, reverse)
-        sizes = [t * h * w // visual.spatial_merge_size**2 for t, h, w in grids]
-        return embeds.split(sizes), sal
+    def _raster_reverse(self, grids: list[list[int]]) -> torch.Tensor:
+        """The tower's window permutation, undone: merge units back to raster order."""
+        return self.visual.prepare_encoder_metadata(grids)["reverse_indices"]
+
+    def _image_rows(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """An image's embeddings with its M-RoPE positions appended."""
+        return self._append_positions(embeds, positions)
 
     def _prune_videos(self, video_input: Any) -> tuple[torch.Tensor, ...]:
-        if video_input["type"] == "video_embeds":
-            raise ValueError("tango_prune: precomputed video_embeds carry no saliency; send the video frames")
+        self._check_frames(video_input)
         grids = video_input["video_grid_thw"].tolist()
         feats, sal = self._encode_videos(video_input["pixel_values_videos"], grids)
         spg = video_input.get("second_per_grid_ts")
@@ -165,18 +154,3 @@ class TangoQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration
                 {"result": res, "positions": kept, "next": nxt, "grid": (t, hs, ws)}
             ]
         return tuple(out)
-
-    def embed_multimodal(self, **kwargs: object) -> Any:
-        """Images unpruned and videos pruned, every item with its position channels appended."""
-        inputs = self._parse_and_validate_multimodal_inputs(**kwargs)
-        out: tuple[torch.Tensor, ...] = ()
-        merge = self.visual.spatial_merge_size
-        for modality, item in inputs.items():
-            if modality == "image":
-                embeds = self._process_image_input(item)
-                for emb, (t, h, w) in zip(embeds, item["image_grid_thw"].tolist()):
-                    pos, _ = qwen_media_positions(t, h // merge, w // merge)
-                    out += (self._append_positions(emb, pos),)
-            elif modality == "video":
-                out += self._prune_videos(item)
-        return out
