@@ -157,4 +157,7 @@ def test_shipped_training_record_is_a_config_of_this_code():
 
     rec = json.loads((WEIGHTS_DIR / "training.json").read_text())
     cfg = TR.TrainConfig(**rec["config"])  # the recorded command still means the same run
-    assert cfg.layouts == "background" and cfg.attn_weight == 1.0 and cfg.lm_steps == 3000
+    # the issue-10 recipe: a distribution of layouts, no evidence-attention loss, fine-tuned from the
+    # previous fixed-layout model (docs/testbed.md, "The shipped model")
+    assert cfg.layouts == "distribution" and cfg.attn_weight == 0.0 and cfg.lm_steps == 2000
+    assert cfg.lm_lr == 1e-3 and cfg.lm_from is not None and cfg.seed == 0
