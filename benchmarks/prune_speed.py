@@ -46,13 +46,13 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def _parse_variant(text: str) -> dict:
+def parse_variant(text: str) -> dict:
     """``"a=1,b=x"`` as ``{"a": 1, "b": "x"}`` (values as Python literals, else strings); ``""`` is ``{}``."""
     out = {}
     for item in filter(None, text.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ValueError(f"--set expects key=value[,key=value...], got {text!r}")
+            raise ValueError(f"a config variant must be key=value[,key=value...], got {text!r}")
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -177,13 +177,13 @@ def main() -> None:
             args.repeats,
             dev,
             method,
-            _parse_variant(args._overrides),
+            parse_variant(args._overrides),
             args._indices,
         )
         print(json.dumps(row))
         return
     try:
-        variants = [""] + [v for v in args.set if _parse_variant(v)]
+        variants = [""] + [v for v in args.set if parse_variant(v)]
     except ValueError as err:
         ap.error(str(err))
     with tempfile.TemporaryDirectory() as tmp:
