@@ -14,11 +14,21 @@ every 8 frames (four scenes of eight similar frames), retention 0.1, HoliTom seg
 
     python benchmarks/against.py --against /tmp/oldmain/src/tango_prune
     python benchmarks/against.py --against /tmp/oldmain/src/tango_prune --frames 64 --dim 896 --method holitom
+
+``--variants`` times config variants of this checkout against each other instead (no other side), each
+``key=value[,key=value...]`` over the base fields (``""``: the base itself), the first being the
+reference: it prints each variant's kept tokens, the overlap of its kept indices with the reference's
+(|A & B| / |A|) and its time ratio to the reference. ``--preset`` takes the base config from
+``TangoConfig.preset`` instead of ``--segmentation``/``--compat``. The one-segment trade-off::
+
+    python benchmarks/against.py --preset llava-onevision --frames 64 --dim 896 --cut-every 16 \
+        --variants "" segmentation=none segmentation=none,max_cluster_tokens=4096
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import statistics
@@ -66,10 +76,49 @@ def time_alternating(fns: list, repeats: int) -> list[list[float]]:
     return times
 
 
+def compare_variants(tok: tp.VideoTokens, args: argparse.Namespace, fields: dict) -> None:
+    """Time the config variants of ``--variants`` alternately on ``tok`` and print them against the first."""
+    from prune_speed import parse_variant  # the same directory: sys.path[0] when run as a script
+
+    try:
+        variants = [parse_variant(v) for v in args.variants]
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    if args.preset:
+        if args.method != "tango":
+            raise SystemExit("--preset is for --method tango")
+        base = tp.TangoConfig.preset(args.preset, retention=args.retention)
+        try:
+            configs = [dataclasses.replace(base, **v) for v in variants]
+        except (TypeError, ValueError) as err:  # a field the config does not have, or a bad value
+            raise SystemExit(f"--variants: {err}") from None
+        fns = [lambda c=c: tp.prune(tok, c) for c in configs]
+    else:
+        fns = [lambda v=v: tp.prune(tok, args.method, **{**fields, **v}) for v in variants]
+    kept = [fn().indices.cpu() for fn in fns]  # warm-up, and the kept tokens
+    times = time_alternating(fns, args.repeats)
+    print(
+        f"{args.method} on {args.frames} x 14 x 14 x {args.dim}, scene cut every {args.cut_every} "
+        f"(base {args.preset or fields}), {args.repeats} alternating runs, {torch.get_num_threads()} threads"
+    )
+    print("| variant | kept | overlap with the first | best (ms) | median (ms) | best / first | median / first |")
+    print("|---|---|---|---|---|---|---|")
+    for text, idx, t in zip(args.variants, kept, times):
+        overlap = int(torch.isin(kept[0], idx).sum()) / kept[0].numel()
+        print(
+            f"| {text or '(base)'} | {idx.numel()} | {overlap:.4f} | {min(t) * 1000:.1f} | "
+            f"{statistics.median(t) * 1000:.1f} | {min(t) / min(times[0]):.2f} | "
+            f"{statistics.median(t) / statistics.median(times[0]):.2f} |"
+        )
+
+
 def main() -> None:
     """Parse the arguments, check that both sides agree, time them alternately and print the ratios."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--against", required=True, help="tango_prune package directory, or FILE.py:NAME")
+    side = ap.add_mutually_exclusive_group(required=True)
+    side.add_argument("--against", help="tango_prune package directory, or FILE.py:NAME")
+    side.add_argument("--variants", nargs="+", metavar="KEY=VALUE[,KEY=VALUE]", help="config variants to compare")
+    ap.add_argument("--preset", default=None, help="base Tango config from TangoConfig.preset(PRESET)")
     ap.add_argument("--method", default="tango")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--dim", type=int, default=3584)
@@ -92,8 +141,11 @@ def main() -> None:
         f = f + args.noise * f.std() * torch.randn(f.shape, generator=g, dtype=f.dtype)
         tok = tp.VideoTokens(f, tok.saliency, tok.timestamps)
     fields = {"retention": args.retention}
-    if args.method == "tango":
+    if args.method == "tango" and not args.preset:
         fields.update(segmentation=args.segmentation, compat=args.compat)
+    if args.variants is not None:
+        compare_variants(tok, args, fields)
+        return
     other = load_other(args.against)
     ours = lambda: tp.prune(tok, args.method, **fields)  # noqa: E731
     theirs = lambda: other(tok, args.method, fields)  # noqa: E731

@@ -11,6 +11,12 @@ Usage::
     python benchmarks/prune_speed.py --frames 8 32 --dims 896 --modes default --repeats 3
     python benchmarks/prune_speed.py --device cuda
     python benchmarks/prune_speed.py --methods holitom fastvid visionzip --frames 512 --dims 3584 --repeats 1
+    python benchmarks/prune_speed.py --frames 64 --dims 896 --modes one-segment \
+        --set max_cluster_tokens=4096 gram_bytes=1073741824
+
+``--set`` runs every row once per listed config variant (``key=value[,key=value...]``, values as Python
+literals) after the unchanged config, and adds the overlap of each variant's kept indices with those of
+the unchanged config on the same input, |A & B| / |A|.
 
 To time against another implementation in the same process, see ``benchmarks/against.py``.
 
@@ -23,10 +29,12 @@ the clustering (the whole video's context pool), which exercises the frame windo
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -38,18 +46,43 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def _config(method: str, mode: str, retention: float):
+def parse_variant(text: str) -> dict:
+    """``"a=1,b=x"`` as ``{"a": 1, "b": "x"}`` (values as Python literals, else strings); ``""`` is ``{}``."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"a config variant must be key=value[,key=value...], got {text!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _config(method: str, mode: str, retention: float, overrides: dict | None = None):
     import tango_prune as tp
 
+    overrides = overrides or {}
     if method == "tango":
         extra = {"segmentation": "none"} if mode == "one-segment" else {}
-        return tp.TangoConfig.preset("llava-onevision", retention=retention, **extra)
+        return tp.TangoConfig.preset("llava-onevision", retention=retention, **extra, **overrides)
     from tango_prune.methods import get
 
-    return get(method).config_class(retention=retention)
+    return get(method).config_class(retention=retention, **overrides)
 
 
-def _child(T: int, D: int, mode: str, retention: float, repeats: int, device: str, method: str = "tango") -> dict:
+def _child(
+    T: int,
+    D: int,
+    mode: str,
+    retention: float,
+    repeats: int,
+    device: str,
+    method: str = "tango",
+    overrides: dict | None = None,
+    indices_path: str | None = None,
+) -> dict:
     import torch
 
     import tango_prune as tp
@@ -61,7 +94,7 @@ def _child(T: int, D: int, mode: str, retention: float, repeats: int, device: st
     tok = synthetic_tokens(T, grid=14, dim=D, seed=0, cut_every=cut)
     if device != "cpu":
         tok = tp.VideoTokens(tok.features.to(device), tok.saliency.to(device), tok.timestamps.to(device))
-    cfg = _config(method, mode, retention)
+    cfg = _config(method, mode, retention, overrides)
     tp.prune(synthetic_tokens(4, grid=14, dim=D, seed=1), cfg)  # warm-up: lazy torch initialisation
     times = []
     peak_extra = 0
@@ -87,8 +120,11 @@ def _child(T: int, D: int, mode: str, retention: float, repeats: int, device: st
             peak_extra = max(peak_extra, (_rss_kib("VmHWM") - base) * 1024)
         else:
             peak_extra = max(peak_extra, torch.cuda.max_memory_allocated() - base)
+    if indices_path:
+        torch.save(result.indices.cpu(), indices_path)
     return {
         "method": method,
+        "set": overrides or {},
         "T": T,
         "D": D,
         "mode": mode,
@@ -119,61 +155,101 @@ def main() -> None:
         help="skip one-segment runs above this many frames (they cost O(T * max_cluster_tokens))",
     )
     ap.add_argument("--methods", nargs="+", default=["tango"], help="methods to time (default: tango)")
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="config variants, each run after the unchanged config, with the overlap of its kept indices",
+    )
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     ap.add_argument("--_child", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--_overrides", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--_indices", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
         T, D, mode, dev, method = args._child
-        print(json.dumps(_child(int(T), int(D), mode, args.retention, args.repeats, dev, method)))
+        row = _child(
+            int(T),
+            int(D),
+            mode,
+            args.retention,
+            args.repeats,
+            dev,
+            method,
+            parse_variant(args._overrides),
+            args._indices,
+        )
+        print(json.dumps(row))
         return
+    try:
+        variants = [""] + [v for v in args.set if parse_variant(v)]
+    except ValueError as err:
+        ap.error(str(err))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = _run_rows(args, variants, tmp)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+
+
+def _run_rows(args: argparse.Namespace, variants: list[str], tmp: str) -> list[dict]:
+    """Run and print every row (one subprocess each); with variants, compare each to the unchanged one."""
+    import torch
 
     rows = []
+    with_set = len(variants) > 1
     print(
         f"prune speed, retention {args.retention}, 196 tokens/frame, device {args.device}, "
-        f"{args.repeats} repeats (best shown), {os.cpu_count()} CPU cores"
+        f"{args.repeats} repeats (best shown), {os.cpu_count()} CPU cores, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
+    extra_head = " set | overlap with unchanged | x default mode ms / frame |" if with_set else ""
     print(
         "| method | mode | T | D | tokens | kept | segments | best time (ms) | ms / frame | peak extra memory (MiB) "
-        "| input (MiB) |"
+        "| input (MiB) |" + extra_head
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * (11 + 3 * with_set) + "|")
+    default_ms: dict[tuple, float] = {}  # ms / frame of the default mode, unchanged config
     for method, mode, D, T in (
         (m, mo, D, T) for m in args.methods for mo in args.modes for D in args.dims for T in args.frames
     ):
         if mode == "one-segment" and T > args.max_one_segment_frames:
             continue
-        cmd = [
-            sys.executable,
-            __file__,
-            "--retention",
-            str(args.retention),
-            "--repeats",
-            str(args.repeats),
-            "--_child",
-            str(T),
-            str(D),
-            mode,
-            args.device,
-            method,
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            lines = out.stderr.strip().splitlines()
-            # a child killed by a signal (e.g. out of memory) leaves no traceback: report the signal instead
-            why = lines[-1] if lines else f"exit code {out.returncode} (killed by a signal if negative)"
-            print(f"| {method} | {mode} | {T} | {D} | failed: {why} |")
-            continue
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        print(
-            f"| {method} | {mode} | {T} | {D} | {row['tokens']} | {row['kept']} | {row['segments']} | "
-            f"{1000 * row['best_s']:.1f} | {1000 * row['best_s'] / T:.2f} | "
-            f"{row['extra_bytes'] / 2**20:.0f} | {row['input_bytes'] / 2**20:.0f} |",
-            flush=True,
-        )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+        for v, variant in enumerate(variants):
+            where = os.path.join(tmp, f"{method}-{mode}-{T}-{D}-{v}.pt")
+            cmd = [sys.executable, __file__, "--retention", str(args.retention), "--repeats", str(args.repeats)]
+            cmd += ["--_overrides", variant, "--_indices", where, "--_child", str(T), str(D), mode, args.device, method]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            label = variant or "unchanged"
+            if out.returncode != 0:
+                lines = out.stderr.strip().splitlines()
+                # a child killed by a signal (e.g. out of memory) leaves no traceback: report the signal
+                why = lines[-1] if lines else f"exit code {out.returncode} (killed by a signal if negative)"
+                print(f"| {method} | {mode} | {T} | {D} | failed ({label}): {why} |", flush=True)
+                continue
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            ms = 1000 * row["best_s"] / T
+            if mode == "default" and not variant:
+                default_ms[(method, D, T)] = ms
+            extra = ""
+            if with_set:
+                base = os.path.join(tmp, f"{method}-{mode}-{T}-{D}-0.pt")
+                if os.path.exists(base):
+                    a, b = torch.load(base), torch.load(where)
+                    row["overlap"] = int(torch.isin(a, b).sum()) / a.numel()
+                ratio = ms / default_ms[(method, D, T)] if (method, D, T) in default_ms else None
+                row["x_default_mode"] = ratio
+                overlap = f"{row['overlap']:.4f}" if "overlap" in row else "-"
+                extra = f" {label} | {overlap} | {'-' if ratio is None else f'{ratio:.1f}'} |"
+            rows.append(row)
+            print(
+                f"| {method} | {mode} | {T} | {D} | {row['tokens']} | {row['kept']} | {row['segments']} | "
+                f"{1000 * row['best_s']:.1f} | {ms:.2f} | "
+                f"{row['extra_bytes'] / 2**20:.0f} | {row['input_bytes'] / 2**20:.0f} |" + extra,
+                flush=True,
+            )
+    return rows
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import torch
 
 from tango_prune.core.dpc import first_copies
 from tango_prune.core.strope import normalize
-from tango_prune.methods.divprune import max_min_select
+from tango_prune.methods.divprune import _copies, _distinct_normalized, max_min_select
 
 
 def reference_max_min_select(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -119,3 +119,43 @@ def test_a_long_video_takes_the_bounded_path_with_the_dense_picks():
     x = normalize(tok.features.reshape(1, -1, 16))
     dense = max_min_select(x, res.num_kept, path="dense")[0]
     assert torch.equal(res.indices, torch.sort(dense).values)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_copies_found_on_the_raw_features_give_the_picks_of_the_normalised_video(dtype):
+    # The video path detects copies before normalising. Rows that differ bitwise but are equal once
+    # normalised (a frame times 2 or 0.5, exact in every dtype) must stay one token, as they are when
+    # the whole video is normalised first; zero rows stay distinct.
+    import tango_prune as tp
+    from tango_prune.methods.divprune import BOUNDED_MIN_ROWS
+    from tango_prune.synthetic import synthetic_tokens
+
+    tok = synthetic_tokens(21, grid=14, dim=16, seed=0, cut_every=8)
+    feats = tok.features.clone()
+    feats[3] = feats[2] * 2.0  # bitwise different, equal after normalisation
+    feats[11] = feats[10] * 0.5
+    feats[5, :, :, :] = 0.0  # a frame of zero rows
+    feats = feats.to(dtype)
+    assert feats.shape[0] * 196 >= BOUNDED_MIN_ROWS
+    raw = feats.reshape(-1, 16)
+    assert not torch.equal(raw[3 * 196], raw[2 * 196])
+    x = normalize(raw)[None]
+    canon = _copies(x)[0]  # first_copies, zero rows excepted
+    assert int(canon[3 * 196]) <= 2 * 196  # a copy once normalised
+    xu, canon_new, _ = _distinct_normalized(raw)
+    assert torch.equal(canon_new, canon)
+    assert torch.equal(xu, x[0, canon == torch.arange(canon.numel())])
+    res = tp.prune(tp.VideoTokens(feats, tok.saliency, tok.timestamps), "divprune", retention=0.1)
+    dense = max_min_select(x, res.num_kept, path="dense")[0]
+    assert torch.equal(res.indices, torch.sort(dense).values)
+
+
+def test_normalising_in_blocks_gives_the_bits_of_normalising_at_once(monkeypatch):
+    from tango_prune.methods import divprune
+
+    g = torch.Generator().manual_seed(5)
+    raw = torch.randn(37, 24, generator=g) * torch.logspace(-30, 30, 37)[:, None]  # both branches
+    rows = torch.tensor([0, 2, 3, 5, 8, 13, 21, 34, 36])
+    for block in (24, 48, 72, 1 << 20):  # one-row steps (merged), two-row blocks, a single block
+        monkeypatch.setattr(divprune, "DEFAULT_BLOCK_ELEMS", block)
+        assert torch.equal(divprune._normalize_rows(raw, rows), normalize(raw)[rows]), block

@@ -1,19 +1,22 @@
 """Host-device synchronisations inside ``prune``, counted on CPU by construction (SyncCounter).
 
-Recorded at this commit for Tango (LLaVA-OneVision preset): 11 + 37 per segment, independent of the number
+Recorded at this commit for Tango (LLaVA-OneVision preset): 14 + 34 per segment, independent of the number
 of frames. What remains, and why (site: reason):
 
-- per segment, core/tango.py: the static/dynamic split, the chosen salient tokens and the context pool
-  (``nonzero``, ``int(S)``, ``tolist`` of pool sizes) are data-dependent sizes that the segment's loop
-  needs to allocate and window its clustering; core/strope.py ``unique``: the distinct positions of the
-  trig tables (a size); core/strope.py ``bool(safe.all())``: normalize takes the rescaling path only when
-  a norm is out of range; core/dpc.py: duplicate detection and the near-tie re-decision
-  (``first_copies``, ``_resolve_near_ties``) branch on whether any duplicate / near tie exists;
-  core/merge.py ``bincount``: the cluster sizes.
+- per segment, core/tango.py: the chosen salient tokens and the context pool (``nonzero``, ``int`` of the
+  pool size, ``tolist`` of pool sizes per frame) are data-dependent sizes that the segment's loop needs
+  to allocate and window its clustering; core/strope.py ``unique``: the distinct positions of the trig
+  tables (a size); core/strope.py ``bool(safe.all())``: normalize takes the rescaling path only when a
+  norm is out of range; core/dpc.py: duplicate detection and the near-tie re-decision (``first_copies``,
+  ``_resolve_near_ties``) branch on whether any duplicate / near tie exists; core/merge.py ``bincount``:
+  the cluster sizes.
 - once per call: segmentation (core/segment.py copies the frame similarities to the host, where the
-  published algorithm runs), PruneResult's index checks (tokens.py) and the info counts.
+  published algorithm runs), the static/dynamic split of every segment at once (core/tango.py
+  ``_static_splits``: one ``tolist`` of the static counts and two ``nonzero``; it was three waits per
+  segment while each segment computed its own), PruneResult's index checks (tokens.py) and the info
+  counts.
 
-Removing the per-segment ones means removing the Python loop over segments (issue 14, item 4).
+Removing the other per-segment ones means removing the Python loop over segments (issue 14, item 4).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import tango_prune as tp
 from tango_prune.bench.syncs import SyncCounter
 from tango_prune.synthetic import synthetic_tokens
 
-BASE = 11
-PER_SEGMENT = 37
+BASE = 14
+PER_SEGMENT = 34
 
 
 def test_counter_counts_what_waits_for_the_device_and_nothing_else():

@@ -82,15 +82,27 @@ def _hash_weights(D: int, device: torch.device) -> torch.Tensor:
     return (torch.arange(D, dtype=torch.int64, device=device) * 2654435761 + 40503) % (1 << 31) | 1
 
 
+#: The integer dtype of the same width as each float dtype: a row's bits, for hashing and comparing.
+_SAME_WIDTH_INT = {
+    torch.float64: torch.int64,
+    torch.float32: torch.int32,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
+
+
 def first_copies(x: torch.Tensor) -> torch.Tensor | None:
-    """For (B, n, D) fp32 sets, the index of the first bitwise-equal row of each row, or ``None`` when no
-    set has a duplicate. -0.0 and 0.0 count as equal. Integer hashing (exact, order-free) finds the
-    candidates; equality is then checked on the bits."""
+    """For (B, n, D) floating-point sets (any float dtype, compared in that dtype), the index of the first
+    bitwise-equal row of each row, or ``None`` when no set has a duplicate. -0.0 and 0.0 count as equal.
+    Integer hashing (exact, order-free) finds the candidates; equality is then checked on the bits."""
     B, n, D = x.shape
     weights = _hash_weights(D, x.device)
+    as_int = _SAME_WIDTH_INT.get(x.dtype)
+    if as_int is None:
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
 
     def bits(rows: torch.Tensor) -> torch.Tensor:
-        return (rows + 0.0).view(torch.int32)  # + 0.0: -0.0 and 0.0 get the same bits
+        return (rows + 0.0).view(as_int)  # + 0.0: -0.0 and 0.0 get the same bits
 
     # Rows are hashed a block at a time: neither a bit copy nor the int64 products of the whole set.
     step = _rows_per_block(B, D, DEFAULT_BLOCK_ELEMS)

@@ -19,6 +19,7 @@ wrote (:mod:`tango_prune.core.budget`; ``compat="published"`` keeps the publishe
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -235,30 +236,25 @@ def _segment(
     cfg: TangoConfig,
     block_elems: int,
     stats: dict,
-    sim: torch.Tensor | None = None,
+    split: tuple[int, torch.Tensor, torch.Tensor],
 ) -> _Kept:
     """``tango_token_merger`` for one segment X (n_f, L, D), n_f >= 2, whose first frame has flat index
     ``offset`` (single-frame segments go through :func:`_singletons`).
 
-    ``sim`` (n_f - 1, L), if given, is the cosine similarity of consecutive frames of X (computed once
-    for the whole video when segmentation already needed it).
+    ``split`` is the segment's static split from :func:`_static_splits`: the number S of static
+    positions, the static positions and the dynamic ones (both increasing).
     """
     n_f, L, _ = X.shape
     geo = _Geometry(X, ts, W, cfg)
     dev = X.device
     r = cfg.retention
     c = cfg.effective_context_ratio
-    # Static positions: similar (un-rotated cosine > tau_static) at every step of the segment.
-    if sim is None:
-        sim = frame_similarity(X)
-    static = (sim > cfg.tau_static).all(0)  # (L,)
-    S = int(static.sum())
+    S, sp, dp = split
     stats["static"].append(S)
     published = cfg.compat == "published"
     r_adj = _adjusted_ratio(r, n_f, L, S, published)
     pieces = []
     if S > 0:
-        sp = torch.nonzero(static).squeeze(1)
         # Mean over the whole grid, then the static rows: no (n_f, S, D) copy (the same per-element sums).
         s_feat = widen(X).mean(0)[sp]
         # Distances of a static token use its first frame, where the token is placed.
@@ -267,8 +263,7 @@ def _segment(
         )
         pieces.append(_Kept(sp[idx] + offset, out, torch.full_like(idx, TokenKind.STATIC)))
 
-    dp = torch.nonzero(~static).squeeze(1)
-    Ld = dp.numel()
+    Ld = L - S
     if Ld == 0:
         return _cat(pieces, dev)
     R = math.ceil(Ld * r_adj) if published else ceil_mul(Ld, r_adj)
@@ -293,6 +288,37 @@ def _segment(
                 _Kept(offset + fr[local] * L + dp[j[local]], feats, torch.full_like(local, TokenKind.CONTEXT))
             )
     return _cat(pieces, dev)
+
+
+def _static_splits(
+    X: torch.Tensor, sizes: list[int], sim: torch.Tensor | None, tau: float
+) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """The static split of every segment of two frames or more, in order, with three host waits in all.
+
+    A position is static in a segment when the un-rotated cosine of consecutive frames exceeds ``tau``
+    at every step of the segment. ``sim`` (T-1, L) is that cosine for the whole video when segmentation
+    computed it (its rows of a segment are the segment's); otherwise each segment's is computed on its
+    own frames, as the per-segment code did. The counts, static and dynamic positions of all segments
+    come from one ``tolist`` and two ``nonzero`` calls on a (segments, L) mask.
+    """
+    multi = [(a - n, n) for a, n in zip(itertools.accumulate(sizes), sizes) if n > 1]  # (first frame, frames)
+    if not multi:
+        return []
+    if sim is not None:
+        rows = [sim[a : a + n - 1] for a, n in multi]
+    else:
+        rows = [frame_similarity(X[a : a + n]) for a, n in multi]
+    # Steps where a position is not similar (NaN included, as in ``(sim > tau).all``), counted per segment.
+    miss = torch.cumsum(torch.cat([~(r > tau) for r in rows]).to(torch.int64), 0)
+    miss = torch.cat([torch.zeros_like(miss[:1]), miss])
+    steps = torch.tensor([n - 1 for _, n in multi], device=miss.device)
+    ends = steps.cumsum(0)
+    static = miss[ends] == miss[ends - steps]  # (G, L): no miss within the segment's steps
+    counts = static.sum(1).tolist()
+    L = static.shape[1]
+    sp = torch.split(torch.nonzero(static, as_tuple=True)[1], counts)
+    dp = torch.split(torch.nonzero(~static, as_tuple=True)[1], [L - S for S in counts])
+    return list(zip(counts, sp, dp))
 
 
 def _cat(pieces: list[_Kept], device: torch.device) -> _Kept:
@@ -348,6 +374,7 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
     times = tokens.timestamps
     assert times is not None  # VideoTokens fills in 0, 1, ..., T-1 when none are given
     stats: dict = {"static": [], "windows": 0}
+    splits = iter(_static_splits(X, sizes, sim, cfg.tau_static))
     pieces = []
     start = 0
     i = 0
@@ -362,8 +389,7 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
             pieces.append(_singletons(X[sl], s[sl], times[sl], W, start * L, cfg, block_elems, stats))
         else:
             sl = slice(start, start + n_f)
-            seg_sim = None if sim is None else sim[start : start + n_f - 1]
-            pieces.append(_segment(X[sl], s[sl], times[sl], W, start * L, cfg, block_elems, stats, seg_sim))
+            pieces.append(_segment(X[sl], s[sl], times[sl], W, start * L, cfg, block_elems, stats, next(splits)))
             i += 1
         start += n_f
     kept = _cat(pieces, X.device)
