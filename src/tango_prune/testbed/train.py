@@ -488,15 +488,20 @@ def write_reference(
     return ref
 
 
+def _saved_model(directory: str, name: str):
+    """The testbed model saved in ``directory`` (fp32); a ``ValueError`` naming ``name`` if it is not one."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    if not (Path(directory) / "config.json").is_file():
+        raise ValueError(f"{name} must be a saved testbed model directory, got {directory!r}")
+    return LlavaOnevisionForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+
+
 def _load_vision_tower(model, directory: str) -> None:
     """Copy the vision tower of the testbed model saved in ``directory`` into ``model`` and freeze it (the
     tower is frozen after the vision stage anyway, so this is the same as re-running that stage when the
     saved model was trained with the same vision settings)."""
-    from transformers import LlavaOnevisionForConditionalGeneration
-
-    if not (Path(directory) / "config.json").is_file():
-        raise ValueError(f"vision_from must be a saved testbed model directory, got {directory!r}")
-    src = LlavaOnevisionForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+    src = _saved_model(directory, "vision_from")
     mine, theirs = model.config.vision_config, src.config.vision_config
     for k in ("hidden_size", "num_hidden_layers", "patch_size", "image_size", "intermediate_size"):
         if getattr(mine, k) != getattr(theirs, k):
@@ -512,11 +517,7 @@ def _load_language_model(model, directory: str) -> None:
     The saved model must have the same sizes and **the same vision tower** as this run (bit for bit), since its
     language model learned to read that tower's features; a mismatch is a ``ValueError`` naming ``lm_from``.
     """
-    from transformers import LlavaOnevisionForConditionalGeneration
-
-    if not (Path(directory) / "config.json").is_file():
-        raise ValueError(f"lm_from must be a saved testbed model directory, got {directory!r}")
-    src = LlavaOnevisionForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+    src = _saved_model(directory, "lm_from")
     theirs, mine = src.state_dict(), model.state_dict()
     if set(theirs) != set(mine) or any(theirs[k].shape != v.shape for k, v in mine.items()):
         raise ValueError(f"lm_from {directory!r} has different model sizes than this run")
