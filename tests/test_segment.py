@@ -66,9 +66,36 @@ def test_frame_similarity_chunked_matches_direct():
     x = torch.randn(10, 7, 5)
     xn = x / x.norm(dim=-1, keepdim=True)
     direct = (xn[:-1] * xn[1:]).sum(-1)
-    for chunk in (1, 3, 64):
-        assert torch.allclose(frame_similarity(x, chunk_frames=chunk), direct, atol=1e-6)
+    default = frame_similarity(x)
+    assert torch.allclose(default, direct, atol=1e-6)
+    for chunk in (1, 3, 64):  # the chunking changes memory traffic, never bits
+        assert torch.equal(frame_similarity(x, chunk_frames=chunk), default)
     assert frame_similarity(torch.randn(1, 4, 3)).shape == (0, 4)
+    with pytest.raises(ValueError, match="chunk_frames"):
+        frame_similarity(x, chunk_frames=0)
+
+
+def test_frame_similarity_default_chunk_is_bounded_and_exact():
+    # A frame larger than CHUNK_ELEMS still goes one frame at a time; a small one batches frames.
+    from tango_prune.core.segment import CHUNK_ELEMS
+
+    big = torch.randn(3, 2, CHUNK_ELEMS // 2 + 1)
+    assert torch.equal(frame_similarity(big), frame_similarity(big, chunk_frames=3))
+    small = torch.randn(40, 3, 5)
+    assert torch.equal(frame_similarity(small), frame_similarity(small, chunk_frames=40))
+
+
+def test_frame_similarity_fp64_beyond_fp32_range_and_bf16():
+    from tango_prune.core.strope import normalize
+
+    x = torch.randn(5, 3, 7, dtype=torch.float64)
+    x[2] *= 1e300
+    x[3, 1] = 0.0
+    for t in (x, torch.randn(6, 4, 5).bfloat16()):
+        u = normalize(t)
+        for chunk in (1, 2, 64):
+            assert torch.equal(frame_similarity(t, chunk), (u[:-1] * u[1:]).sum(-1))
+    assert torch.isfinite(frame_similarity(x)).all()
 
 
 def test_shape_errors():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reference_tango import ref_rotate
-from tango_prune.core.strope import normalize, strope_rotate, strope_sections
+from tango_prune.core.strope import normalize, normalize_into, strope_rotate, strope_sections
 
 
 @pytest.mark.parametrize(
@@ -84,3 +84,26 @@ def test_shape_errors():
         strope_rotate(x, torch.zeros(3), torch.zeros(4), torch.zeros(4))
     with pytest.raises(ValueError, match="x must have shape"):
         strope_rotate(torch.randn(2, 4, 8), torch.zeros(4), torch.zeros(4), torch.zeros(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_normalize_into_has_the_bits_of_normalize(dtype):
+    x = torch.randn(6, 9, dtype=torch.float64)
+    x[1] = 0.0  # a zero row stays zero
+    if dtype == torch.float64:
+        x[2] *= 1e300  # beyond the fp32 range: scaled before it is narrowed
+        x[3] *= 1e-300
+    x = x.to(dtype)
+    ref = normalize(x)
+    assert torch.equal(normalize_into(x, torch.empty(6, 9)), ref)
+    if dtype == torch.float32:
+        y = x.clone()
+        assert normalize_into(y, y) is y and torch.equal(y, ref)  # in place
+
+
+def test_strope_rotate_carries_no_gradient_and_keeps_its_input():
+    x = normalize(torch.randn(5, 12)).requires_grad_()
+    before = x.detach().clone()
+    z = torch.arange(5)
+    y = strope_rotate(x, z.double(), z, z)
+    assert not y.requires_grad and torch.equal(x.detach(), before)

@@ -142,19 +142,28 @@ class PruneResult:
         """Build a result from (not necessarily sorted) unique flat indices and optional replacement features.
 
         ``features`` (K, D), if given, is aligned with ``indices`` as passed; otherwise the original features
-        are gathered. Everything is re-ordered by index.
+        are gathered. Everything is re-ordered by index; indices that are already increasing are not
+        re-ordered, and the result's features then share storage with ``features`` when it has the input's
+        dtype (no copy of a (K, D) tensor the method has just built).
         """
         T, H, W = tokens.grid
         idx = indices.to(device=tokens.features.device, dtype=torch.long).reshape(-1)
-        order = torch.argsort(idx, stable=True)
-        idx = idx[order]
-        if idx.numel() > 1 and bool((idx[1:] == idx[:-1]).any()):
-            raise ValueError("indices must be unique")
+        increasing = idx.numel() <= 1 or bool((idx[1:] > idx[:-1]).all())
+        order = None if increasing else torch.argsort(idx, stable=True)
+        if order is not None:
+            idx = idx[order]
+            if bool((idx[1:] == idx[:-1]).any()):
+                raise ValueError("indices must be unique")
         if idx.numel() and (int(idx[0]) < 0 or int(idx[-1]) >= T * H * W):
             raise ValueError(f"indices must lie in [0, {T * H * W})")
         flat = tokens.features.reshape(T * H * W, -1)
-        feats = flat[idx] if features is None else features[order].to(flat.dtype)
-        kinds = None if kinds is None else kinds.to(idx.device, torch.long)[order]
+        if features is None:
+            feats = flat[idx]
+        else:
+            feats = (features if order is None else features[order]).to(flat.dtype)
+        if kinds is not None:
+            kinds = kinds.to(idx.device, torch.long)
+            kinds = kinds if order is None else kinds[order]
         return cls(
             indices=idx,
             features=feats,

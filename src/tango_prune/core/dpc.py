@@ -107,26 +107,19 @@ def first_copies(x: torch.Tensor) -> torch.Tensor | None:
     # Rows are hashed a block at a time: neither a bit copy nor the int64 products of the whole set.
     step = _rows_per_block(B, D, DEFAULT_BLOCK_ELEMS)
     h = torch.cat([(bits(x[:, s : s + step]).to(torch.int64) * weights).sum(-1) for s in range(0, n, step)], 1)
-    order = torch.sort(h, dim=1, stable=True).indices
-    hs = torch.gather(h, 1, order)
-    same = torch.zeros(B, n, dtype=torch.bool, device=x.device)
-    same[:, 1:] = hs[:, 1:] == hs[:, :-1]
-    if not bool(same.any()):
+    head = _first_equal(h)  # the first row of equal hash
+    if head is None:
         return None
-    # Head of each run of equal hashes (the smallest index of the run, the sort being stable).
     pos = torch.arange(n, device=x.device).expand(B, n)
-    head_pos = torch.where(same, torch.zeros_like(pos), pos).cummax(1).values
-    head = torch.gather(order, 1, head_pos)
     # A hash collision stays distinct; only rows with an equal-hash predecessor need their bits compared.
-    equal = head == order
+    equal = head == pos
     b, i = torch.nonzero(~equal, as_tuple=True)
     step = max(1, DEFAULT_BLOCK_ELEMS // max(1, D))
     for s in range(0, b.numel(), step):
         bb, ii = b[s : s + step], i[s : s + step]
-        equal[bb, ii] = (bits(x[bb, order[bb, ii]]) == bits(x[bb, head[bb, ii]])).all(-1)
-    canon = torch.where(equal, head, order)
-    out = torch.empty_like(canon).scatter_(1, order, canon)
-    return None if bool((out == pos).all()) else out
+        equal[bb, ii] = (bits(x[bb, ii]) == bits(x[bb, head[bb, ii]])).all(-1)
+    canon = torch.where(equal, head, pos)
+    return None if bool((canon == pos).all()) else canon
 
 
 def _copies_from_distances(x: torch.Tensor, d2: torch.Tensor, sq: torch.Tensor) -> torch.Tensor | None:
@@ -342,7 +335,10 @@ def assign(
     else:
         x_sq = (x * x).sum(-1)
         d2 = torch.gather(distances, 2, idx[:, None, :].expand(B, n, idx.shape[1]))
-        out = _resolve_near_ties(d2, x, centres, x_sq, torch.gather(x_sq, 1, idx))
+        # The copies are read off the matrix too (the same answer as hashing every row, for less work).
+        row_canon = _copies_from_distances(x, distances, x_sq)
+        centre_canon = None if row_canon is None else _first_equal(torch.gather(row_canon, 1, idx))
+        out = _resolve_near_ties(d2, x, centres, x_sq, torch.gather(x_sq, 1, idx), copies=(row_canon, centre_canon))
     return out[0] if squeeze else out
 
 
@@ -384,28 +380,50 @@ def fixed_order_sqdist(a: torch.Tensor, b: torch.Tensor, chunk_elems: int = DEFA
     return out
 
 
+def _first_equal(key: torch.Tensor) -> torch.Tensor | None:
+    """For integer keys (B, m), the position of the first equal key of each entry; ``None`` if all differ."""
+    B, m = key.shape
+    order = torch.sort(key, dim=1, stable=True).indices
+    ks = torch.gather(key, 1, order)
+    same = torch.zeros(B, m, dtype=torch.bool, device=key.device)
+    same[:, 1:] = ks[:, 1:] == ks[:, :-1]
+    if not bool(same.any()):
+        return None
+    pos = torch.arange(m, device=key.device).expand(B, m)
+    head = torch.gather(order, 1, torch.where(same, torch.zeros_like(pos), pos).cummax(1).values)
+    return torch.empty_like(head).scatter_(1, order, head)
+
+
 def _resolve_near_ties(
-    d2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch.Tensor
+    d2: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_sq: torch.Tensor,
+    b_sq: torch.Tensor,
+    copies: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Argmin over the last dim of ``d2`` (B, r, m), made independent of how ``d2`` was rounded.
 
     Every column within twice the rounding bound of the row minimum may be the exact minimum on some
     machine; for rows with more than one such column, those few distances are recomputed with
     :func:`fixed_order_sqdist` and the smallest wins, the first column on ties. Bitwise-identical centres
-    are resolved to the first copy up front (the later copies never take part).
+    are resolved to the first copy up front (the later copies never take part). ``copies``, when the
+    caller knows them, is (:func:`first_copies` of ``a``, of ``b``), saving the hashing.
     """
     B, r, m = d2.shape
     arg = d2.argmin(-1)
     best = d2.gather(-1, arg.unsqueeze(-1))
     tol = 2.0 * sqdist_error_bound(a_sq, b_sq.amax(-1, keepdim=True), a.shape[-1], d2.device)
     near = d2 <= best + tol.unsqueeze(-1) * 1.0001
-    canon = first_copies(b)
+    canon = first_copies(b) if copies is None else copies[1]
     if canon is not None:
         arg = torch.gather(canon, 1, arg)
         near &= (canon == torch.arange(m, device=d2.device))[:, None, :]
     multi = near.sum(-1) > 1
     # A point identical to an earlier point takes its decision (static backgrounds repeat across frames).
-    row_canon = first_copies(a) if bool(multi.any()) else None
+    row_canon = None
+    if bool(multi.any()):
+        row_canon = first_copies(a) if copies is None else copies[0]
     if row_canon is not None:
         multi &= row_canon == torch.arange(r, device=d2.device)
     if not bool(multi.any()):

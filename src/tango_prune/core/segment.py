@@ -5,7 +5,7 @@
   with a device sync per step; this one runs on the host in NumPy in O(N * (W + L)) memory (W the
   maximum window), with the same values and the same tie-breaking.
 - :func:`fastvid_segments`: cuts at the ``c - 1`` lowest similarities and wherever similarity < tau.
-- :func:`frame_similarity`: cosine similarity of consecutive frames, computed in frame chunks so no
+- :func:`frame_similarity`: cosine similarity of consecutive frames, computed in small frame chunks so no
   normalised copy of the whole video is held.
 """
 
@@ -14,28 +14,48 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .strope import normalize
+from .strope import normalize_into
 
-__all__ = ["frame_similarity", "holitom_segments", "fastvid_segments"]
+__all__ = ["frame_similarity", "holitom_segments", "fastvid_segments", "CHUNK_ELEMS"]
+
+#: Elements of ``metric`` normalised at a time by :func:`frame_similarity` (2 MiB of fp32).
+CHUNK_ELEMS = 1 << 19
 
 
-def frame_similarity(metric: torch.Tensor, chunk_frames: int = 64) -> torch.Tensor:
+def frame_similarity(metric: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
     """Cosine similarity (fp32) between frames n and n+1 of ``metric``.
 
-    ``metric`` is (T, L, D) per token -> (T-1, L), or (T, D) per frame -> (T-1,).
+    ``metric`` is (T, L, D) per token -> (T-1, L), or (T, D) per frame -> (T-1,). Each frame is
+    L2-normalised (as :func:`~tango_prune.core.strope.normalize`) and multiplied elementwise with the next one, and the products are
+    summed per row. Frames go ``chunk_frames`` at a time through two buffers allocated once per call:
+    on the CPU fresh multi-megabyte temporaries are fresh mappings whose page faults cost more than the
+    arithmetic, so the CPU default is as many frames as fit in :data:`CHUNK_ELEMS` elements (at least
+    one). Elsewhere the caching allocator has no such cost and each chunk costs a host wait, so the
+    default is 64 frames. The chunking never changes the bits of the result, which carries no gradient.
     """
+    metric = metric.detach()
     T = metric.shape[0]
-    out = []
-    prev = None
-    for s in range(0, T, chunk_frames):
-        chunk = normalize(metric[s : s + chunk_frames])
-        if prev is not None:
-            chunk = torch.cat([prev, chunk], dim=0)
-        out.append((chunk[:-1] * chunk[1:]).sum(-1))
-        prev = chunk[-1:]
-    if not out:
-        return metric.new_zeros((0,) + tuple(metric.shape[1:-1]), dtype=torch.float32)
-    return torch.cat(out, dim=0)
+    if chunk_frames is None:
+        chunk_frames = max(1, CHUNK_ELEMS // max(1, metric[:1].numel())) if metric.device.type == "cpu" else 64
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    out = torch.empty((max(0, T - 1),) + tuple(metric.shape[1:-1]), dtype=torch.float32, device=metric.device)
+    if T < 2:
+        return out
+    c = min(chunk_frames, T)
+    # unit[0] holds the last frame of the previous chunk, unit[1:] the current chunk, normalised.
+    unit = torch.empty((c + 1,) + tuple(metric.shape[1:]), dtype=torch.float32, device=metric.device)
+    prod = torch.empty_like(unit[:c])
+    for s in range(0, T, c):
+        k = min(c, T - s)
+        normalize_into(metric[s : s + k], unit[1 : 1 + k])
+        a = 0 if s else 1  # the first chunk has no previous frame
+        m = k + 1 - a - 1  # pairs (unit[a + i], unit[a + i + 1]) for i < m
+        if m > 0:
+            torch.mul(unit[a : a + m], unit[a + 1 : a + 1 + m], out=prod[:m])
+            torch.sum(prod[:m], dim=-1, out=out[s - 1 + a : s - 1 + a + m])
+        unit[0].copy_(unit[k])
+    return out
 
 
 def holitom_segments(frame_sim: torch.Tensor | np.ndarray, tau: float, max_window: int = 1024) -> list[int]:

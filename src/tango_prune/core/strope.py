@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["strope_sections", "strope_rotate", "normalize"]
+__all__ = ["strope_sections", "strope_rotate", "normalize", "normalize_into"]
 
 
 def strope_sections(dim: int) -> tuple[int, int, int]:
@@ -51,22 +51,47 @@ def normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return torch.where(safe, xf / norm.clamp_min(eps), scaled)
 
 
-def _rotate_section(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
+def normalize_into(x: torch.Tensor, out: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Write :func:`normalize` of ``x`` into the fp32 tensor ``out`` of the same shape and return ``out``.
+
+    The same bits as :func:`normalize`, without its (n, D) temporary when every row has an ordinary norm.
+    ``out`` may be ``x`` itself when ``x`` is fp32 (in-place normalisation of a fresh gather). For
+    distance geometry only: ``out=`` does not record gradients, so inputs that require them are refused
+    by torch; pass detached tensors.
+    """
+    xf = x.float()
+    norm = xf.norm(dim=-1, keepdim=True)
+    if bool(((norm >= 2.0**-40) & (norm <= 2.0**40)).all()):
+        return torch.div(xf, norm.clamp_min(eps), out=out)
+    return out.copy_(normalize(x, eps))
+
+
+def _rotate_section_into(out: torch.Tensor, x: torch.Tensor, pos: torch.Tensor, base: float) -> None:
+    """Write the rotation of section ``x`` (n, d) at positions ``pos`` (n,) into ``out`` (n, d).
+
+    Each element is ``a cos - b sin`` or ``b cos + a sin`` from separately rounded products, exactly as the
+    unfused expressions; writing into one preallocated output instead of concatenating fresh tensors
+    saves copies and, on the CPU, the page faults of large temporaries.
+    """
     d = x.shape[-1]
     half = d // 2
     if half == 0:
-        return x
+        out.copy_(x)
+        return
     inv_freq = base ** (-torch.arange(half, dtype=torch.float64, device=x.device) * 2.0 / (2 * half))
     # Tokens share few distinct positions (frames, rows, columns): evaluate the trig tables once per
     # distinct position and gather, instead of once per token.
     uniq, inverse = torch.unique(pos.to(torch.float64), return_inverse=True)
     angle = (uniq[:, None] * inv_freq[None, :]).to(torch.float32)  # (distinct, half)
-    cos, sin = angle.cos()[inverse], angle.sin()[inverse]
-    a, b = x[..., :half], x[..., half : 2 * half]
-    out = torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
+    cos, sin = angle.cos().index_select(0, inverse), angle.sin().index_select(0, inverse)
+    a, b = x[:, :half], x[:, half : 2 * half]
+    lo, hi = out[:, :half], out[:, half : 2 * half]
+    tmp = torch.mul(b, sin)
+    torch.mul(a, cos, out=lo).sub_(tmp)
+    torch.mul(a, sin, out=tmp)
+    torch.mul(b, cos, out=hi).add_(tmp)
     if 2 * half < d:
-        out = torch.cat([out, x[..., 2 * half :]], dim=-1)
-    return out
+        out[:, 2 * half :].copy_(x[:, 2 * half :])
 
 
 def strope_rotate(
@@ -75,7 +100,8 @@ def strope_rotate(
     """Rotate fp32 features ``x`` (n, D) at positions (t seconds, h row, w column), each of shape (n,).
 
     Returns a new (n, D) fp32 tensor; the input is not modified. Angles are computed in fp64 before being
-    cast, so large timestamps lose no precision.
+    cast, so large timestamps lose no precision. The result carries no gradient: it only measures
+    distances that steer the selection.
     """
     if x.dim() != 2:
         raise ValueError(f"x must have shape (n, D), got {tuple(x.shape)}")
@@ -84,10 +110,9 @@ def strope_rotate(
         if p.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), got {tuple(p.shape)}")
     d_t, d_h, d_w = strope_sections(D)
-    x = x.float()
-    parts = [
-        _rotate_section(x[:, :d_t], t, base_time),
-        _rotate_section(x[:, d_t : d_t + d_h], h, base_space),
-        _rotate_section(x[:, d_t + d_h :], w, base_space),
-    ]
-    return torch.cat(parts, dim=-1)
+    x = x.detach().float()
+    out = torch.empty(n, D, dtype=torch.float32, device=x.device)
+    with torch.no_grad():
+        for lo, hi, p, base in ((0, d_t, t, base_time), (d_t, d_t + d_h, h, base_space), (d_t + d_h, D, w, base_space)):
+            _rotate_section_into(out[:, lo:hi], x[:, lo:hi], p, base)
+    return out

@@ -33,7 +33,7 @@ from .budget import ceil_mul, floor_mul, ratio
 from .dpc import DEFAULT_BLOCK_ELEMS, assign, dpc_knn, stable_argsort_desc
 from .merge import merge_into_anchors, widen
 from .segment import fastvid_segments, frame_similarity, holitom_segments
-from .strope import normalize, strope_rotate
+from .strope import normalize, normalize_into, strope_rotate
 
 __all__ = ["tango_prune", "segment_video", "compressor_budget"]
 
@@ -181,22 +181,32 @@ class _Geometry:
     """
 
     def __init__(self, X: torch.Tensor, ts: torch.Tensor, W: int, cfg: TangoConfig):
-        self.X, self.ts, self.W, self.cfg = X, ts.to(X.device, torch.float64), W, cfg
+        # Geometry only steers the selection: no gradient flows through it.
+        self.X, self.ts, self.W, self.cfg = X.detach(), ts.to(X.device, torch.float64), W, cfg
 
     def __call__(self, frames: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         shape = frames.shape
         frames, pos = frames.reshape(-1), pos.reshape(-1)
-        x = normalize(self.X[frames, pos])
-        if self.cfg.strope:
-            x = strope_rotate(
-                x,
-                self.ts[frames],
-                torch.div(pos, self.W, rounding_mode="floor"),
-                pos % self.W,
-                self.cfg.base_time,
-                self.cfg.base_space,
-            )
-        return x.reshape(*shape, x.shape[-1])
+        rows = self.X[frames, pos]
+        # A fresh fp32 gather is normalised in place; other dtypes (fp64 beyond the fp32 range) first scale.
+        unit = normalize_into(rows, rows) if rows.dtype == torch.float32 else normalize(rows)
+        return self._rotate(unit, frames, pos).reshape(*shape, rows.shape[-1])
+
+    def of_rows(self, rows: torch.Tensor, frames: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The geometry of ``rows`` (n, D), the features of tokens (``frames``, ``pos``) already gathered."""
+        return self._rotate(normalize(rows.detach()), frames, pos)
+
+    def _rotate(self, x: torch.Tensor, frames: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.strope:
+            return x
+        return strope_rotate(
+            x,
+            self.ts[frames],
+            torch.div(pos, self.W, rounding_mode="floor"),
+            pos % self.W,
+            self.cfg.base_time,
+            self.cfg.base_space,
+        )
 
 
 def _singletons(
@@ -209,7 +219,7 @@ def _singletons(
     block_elems: int,
     stats: dict,
     chunk: int = 64,
-) -> _Kept:
+) -> list[_Kept]:
     """Consecutive single-frame segments X (n, L, D): each frame is compressed on its own (docs/algorithm.md
     §2.3), batched over frames in chunks so that the work is a few large tensor operations."""
     n, L, _ = X.shape
@@ -217,14 +227,16 @@ def _singletons(
     allpos = torch.arange(L, device=X.device)
     pieces = []
     for a in range(0, n, chunk):
-        fr = torch.arange(a, min(n, a + chunk), device=X.device)
-        grid_f, grid_p = fr[:, None].expand(-1, L), allpos.expand(fr.numel(), L)
+        e = min(n, a + chunk)
+        fr = torch.arange(a, e, device=X.device)
+        grid_f, grid_p = fr[:, None].expand(-1, L), allpos.expand(e - a, L)
+        rot = geo.of_rows(X[a:e].reshape((e - a) * L, -1), grid_f.reshape(-1), grid_p.reshape(-1))
         for f, (idx, out, kinds) in zip(
-            fr.tolist(), _compress(X[fr], geo(grid_f, grid_p), s[fr], cfg.retention, cfg, block_elems)
+            range(a, e), _compress(X[a:e], rot.reshape(e - a, L, -1), s[a:e], cfg.retention, cfg, block_elems)
         ):
             pieces.append(_Kept(idx + offset + f * L, out, kinds))
     stats["static"].extend([0] * n)
-    return _cat(pieces, X.device)
+    return pieces
 
 
 def _segment(
@@ -237,7 +249,7 @@ def _segment(
     block_elems: int,
     stats: dict,
     split: tuple[int, torch.Tensor, torch.Tensor],
-) -> _Kept:
+) -> list[_Kept]:
     """``tango_token_merger`` for one segment X (n_f, L, D), n_f >= 2, whose first frame has flat index
     ``offset`` (single-frame segments go through :func:`_singletons`).
 
@@ -265,7 +277,7 @@ def _segment(
 
     Ld = L - S
     if Ld == 0:
-        return _cat(pieces, dev)
+        return pieces
     R = math.ceil(Ld * r_adj) if published else ceil_mul(Ld, r_adj)
     K_s, K_c = _split(R, c, published)
     frames = torch.arange(n_f, device=dev)
@@ -282,12 +294,15 @@ def _segment(
         for a, b in windows:
             fr, j = torch.nonzero(free[a:b], as_tuple=True)  # frame-major pool
             fr = fr + a
-            local, feats = _merge_context(X[fr, dp[j]][None], geo(fr, dp[j])[None], K_c * (b - a), cfg, block_elems)
+            rows = X[fr, dp[j]]
+            local, feats = _merge_context(
+                rows[None], geo.of_rows(rows, fr, dp[j])[None], K_c * (b - a), cfg, block_elems
+            )
             local, feats = local[0], feats[0]
             pieces.append(
                 _Kept(offset + fr[local] * L + dp[j[local]], feats, torch.full_like(local, TokenKind.CONTEXT))
             )
-    return _cat(pieces, dev)
+    return pieces
 
 
 def _static_splits(
@@ -319,17 +334,6 @@ def _static_splits(
     sp = torch.split(torch.nonzero(static, as_tuple=True)[1], counts)
     dp = torch.split(torch.nonzero(~static, as_tuple=True)[1], [L - S for S in counts])
     return list(zip(counts, sp, dp))
-
-
-def _cat(pieces: list[_Kept], device: torch.device) -> _Kept:
-    if not pieces:
-        z = torch.zeros(0, dtype=torch.long, device=device)
-        return _Kept(z, torch.zeros(0, 0, device=device), z)
-    return _Kept(
-        torch.cat([p.indices for p in pieces]),
-        torch.cat([p.features for p in pieces]),
-        torch.cat([p.kinds for p in pieces]),
-    )
 
 
 def segment_video(tokens: VideoTokens, cfg: TangoConfig) -> tuple[list[int], torch.Tensor | None]:
@@ -386,15 +390,13 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
                 j += 1
             n_f, i = j - i, j
             sl = slice(start, start + n_f)
-            pieces.append(_singletons(X[sl], s[sl], times[sl], W, start * L, cfg, block_elems, stats))
+            pieces.extend(_singletons(X[sl], s[sl], times[sl], W, start * L, cfg, block_elems, stats))
         else:
             sl = slice(start, start + n_f)
-            pieces.append(_segment(X[sl], s[sl], times[sl], W, start * L, cfg, block_elems, stats, next(splits)))
+            pieces.extend(_segment(X[sl], s[sl], times[sl], W, start * L, cfg, block_elems, stats, next(splits)))
             i += 1
         start += n_f
-    kept = _cat(pieces, X.device)
-    # Exact duplicate features can make two clusters choose the same token: keep it once.
-    idx, first = _unique_first(kept.indices)
+    idx, feats, kinds = _assemble(pieces, X.dtype, X.shape[-1], X.device)
     info = {
         "method": "tango",
         "retention": cfg.retention,
@@ -403,9 +405,38 @@ def tango_prune(tokens: VideoTokens, cfg: TangoConfig, block_elems: int = DEFAUL
         "context_windows_split": stats["windows"],
         "kept": int(idx.numel()),
         "total": T * L,
-        "by_kind": {name: int((kept.kinds[first] == code).sum()) for code, name in enumerate(TokenKind.NAMES)},
+        "by_kind": {name: int((kinds == code).sum()) for code, name in enumerate(TokenKind.NAMES)},
     }
-    return PruneResult.from_indices(tokens, idx, kept.features[first].to(X.dtype), kept.kinds[first], info)
+    return PruneResult.from_indices(tokens, idx, feats, kinds, info)
+
+
+def _assemble(
+    pieces: list[_Kept], dtype: torch.dtype, D: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kept tokens of all pieces: increasing unique flat indices, their (K, D) features in ``dtype``
+    and their kinds.
+
+    Exact duplicate features can make two clusters choose the same token: it is kept once, with its first
+    occurrence's feature. Without duplicates every piece's rows are copied straight to their sorted slots,
+    one (K, D) allocation instead of a concatenation and a re-ordered copy of it.
+    """
+    if not pieces:
+        z = torch.zeros(0, dtype=torch.long, device=device)
+        return z, torch.zeros(0, D, dtype=dtype, device=device), z
+    indices = torch.cat([p.indices for p in pieces])
+    idx, first = _unique_first(indices)
+    kinds = torch.cat([p.kinds for p in pieces])[first]
+    K = idx.numel()
+    if K != indices.numel():
+        return idx, torch.cat([p.features for p in pieces])[first].to(dtype), kinds
+    slot = torch.empty_like(first).scatter_(0, first, torch.arange(K, device=device))
+    out = torch.empty(K, D, dtype=dtype, device=device)
+    start = 0
+    for p in pieces:
+        n = p.indices.numel()
+        out.index_copy_(0, slot[start : start + n], p.features.to(dtype))
+        start += n
+    return idx, out, kinds
 
 
 def _unique_first(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
