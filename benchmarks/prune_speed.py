@@ -2,7 +2,8 @@
 
 Each configuration runs in a fresh subprocess so memory figures do not leak between runs. On CPU the
 extra memory is the growth of the resident set during ``prune`` (peak RSS, reset via
-/proc/self/clear_refs, minus RSS before the call; the input tensors are excluded); on CUDA it is
+/proc/self/clear_refs after glibc's ``malloc_trim`` has returned freed heap pages, minus RSS before the
+call; the input tensors are excluded); on CUDA it is
 ``torch.cuda.max_memory_allocated`` minus the allocation before the call.
 
 Usage::
@@ -29,6 +30,8 @@ the clustering (the whole video's context pool), which exercises the frame windo
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import ast
 import json
 import os
@@ -36,6 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
+
+
+def _malloc_trim() -> None:
+    """Return the C heap's free pages to the OS (glibc ``malloc_trim``); a no-op where there is none."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _rss_kib(field: str) -> int:
@@ -101,6 +112,9 @@ def _child(
     result = None
     for _ in range(repeats):
         if device == "cpu":
+            # Hand freed heap pages back first: otherwise prune reuses pages that are already resident
+            # (from building the input, or the previous repeat) and its allocations do not show in RSS.
+            _malloc_trim()
             try:
                 with open("/proc/self/clear_refs", "w") as fh:
                     fh.write("5")  # reset the peak-RSS counter
