@@ -26,8 +26,8 @@ def frame_similarity(metric: torch.Tensor, chunk_frames: int | None = None) -> t
     """Cosine similarity (fp32) between frames n and n+1 of ``metric``.
 
     ``metric`` is (T, L, D) per token -> (T-1, L), or (T, D) per frame -> (T-1,). Each frame is
-    L2-normalised (as :func:`~tango_prune.core.strope.normalize`) and multiplied elementwise with the next one, and the products are
-    summed per row. Frames go ``chunk_frames`` at a time through two buffers allocated once per call:
+    L2-normalised (as :func:`~tango_prune.core.strope.normalize`) and multiplied elementwise with the
+    next one, and the products are summed per row. Frames go ``chunk_frames`` at a time through two buffers allocated once per call:
     on the CPU fresh multi-megabyte temporaries are fresh mappings whose page faults cost more than the
     arithmetic, so the CPU default is as many frames as fit in :data:`CHUNK_ELEMS` elements (at least
     one). Elsewhere the caching allocator has no such cost and each chunk costs a host wait, so the
@@ -50,7 +50,7 @@ def frame_similarity(metric: torch.Tensor, chunk_frames: int | None = None) -> t
         k = min(c, T - s)
         normalize_into(metric[s : s + k], unit[1 : 1 + k])
         a = 0 if s else 1  # the first chunk has no previous frame
-        m = k + 1 - a - 1  # pairs (unit[a + i], unit[a + i + 1]) for i < m
+        m = k - a  # pairs (unit[a + i], unit[a + i + 1]) for i < m
         if m > 0:
             torch.mul(unit[a : a + m], unit[a + 1 : a + 1 + m], out=prod[:m])
             torch.sum(prod[:m], dim=-1, out=out[s - 1 + a : s - 1 + a + m])
