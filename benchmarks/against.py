@@ -14,6 +14,7 @@ every 8 frames (four scenes of eight similar frames), retention 0.1, HoliTom seg
 
     python benchmarks/against.py --against /tmp/oldmain/src/tango_prune
     python benchmarks/against.py --against /tmp/oldmain/src/tango_prune --frames 64 --dim 896 --method holitom
+    python benchmarks/against.py --against /tmp/oldmain/src/tango_prune --dtype bfloat16
 
 ``--variants`` times config variants of this checkout against each other instead (no other side), each
 ``key=value[,key=value...]`` over the base fields (``""``: the base itself), the first being the
@@ -39,6 +40,9 @@ import torch
 
 import tango_prune as tp
 from tango_prune.synthetic import synthetic_tokens
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_other(spec: str):
@@ -130,6 +134,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--indices-only", action="store_true", help="do not require equal features")
+    ap.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="float32", help="feature dtype (Video LLMs run bfloat16)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,6 +147,8 @@ def main() -> None:
         f = tok.features
         f = f + args.noise * f.std() * torch.randn(f.shape, generator=g, dtype=f.dtype)
         tok = tp.VideoTokens(f, tok.saliency, tok.timestamps)
+    if args.dtype != "float32":
+        tok = tp.VideoTokens(tok.features.to(DTYPES[args.dtype]), tok.saliency, tok.timestamps)
     fields = {"retention": args.retention}
     if args.method == "tango" and not args.preset:
         fields.update(segmentation=args.segmentation, compat=args.compat)

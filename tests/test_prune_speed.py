@@ -57,3 +57,16 @@ def test_against_compares_config_variants_in_one_process(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", argv + ["--variants", "", "no_such_field=1"])
     with pytest.raises(SystemExit, match="no_such_field"):
         against.main()
+
+
+def test_against_times_another_checkout_on_bf16_features(monkeypatch, capsys):
+    # The other side here is this very package, loaded a second time under another name: the same code
+    # must give the same indices and features, in bf16 as Video LLMs run it.
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    against = SimpleNamespace(**runpy.run_path(os.path.join(ROOT, "benchmarks", "against.py")))
+    pkg = os.path.join(ROOT, "src", "tango_prune")
+    argv = ["against.py", "--against", pkg, "--frames", "4", "--dim", "16", "--repeats", "1", "--dtype", "bfloat16"]
+    monkeypatch.setattr(sys, "argv", argv)
+    against.main()
+    out = capsys.readouterr().out
+    assert "same indices: True; same features: True" in out and "ratio against / ours" in out
