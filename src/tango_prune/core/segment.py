@@ -27,11 +27,12 @@ def frame_similarity(metric: torch.Tensor, chunk_frames: int | None = None) -> t
 
     ``metric`` is (T, L, D) per token -> (T-1, L), or (T, D) per frame -> (T-1,). Each frame is
     L2-normalised (as :func:`~tango_prune.core.strope.normalize`) and multiplied elementwise with the
-    next one, and the products are summed per row. Frames go ``chunk_frames`` at a time through two buffers allocated once per call:
-    on the CPU fresh multi-megabyte temporaries are fresh mappings whose page faults cost more than the
-    arithmetic, so the CPU default is as many frames as fit in :data:`CHUNK_ELEMS` elements (at least
-    one). Elsewhere the caching allocator has no such cost and each chunk costs a host wait, so the
-    default is 64 frames. The chunking never changes the bits of the result, which carries no gradient.
+    next one, and the products are summed per row. Frames go ``chunk_frames`` at a time through two
+    buffers allocated once per call: on the CPU fresh multi-megabyte temporaries are fresh mappings whose
+    page faults cost more than the arithmetic, so the CPU default is as many frames as fit in
+    :data:`CHUNK_ELEMS` elements (at least one). Elsewhere the caching allocator has no such cost and each
+    chunk costs a host wait, so the default is 64 frames. The chunking never changes the bits of the
+    result, which carries no gradient.
     """
     metric = metric.detach()
     T = metric.shape[0]

@@ -36,19 +36,7 @@ def normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     and ``x * 2**k`` give the same bits, squares of 1e20 do not overflow nor those of 1e-20 underflow,
     and fp64 rows beyond the fp32 range are scaled before they are narrowed.
     """
-    xf = x.float()
-    norm = xf.norm(dim=-1, keepdim=True)
-    safe = (norm >= 2.0**-40) & (norm <= 2.0**40)
-    if bool(safe.all()):
-        return xf / norm.clamp_min(eps)
-    wide = x if x.dtype == torch.float64 else xf
-    _, e = torch.frexp(wide.abs().amax(-1, keepdim=True))
-    # Two half steps: 2**-e alone can leave the normal range of the dtype (fp64 e = 1024, fp32 e = -130).
-    h = torch.div(e, 2, rounding_mode="floor")
-    one = torch.ones_like(wide[..., :1])
-    scaled = (wide * torch.ldexp(one, -h) * torch.ldexp(one, h - e)).float()
-    scaled = scaled / scaled.norm(dim=-1, keepdim=True).clamp_min(eps)
-    return torch.where(safe, xf / norm.clamp_min(eps), scaled)
+    return _normalize(x, eps, None)
 
 
 def normalize_into(x: torch.Tensor, out: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -59,11 +47,24 @@ def normalize_into(x: torch.Tensor, out: torch.Tensor, eps: float = 1e-12) -> to
     distance geometry only: ``out=`` does not record gradients, so inputs that require them are refused
     by torch; pass detached tensors.
     """
+    return _normalize(x, eps, out)
+
+
+def _normalize(x: torch.Tensor, eps: float, out: torch.Tensor | None) -> torch.Tensor:
     xf = x.float()
     norm = xf.norm(dim=-1, keepdim=True)
-    if bool(((norm >= 2.0**-40) & (norm <= 2.0**40)).all()):
+    safe = (norm >= 2.0**-40) & (norm <= 2.0**40)
+    if bool(safe.all()):
         return torch.div(xf, norm.clamp_min(eps), out=out)
-    return out.copy_(normalize(x, eps))
+    wide = x if x.dtype == torch.float64 else xf
+    _, e = torch.frexp(wide.abs().amax(-1, keepdim=True))
+    # Two half steps: 2**-e alone can leave the normal range of the dtype (fp64 e = 1024, fp32 e = -130).
+    h = torch.div(e, 2, rounding_mode="floor")
+    one = torch.ones_like(wide[..., :1])
+    scaled = (wide * torch.ldexp(one, -h) * torch.ldexp(one, h - e)).float()
+    scaled = scaled / scaled.norm(dim=-1, keepdim=True).clamp_min(eps)
+    result = torch.where(safe, xf / norm.clamp_min(eps), scaled)
+    return result if out is None else out.copy_(result)
 
 
 def _rotate_section_into(out: torch.Tensor, x: torch.Tensor, pos: torch.Tensor, base: float) -> None:
@@ -110,9 +111,9 @@ def strope_rotate(
         if p.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), got {tuple(p.shape)}")
     d_t, d_h, d_w = strope_sections(D)
-    x = x.detach().float()
     out = torch.empty(n, D, dtype=torch.float32, device=x.device)
     with torch.no_grad():
+        x = x.float()
         for lo, hi, p, base in ((0, d_t, t, base_time), (d_t, d_t + d_h, h, base_space), (d_t + d_h, D, w, base_space)):
             _rotate_section_into(out[:, lo:hi], x[:, lo:hi], p, base)
     return out
