@@ -158,9 +158,9 @@ class PruneResult:
             raise ValueError(f"indices must lie in [0, {T * H * W})")
         flat = tokens.features.reshape(T * H * W, -1)
         if features is None:
-            feats = flat[idx]
+            feats = flat.index_select(0, idx)
         else:
-            feats = (features if order is None else features[order]).to(flat.dtype)
+            feats = (features if order is None else features.index_select(0, order)).to(flat.dtype)
         if kinds is not None:
             kinds = kinds.to(idx.device, torch.long)
             kinds = kinds if order is None else kinds[order]

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import torch
 
+from .rows import take_rows
+
 __all__ = [
     "dpc_knn",
     "assign",
@@ -329,7 +331,7 @@ def assign(
         distances = None if distances is None else distances.unsqueeze(0)
     x = x.float()
     B, n, D = x.shape
-    centres = torch.gather(x, 1, idx.unsqueeze(-1).expand(B, idx.shape[1], D))
+    centres = take_rows(x, idx)
     if distances is None:
         out = nearest(x, centres, block_elems)
     else:

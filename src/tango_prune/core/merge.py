@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .dpc import DEFAULT_BLOCK_ELEMS, assign
+from .rows import take_rows
 
 __all__ = ["segment_sum", "merge_into_anchors", "widen"]
 
@@ -27,7 +28,7 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) 
     """
     counts = torch.bincount(segment, minlength=num_segments)
     order = torch.argsort(segment, stable=True)
-    sums = torch.segment_reduce(widen(values)[order], "sum", lengths=counts, axis=0, unsafe=True)
+    sums = torch.segment_reduce(widen(values).index_select(0, order), "sum", lengths=counts, axis=0, unsafe=True)
     # segment_reduce gives 0 for empty segments with "sum", as wanted.
     return sums, counts.to(sums.dtype)
 
@@ -69,5 +70,5 @@ def merge_into_anchors(
     safe = counts.clamp_min(1.0).reshape(B, m, 1)
     mean = sums.reshape(B, m, D) / safe
     w = torch.clamp(1.0 / safe, min=beta)
-    out = w * widen(torch.gather(src, 1, anchors.unsqueeze(-1).expand(B, m, D))) + (1.0 - w) * mean
+    out = w * widen(take_rows(src, anchors)) + (1.0 - w) * mean
     return out[0] if single else out

@@ -32,6 +32,7 @@ from ..tokens import PruneResult, TokenKind, VideoTokens
 from .budget import ceil_mul, floor_mul, ratio
 from .dpc import DEFAULT_BLOCK_ELEMS, assign, dpc_knn, stable_argsort_desc
 from .merge import merge_into_anchors, widen
+from .rows import take_flat_rows, take_rows
 from .segment import fastvid_segments, frame_similarity, holitom_segments
 from .strope import normalize, normalize_into, strope_rotate
 
@@ -126,7 +127,7 @@ def _merge_context(
     if cfg.compat == "published":
         # The published code writes row i (ascending order) to the i-th anchor in gamma order.
         order = torch.argsort(by_score, dim=1)
-        return torch.gather(by_score, 1, order), torch.gather(merged, 1, order.unsqueeze(-1).expand(B, budget, D))
+        return torch.gather(by_score, 1, order), take_rows(merged, order)
     return asc, merged
 
 
@@ -140,8 +141,7 @@ def _compress(
     """
     B, n, D = feats.shape
     K_s, K_c = compressor_budget(n, r, cfg.effective_context_ratio, cfg.compat == "published")
-    gather = lambda t, i: torch.gather(t, 1, i.unsqueeze(-1).expand(*i.shape, t.shape[-1]))  # noqa: E731
-    chosen = _select_salient(score, K_s, cfg, lambda cand: gather(rot, cand), block_elems)
+    chosen = _select_salient(score, K_s, cfg, lambda cand: take_rows(rot, cand), block_elems)
     n_sal = chosen.sum(1)
     if B > 1 and bool((n_sal != n_sal[0]).any()):
         # Exact duplicates made some set choose fewer tokens: pools differ in size, so go one by one.
@@ -149,12 +149,15 @@ def _compress(
     k = int(n_sal[0]) if B else 0
     order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)  # chosen first, then the pool
     sal, pool = order[:, :k], order[:, k:]
-    ctx_local, ctx_feats = _merge_context(gather(feats, pool), gather(rot, pool), min(K_c, n - k), cfg, block_elems)
+    ctx_local, ctx_feats = _merge_context(
+        take_rows(feats, pool), take_rows(rot, pool), min(K_c, n - k), cfg, block_elems
+    )
     ctx = torch.gather(pool, 1, ctx_local)
+    sal_feats = widen(take_rows(feats, sal))
     out = []
     for b in range(B):
         idx = torch.cat([sal[b], ctx[b]])
-        f = torch.cat([widen(feats[b, sal[b]]), ctx_feats[b]])
+        f = torch.cat([sal_feats[b], ctx_feats[b]])
         kinds = torch.cat([torch.full_like(sal[b], TokenKind.SALIENT), torch.full_like(ctx[b], TokenKind.CONTEXT)])
         out.append((idx, f, kinds))
     return out
@@ -187,7 +190,7 @@ class _Geometry:
     def __call__(self, frames: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         shape = frames.shape
         frames, pos = frames.reshape(-1), pos.reshape(-1)
-        rows = self.X[frames, pos]
+        rows = take_flat_rows(self.X, frames, pos)
         # A fresh fp32 gather is normalised in place; other dtypes (fp64 beyond the fp32 range) first scale.
         unit = normalize_into(rows, rows) if rows.dtype == torch.float32 else normalize(rows)
         return self._rotate(unit, frames, pos).reshape(*shape, rows.shape[-1])
@@ -285,7 +288,9 @@ def _segment(
         s[:, dp], min(K_s, Ld), cfg, lambda cand: geo(frames[:, None].expand_as(cand), dp[cand]), block_elems
     )
     fr, j = torch.nonzero(chosen, as_tuple=True)
-    pieces.append(_Kept(offset + fr * L + dp[j], widen(X[fr, dp[j]]), torch.full_like(j, TokenKind.SALIENT)))
+    pieces.append(
+        _Kept(offset + fr * L + dp[j], widen(take_flat_rows(X, fr, dp[j])), torch.full_like(j, TokenKind.SALIENT))
+    )
 
     if K_c > 0:
         free = ~chosen
@@ -294,7 +299,7 @@ def _segment(
         for a, b in windows:
             fr, j = torch.nonzero(free[a:b], as_tuple=True)  # frame-major pool
             fr = fr + a
-            rows = X[fr, dp[j]]
+            rows = take_flat_rows(X, fr, dp[j])
             local, feats = _merge_context(
                 rows[None], geo.of_rows(rows, fr, dp[j])[None], K_c * (b - a), cfg, block_elems
             )
