@@ -35,6 +35,7 @@ from ..config import PruneConfig
 from ..core.budget import floor_mul
 from ..core.dpc import dpc_knn
 from ..core.merge import merge_into_anchors, widen
+from ..core.rows import take_flat_rows
 from ..core.segment import fastvid_segments, frame_similarity
 from ..core.strope import normalize
 from ..tokens import PruneResult, TokenKind, VideoTokens
@@ -118,7 +119,7 @@ def run(tokens: VideoTokens, config: FastVIDConfig) -> PruneResult:
     frames = torch.arange(T, device=dev)[:, None]
     sal = top_per_row(s, K_s)
     idx = [flat_index(frames, sal, L).reshape(-1)]
-    feats = [widen(X[frames, sal].reshape(T * K_s, X.shape[-1]))]
+    feats = [widen(take_flat_rows(X, frames.expand_as(sal), sal).reshape(T * K_s, X.shape[-1]))]
     kinds = [torch.full((T * K_s,), TokenKind.SALIENT, dtype=torch.long, device=dev)]
     if K_c > 0:
         free = torch.ones(T, L, dtype=torch.bool, device=dev)

@@ -28,6 +28,7 @@ from ..config import PruneConfig
 from ..core.budget import floor_mul
 from ..core.dpc import nearest
 from ..core.merge import segment_sum, widen
+from ..core.rows import take_flat_rows
 from ..core.strope import normalize
 from ..tokens import PruneResult, TokenKind, VideoTokens
 from . import register
@@ -71,7 +72,7 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
     order = top_per_row(s, L)  # (T, L) by descending saliency
     dom = order[:, :K_d]
     pieces_idx = [flat_index(frames, dom, L).reshape(-1)]
-    pieces_feat = [widen(X[frames, dom].reshape(T * K_d, X.shape[-1]))]
+    pieces_feat = [widen(take_flat_rows(X, frames.expand_as(dom), dom).reshape(T * K_d, X.shape[-1]))]
     pieces_kind = [torch.full((T * K_d,), TokenKind.SALIENT, dtype=torch.long, device=dev)]
     if K_c > 0:
         rest = torch.sort(order[:, K_d:], dim=1).values  # (T, n) remaining, index order
@@ -89,7 +90,11 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
             m = normalize(metric[a : a + t])
             tgt, mem = rest[a : a + t, tgt_local], rest[a : a + t, mem_local]  # (t, K_c), (t, n - K_c)
             local = fr - a
-            assign = nearest(m[local, mem], m[local, tgt]) if mem_local.numel() else mem.new_zeros(t, 0)
+            assign = (
+                nearest(take_flat_rows(m, local.expand_as(mem), mem), take_flat_rows(m, local.expand_as(tgt), tgt))
+                if mem_local.numel()
+                else mem.new_zeros(t, 0)
+            )
             # Every target is a member of its own cluster; sums are per (frame, target) group.
             groups = torch.cat(
                 [
@@ -98,7 +103,9 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
                 ],
                 dim=1,
             ).reshape(-1)
-            vals = torch.cat([X[fr, tgt], X[fr, mem]], dim=1).reshape(groups.numel(), -1)
+            vals = torch.cat(
+                [take_flat_rows(X, fr.expand_as(tgt), tgt), take_flat_rows(X, fr.expand_as(mem), mem)], dim=1
+            ).reshape(groups.numel(), -1)
             sums, counts = segment_sum(vals, groups, t * K_c)
             pieces_idx.append(flat_index(fr, tgt, L).reshape(-1))
             pieces_feat.append(sums / counts[:, None])
