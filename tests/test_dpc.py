@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reference_tango import ref_dpc
-from tango_prune.core.dpc import TILE, assign, dpc_knn, first_copies, nearest
+from tango_prune.core import dpc
+from tango_prune.core.dpc import TILE, assign, dpc_knn, first_copies, nearest, sq_norms
 
 
 def blobs(k, per=20, D=16, seed=0, spread=0.05):
@@ -191,3 +192,67 @@ def test_thread_count_does_not_change_centres():
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for a, b in zip(one + many, one[:1] * 4))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(2, 120),
+    k=st.integers(1, 9),
+    dups=st.integers(0, 30),
+    seed=st.integers(0, 10_000),
+    data=st.data(),
+)
+def test_dense_shortcuts_equal_blocked_full_rows(n, k, dups, seed, data):
+    # With the shortcuts on for every size, both paths read delta off each row's k nearest neighbours
+    # (whole rows only at local density peaks) and the dense path looks for copies only near rows with a
+    # close neighbour; without them every row is scanned. Blobs make many peaks, copies make ties.
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, n, 6, generator=g) + 4 * torch.randint(0, 3, (2, n, 1), generator=g)
+    if dups:
+        src, dst = torch.randint(0, n, (2, dups), generator=g)
+        x[:, dst] = x[:, src]
+    num = data.draw(st.integers(1, n))
+    plain = dpc_knn(x, num, k)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dpc, "SHORTCUT_MIN_POINTS", 1)
+        dense, d2 = dpc_knn(x, num, k, return_distances=True)
+        assert d2 is not None
+        assert torch.equal(assign(x, dense, d2), assign(x, dense))
+        assert torch.equal(dpc_knn(x, num, k, gram_bytes=0, block_elems=2000), dense)
+    assert torch.equal(dense, plain)
+    assert torch.equal(dpc_knn(x, num, k, gram_bytes=0), dense)
+
+
+@pytest.mark.parametrize("shortcut", [1, 1 << 30])
+def test_assign_leaves_the_distance_matrix_untouched_and_takes_views(monkeypatch, shortcut):
+    monkeypatch.setattr(dpc, "SHORTCUT_MIN_POINTS", shortcut)
+    x = torch.randn(2, 80, 9, generator=torch.Generator().manual_seed(4))
+    x[:, 30] = x[:, 3]
+    centres, d2 = dpc_knn(x, 10, 5, return_distances=True)
+    before = d2.clone()
+    want = assign(x, centres)
+    assert torch.equal(assign(x, centres, d2), want)
+    assert torch.equal(d2, before)
+    # An exactly symmetric matrix read through its transpose: a non-contiguous view, never written.
+    assert torch.equal(assign(x, centres, d2.transpose(1, 2)), want)
+
+
+@pytest.mark.parametrize("shape", [(3, 700, 100), (1, 5000, 64), (2, 9, 3584), (4000, 896)])
+def test_sq_norms_equals_sum_of_squares(shape):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(5)) * 3
+    assert torch.equal(sq_norms(x), (x * x).sum(-1))
+
+
+@pytest.mark.parametrize("dups", [0, 200])
+def test_shortcuts_over_several_strips_equal_full_scans(monkeypatch, dups):
+    # Three row strips: peaks are read off their own strip and, transposed, off the strips above them.
+    g = torch.Generator().manual_seed(dups)
+    n = 2 * TILE + 100
+    x = torch.randn(2, n, 8, generator=g) + 3 * torch.randint(0, 4, (2, n, 1), generator=g)
+    if dups:
+        src, dst = torch.randint(0, n, (2, dups), generator=g)
+        x[:, dst] = x[:, src]
+    want = dpc_knn(x, 60, 6), dpc_knn(x, 60, 6, gram_bytes=0)
+    monkeypatch.setattr(dpc, "SHORTCUT_MIN_POINTS", 1)
+    got = dpc_knn(x, 60, 6), dpc_knn(x, 60, 6, gram_bytes=0)
+    assert all(torch.equal(a, want[0]) for a in want + got)

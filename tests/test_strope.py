@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reference_tango import ref_rotate
-from tango_prune.core.strope import normalize, normalize_into, strope_rotate, strope_sections
+from tango_prune.core.strope import normalize, normalize_into, strope_rotate, strope_rotate_tables, strope_sections
 
 
 @pytest.mark.parametrize(
@@ -107,3 +107,18 @@ def test_strope_rotate_carries_no_gradient_and_keeps_its_input():
     z = torch.arange(5)
     y = strope_rotate(x, z.double(), z, z)
     assert not y.requires_grad and torch.equal(x.detach(), before)
+
+
+def test_rotate_with_position_tables_is_bitwise_the_same():
+    g = torch.Generator().manual_seed(7)
+    n, D = 300, 3584
+    x = torch.randn(n, D, generator=g)
+    times = torch.rand(12, generator=g, dtype=torch.float64) * 1e4  # irregular, large timestamps
+    fi = torch.randint(0, 12, (n,), generator=g)
+    hi, wi = torch.randint(0, 14, (n,), generator=g), torch.randint(0, 14, (n,), generator=g)
+    grid = torch.arange(14)
+    want = strope_rotate(x, times[fi], hi, wi)
+    got = strope_rotate_tables(x, ((times, fi), (grid, hi), (grid, wi)))
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="h index"):
+        strope_rotate_tables(x, ((times, fi), (grid, hi[:-1]), (grid, wi)))

@@ -1,13 +1,14 @@
 """Host-device synchronisations inside ``prune``, counted on CPU by construction (SyncCounter).
 
-Recorded at this commit for Tango (LLaVA-OneVision preset): 14 + 34 per segment, independent of the number
-of frames. What remains, and why (site: reason):
+Recorded for Tango (LLaVA-OneVision preset): 14 + 21 per segment, independent of the number of frames
+(34 per segment before ST-RoPE took its position tables from the segment instead of ``unique`` and the
+nearest-anchor assignment applied known copies without asking whether any near tie exists). What
+remains, and why (site: reason):
 
 - per segment, core/tango.py: the chosen salient tokens and the context pool (``nonzero``, ``int`` of the
   pool size, ``tolist`` of pool sizes per frame) are data-dependent sizes that the segment's loop needs
-  to allocate and window its clustering; core/strope.py ``unique``: the distinct positions of the trig
-  tables (a size); core/strope.py ``bool(safe.all())``: normalize takes the rescaling path only when a
-  norm is out of range; core/dpc.py: duplicate detection and the near-tie re-decision (``first_copies``,
+  to allocate and window its clustering; core/strope.py ``bool(safe.all())``: normalize takes the
+  rescaling path only when a norm is out of range; core/dpc.py: duplicate detection and the near-tie re-decision (``first_copies``,
   ``_resolve_near_ties``) branch on whether any duplicate / near tie exists; core/merge.py ``bincount``:
   the cluster sizes.
 - once per call: segmentation (core/segment.py copies the frame similarities to the host, where the
@@ -28,7 +29,7 @@ from tango_prune.bench.syncs import SyncCounter
 from tango_prune.synthetic import synthetic_tokens
 
 BASE = 14
-PER_SEGMENT = 34
+PER_SEGMENT = 21
 
 
 def test_counter_counts_what_waits_for_the_device_and_nothing_else():

@@ -44,6 +44,7 @@ __all__ = [
     "sqdist_error_bound",
     "fixed_order_sqdist",
     "first_copies",
+    "sq_norms",
     "DEFAULT_BLOCK_ELEMS",
     "DEFAULT_GRAM_BYTES",
     "TILE",
@@ -53,8 +54,14 @@ __all__ = [
 DEFAULT_BLOCK_ELEMS = 1 << 23
 #: Largest (B, n, n) fp32 distance matrix built at once: 256 MiB (n = 8192 for one set).
 DEFAULT_GRAM_BYTES = 1 << 28
+#: Elements of a set hashed at a time by :func:`first_copies`.
+HASH_BLOCK_ELEMS = 1 << 18
 #: Height of the fixed row strips every distance comes from.
 TILE = 512
+#: Sets of at least this many points skip whole-matrix passes: delta is read off the neighbour lists and
+#: copies are pre-filtered by each row's nearest other row, at one host wait each. Smaller sets take the
+#: whole-matrix passes, cheaper there than a wait. Both give the same bits.
+SHORTCUT_MIN_POINTS = 2048
 
 
 def pairwise_sqdist(
@@ -106,8 +113,10 @@ def first_copies(x: torch.Tensor) -> torch.Tensor | None:
     def bits(rows: torch.Tensor) -> torch.Tensor:
         return (rows + 0.0).view(as_int)  # + 0.0: -0.0 and 0.0 get the same bits
 
-    # Rows are hashed a block at a time: neither a bit copy nor the int64 products of the whole set.
-    step = _rows_per_block(B, D, DEFAULT_BLOCK_ELEMS)
+    # Rows are hashed a block at a time: neither a bit copy nor the int64 products of the whole set. The
+    # blocks are small (2 MiB of int64) because on the CPU fresh large temporaries cost more in page
+    # faults than the hashing; integer sums are exact, so the block size never changes a hash.
+    step = _rows_per_block(B, D, HASH_BLOCK_ELEMS)
     h = torch.cat([(bits(x[:, s : s + step]).to(torch.int64) * weights).sum(-1) for s in range(0, n, step)], 1)
     head = _first_equal(h)  # the first row of equal hash
     if head is None:
@@ -126,16 +135,37 @@ def first_copies(x: torch.Tensor) -> torch.Tensor | None:
 
 def _copies_from_distances(x: torch.Tensor, d2: torch.Tensor, sq: torch.Tensor) -> torch.Tensor | None:
     """:func:`first_copies` read off a full distance matrix: bitwise-equal rows are at computed distance
-    at most the rounding bound, so only those few pairs are compared bit for bit."""
+    at most the rounding bound, so only those few pairs are compared bit for bit.
+
+    From :data:`SHORTCUT_MIN_POINTS` points on, a row can have a copy only if its nearest other row lies
+    within the bound: one read-only pass over ``d2`` (its diagonal set aside meanwhile) finds those rows,
+    and only they are compared further. The (n, n) comparison mask of every row cost six times as much at
+    n = 11,776.
+    """
     B, n, D = x.shape
     tol = 2.0 * sqdist_error_bound(sq, sq.amax(-1, keepdim=True), D, x.device)
-    close = d2 <= tol.unsqueeze(-1)
-    close.diagonal(dim1=-2, dim2=-1).fill_(False)
-    b, i, j = torch.nonzero(close.triu_(1), as_tuple=True)  # i < j
+    if n < SHORTCUT_MIN_POINTS:
+        cb = torch.arange(B, device=x.device)[:, None].expand(B, n).reshape(-1)
+        ci = torch.arange(n, device=x.device).repeat(B)
+    else:
+        cb, ci = torch.nonzero(_nearest_other(d2) <= tol, as_tuple=True)
+        if cb.numel() == 0:
+            return None
+    cols = torch.arange(n, device=x.device)
+    step = max(1, DEFAULT_BLOCK_ELEMS // max(1, 8 * n))
+    found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    pairs = 0
+    for s in range(0, cb.numel(), step):
+        rb, ri = cb[s : s + step], ci[s : s + step]
+        close = (d2[rb, ri] <= tol[rb, ri, None]) & (cols[None, :] > ri[:, None])  # pairs i < j, row i's bound
+        p, j = torch.nonzero(close, as_tuple=True)
+        found.append((rb[p], ri[p], j))
+        pairs += p.numel()
+        if pairs > B * n:  # a crowd of near-duplicates: hashing every row is cheaper
+            return first_copies(x)
+    b, i, j = (torch.cat(t) for t in zip(*found))
     if b.numel() == 0:
         return None
-    if b.numel() > B * n:  # a crowd of near-duplicates: hashing every row is cheaper
-        return first_copies(x)
     bits = (x + 0.0).view(torch.int32)
     eq = (bits[b, i] == bits[b, j]).all(-1)
     if not bool(eq.any()):
@@ -144,6 +174,52 @@ def _copies_from_distances(x: torch.Tensor, d2: torch.Tensor, sq: torch.Tensor) 
     # Equality is transitive, so the smallest equal index of a row is its first copy.
     canon.view(-1).scatter_reduce_(0, (b * n + j)[eq], i[eq], "amin")
     return canon
+
+
+def _nearest_other(d2: torch.Tensor) -> torch.Tensor:
+    """Per row of a (B, n, n) distance matrix, the smallest entry off the diagonal (inf when n = 1).
+
+    The diagonal is set to inf for one ``amin`` pass and then restored bit for bit, so ``d2`` is left as
+    it was; a matrix that cannot be written in place (an expanded view) is masked chunk by chunk instead.
+    """
+    B, n, _ = d2.shape
+    diag = d2.diagonal(dim1=-2, dim2=-1)
+    if d2.is_contiguous():
+        kept = diag.clone()
+        diag.fill_(float("inf"))
+        try:
+            return d2.amin(-1)
+        finally:
+            diag.copy_(kept)
+    step = max(1, DEFAULT_BLOCK_ELEMS // max(1, B * n))
+    cols = torch.arange(n, device=d2.device)
+    out = []
+    for s in range(0, n, step):
+        rows = cols[s : s + step]
+        out.append(torch.where(cols[None, :] == rows[:, None], float("inf"), d2[:, s : s + step]).amin(-1))
+    return torch.cat(out, 1)
+
+
+def sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """``(x * x).sum(-1)`` of fp32 rows (..., D), the same bits, without the (..., D) temporary.
+
+    Rows are squared a chunk at a time into one small buffer: on the CPU a fresh multi-megabyte
+    temporary costs more in page faults than the arithmetic. Each row is still reduced on its own, so
+    the chunking does not change the bits; rows wider than 16,384 are left to one reduction (torch may
+    split a single wide row across threads).
+    """
+    D = x.shape[-1]
+    rows = x.numel() // max(1, D)
+    step = max(16, (1 << 18) // max(1, D))
+    if rows <= step or D > (1 << 14) or not x.is_contiguous():
+        return (x * x).sum(-1)
+    flat = x.reshape(rows, D)
+    out = torch.empty(rows, dtype=x.dtype, device=x.device)
+    buf = torch.empty(step, D, dtype=x.dtype, device=x.device)
+    for s in range(0, rows, step):
+        e = min(rows, s + step)
+        torch.sum(torch.mul(flat[s:e], flat[s:e], out=buf[: e - s]), -1, out=out[s:e])
+    return out.reshape(x.shape[:-1])
 
 
 def _upper_strips(x: torch.Tensor, sq: torch.Tensor):
@@ -198,12 +274,74 @@ def _dense_scores(full: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tens
     """(rho, delta^2, largest d2) from a whole distance matrix, in row chunks to bound temporaries."""
     B, n, _ = full.shape
     chunk = max(1, (1 << 22) // max(1, B * n))
-    rho = torch.cat([_knn_rho(_smallest(full[:, s : s + chunk], kk), kk) for s in range(0, n, chunk)], 1)
+    near = [
+        torch.topk(full[:, s : s + chunk], min(kk, n), dim=-1, largest=False, sorted=True) for s in range(0, n, chunk)
+    ]
+    vals = torch.cat([t.values for t in near], 1)
+    rho = _knn_rho(vals, kk)
     rank = _rank(rho)
-    delta2 = torch.cat(
-        [_denser_min(full[:, s : s + chunk], rank[:, s : s + chunk], rank) for s in range(0, n, chunk)], 1
-    )
+    if n < SHORTCUT_MIN_POINTS:
+        delta2 = torch.cat(
+            [_denser_min(full[:, s : s + chunk], rank[:, s : s + chunk], rank) for s in range(0, n, chunk)], 1
+        )
+    else:
+        delta2 = _delta_from_neighbours(full, vals, torch.cat([t.indices for t in near], 1), rank)
     return rho, delta2, full.amax(dim=(1, 2))
+
+
+def _listed_delta(vals: torch.Tensor, nbrs: torch.Tensor, rank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """delta^2 read off each row's nearest neighbours, and the rows that this does not settle.
+
+    ``vals``/``nbrs`` (B, n, kk): each row's smallest distances (ascending) and their columns (-1: none).
+    Every column outside a row's list is at least as far as the farthest entry of the list, so when one
+    of the listed points is denser, the nearest denser point is among them, exactly. The rows with no
+    denser point in their list (local density peaks, a small share; not the densest point, whose delta
+    stays inf) are returned as a mask: only they need their whole row.
+    """
+    B = rank.shape[0]
+    listed = torch.gather(rank, 1, nbrs.clamp_min(0).reshape(B, -1)).reshape(nbrs.shape)
+    denser = (nbrs >= 0) & (listed < rank.unsqueeze(-1))
+    return torch.where(denser, vals, float("inf")).amin(-1), ~denser.any(-1) & (rank > 0)
+
+
+def _delta_from_neighbours(
+    full: torch.Tensor, vals: torch.Tensor, nbrs: torch.Tensor, rank: torch.Tensor
+) -> torch.Tensor:
+    """delta^2 from the neighbour lists (:func:`_listed_delta`); the peaks scan their rows of ``full``."""
+    n = full.shape[-1]
+    delta2, peak = _listed_delta(vals, nbrs, rank)
+    pb, pi = torch.nonzero(peak, as_tuple=True)
+    step = max(1, (1 << 22) // max(1, n))
+    for s in range(0, pb.numel(), step):
+        b, i = pb[s : s + step], pi[s : s + step]
+        delta2[b, i] = _denser_min(full[b, i].unsqueeze(1), rank[b, i].unsqueeze(1), rank[b])[:, 0]
+    return delta2
+
+
+def _strip_delta_at_peaks(
+    x: torch.Tensor, sq: torch.Tensor, vals: torch.Tensor, nbrs: torch.Tensor, rank: torch.Tensor
+) -> torch.Tensor:
+    """delta^2 from the neighbour lists (:func:`_listed_delta`); the peaks' rows are read off the strips,
+    recomputed (the same GEMM calls, so the same bits) only as far as the last peak needs them."""
+    delta2, peak = _listed_delta(vals, nbrs, rank)
+    pb, pi = torch.nonzero(peak, as_tuple=True)
+    if pb.numel() == 0:
+        return delta2
+    last = int(pi.max())
+    for i0, i1, d2 in _upper_strips(x, sq):
+        if i0 > last:
+            break
+        here = (pi >= i0) & (pi < i1)  # peaks whose row lies in this strip: columns i0.. of their row
+        b, r = pb[here], pi[here]
+        if b.numel():
+            got = _denser_min(d2[b, r - i0].unsqueeze(1), rank[b, r].unsqueeze(1), rank[b, i0:])[:, 0]
+            delta2[b, r] = torch.minimum(delta2[b, r], got)
+        below = pi >= i1  # peaks further down: columns i0..i1 of their row, transposed from this strip
+        b, r = pb[below], pi[below]
+        if b.numel():
+            got = _denser_min(d2[b, :, r - i0].unsqueeze(1), rank[b, r].unsqueeze(1), rank[b, i0:i1])[:, 0]
+            delta2[b, r] = torch.minimum(delta2[b, r], got)
+    return delta2
 
 
 def _strip_scores(
@@ -211,17 +349,36 @@ def _strip_scores(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rho, delta^2, largest d2) without the whole matrix: two passes over :func:`_upper_strips`, each entry
     (i < j) serving row i and, transposed, row j. ``mult`` (B, n) counts copies of each (unique) point:
-    a column then stands for that many equal distances."""
+    a column then stands for that many equal distances.
+
+    From :data:`SHORTCUT_MIN_POINTS` points on, the first pass also keeps which columns the k nearest
+    distances belong to, and the second pass scans only the rows whose delta those do not settle (see
+    :func:`_delta_from_neighbours`); the GEMMs are recomputed either way, as they are the source of the bits.
+    """
     B, n, _ = x.shape
-    sq = (x * x).sum(-1)
+    sq = sq_norms(x)
     best = torch.full((B, n, kk), float("inf"), device=x.device)
+    track = n >= SHORTCUT_MIN_POINTS
+    best_j = torch.full((B, n, kk), -1, dtype=torch.long, device=x.device) if track else None
+    col_ids = torch.arange(n, device=x.device)
     max_d2 = torch.zeros(B, device=x.device)
 
     def fold(rows: slice, cand: torch.Tensor, cols: slice) -> None:
+        ids = col_ids[cols].expand(cand.shape) if best_j is not None else None
         if mult is not None:  # B == 1 here
-            cand = cand.repeat_interleave(mult[0, cols].clamp(max=kk), dim=-1)
-        merged = torch.cat([best[:, rows], _smallest(cand, kk)], -1)
-        best[:, rows] = _smallest(merged, kk)
+            reps = mult[0, cols].clamp(max=kk)
+            cand = cand.repeat_interleave(reps, dim=-1)
+            ids = None if ids is None else ids.repeat_interleave(reps, dim=-1)
+        if best_j is None or ids is None:
+            merged = torch.cat([best[:, rows], _smallest(cand, kk)], -1)
+            best[:, rows] = _smallest(merged, kk)
+            return
+        near = torch.topk(cand, min(kk, cand.shape[-1]), dim=-1, largest=False, sorted=True)
+        merged = torch.cat([best[:, rows], near.values], -1)
+        merged_ids = torch.cat([best_j[:, rows], torch.gather(ids, -1, near.indices)], -1)
+        top = torch.topk(merged, kk, dim=-1, largest=False, sorted=True)
+        best[:, rows] = top.values
+        best_j[:, rows] = torch.gather(merged_ids, -1, top.indices)
 
     for i0, i1, d2 in _upper_strips(x, sq):
         max_d2 = torch.maximum(max_d2, d2.amax(dim=(1, 2)))
@@ -230,6 +387,8 @@ def _strip_scores(
             fold(slice(i1, n), d2[:, :, i1 - i0 :].transpose(-1, -2), slice(i0, i1))
     rho = _knn_rho(best, kk)
     rank = _rank(rho)
+    if best_j is not None:
+        return rho, _strip_delta_at_peaks(x, sq, best, best_j, rank), max_d2
     delta2 = torch.full((B, n), float("inf"), device=x.device)
     for i0, i1, d2 in _upper_strips(x, sq):
         delta2[:, i0:i1] = torch.minimum(delta2[:, i0:i1], _denser_min(d2, rank[:, i0:i1], rank[:, i0:]))
@@ -249,7 +408,7 @@ def _scores(
     the first copy at distance 0, delta 0.
     """
     B, n, _ = x.shape
-    sq = (x * x).sum(-1)
+    sq = sq_norms(x)
     full = _matrix(x, sq) if dense else None
     canon = _copies_from_distances(x, full, sq) if full is not None else first_copies(x)
     if canon is None:
@@ -335,7 +494,7 @@ def assign(
     if distances is None:
         out = nearest(x, centres, block_elems)
     else:
-        x_sq = (x * x).sum(-1)
+        x_sq = sq_norms(x)
         d2 = torch.gather(distances, 2, idx[:, None, :].expand(B, n, idx.shape[1]))
         # The copies are read off the matrix too (the same answer as hashing every row, for less work).
         row_canon = _copies_from_distances(x, distances, x_sq)
@@ -423,9 +582,12 @@ def _resolve_near_ties(
         near &= (canon == torch.arange(m, device=d2.device))[:, None, :]
     multi = near.sum(-1) > 1
     # A point identical to an earlier point takes its decision (static backgrounds repeat across frames).
-    row_canon = None
-    if bool(multi.any()):
-        row_canon = first_copies(a) if copies is None else copies[0]
+    # Known copies are applied without asking whether any near tie exists (a host wait): with no near
+    # tie a copy's computed argmin is its first copy's anyway, the rounding bound being a true bound.
+    if copies is not None:
+        row_canon = copies[0]
+    else:
+        row_canon = first_copies(a) if bool(multi.any()) else None
     if row_canon is not None:
         multi &= row_canon == torch.arange(r, device=d2.device)
     if not bool(multi.any()):
@@ -468,7 +630,7 @@ def nearest(x: torch.Tensor, centres: torch.Tensor, block_elems: int = DEFAULT_B
     m = centres.shape[1]
     if m == 0:
         raise ValueError("centres must contain at least one point")
-    c_sq = (centres * centres).sum(-1)
+    c_sq = sq_norms(centres)
     out = torch.empty(B, n, dtype=torch.long, device=x.device)
     step = _rows_per_block(B, m, block_elems)
     for s in range(0, n, step):

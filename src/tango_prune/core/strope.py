@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["strope_sections", "strope_rotate", "normalize", "normalize_into"]
+__all__ = ["strope_sections", "strope_rotate", "strope_rotate_tables", "normalize", "normalize_into"]
 
 
 def strope_sections(dim: int) -> tuple[int, int, int]:
@@ -67,8 +67,11 @@ def _normalize(x: torch.Tensor, eps: float, out: torch.Tensor | None) -> torch.T
     return result if out is None else out.copy_(result)
 
 
-def _rotate_section_into(out: torch.Tensor, x: torch.Tensor, pos: torch.Tensor, base: float) -> None:
-    """Write the rotation of section ``x`` (n, d) at positions ``pos`` (n,) into ``out`` (n, d).
+def _rotate_section_into(
+    out: torch.Tensor, x: torch.Tensor, values: torch.Tensor, index: torch.Tensor, base: float
+) -> None:
+    """Write the rotation of section ``x`` (n, d) into ``out`` (n, d); row i sits at position
+    ``values[index[i]]`` (``values`` fp64, a small table of positions; ``index`` (n,) long).
 
     Each element is ``a cos - b sin`` or ``b cos + a sin`` from separately rounded products, exactly as the
     unfused expressions; writing into one preallocated output instead of concatenating fresh tensors
@@ -80,11 +83,11 @@ def _rotate_section_into(out: torch.Tensor, x: torch.Tensor, pos: torch.Tensor, 
         out.copy_(x)
         return
     inv_freq = base ** (-torch.arange(half, dtype=torch.float64, device=x.device) * 2.0 / (2 * half))
-    # Tokens share few distinct positions (frames, rows, columns): evaluate the trig tables once per
-    # distinct position and gather, instead of once per token.
-    uniq, inverse = torch.unique(pos.to(torch.float64), return_inverse=True)
-    angle = (uniq[:, None] * inv_freq[None, :]).to(torch.float32)  # (distinct, half)
-    cos, sin = angle.cos().index_select(0, inverse), angle.sin().index_select(0, inverse)
+    # Tokens share few positions (frames, rows, columns): the trig tables are evaluated once per table
+    # entry and gathered, instead of once per token. Each entry is computed on its own, so the table's
+    # other entries never change a row's bits.
+    angle = (values[:, None] * inv_freq[None, :]).to(torch.float32)  # (entries, half)
+    cos, sin = angle.cos().index_select(0, index), angle.sin().index_select(0, index)
     a, b = x[:, :half], x[:, half : 2 * half]
     lo, hi = out[:, :half], out[:, half : 2 * half]
     tmp = torch.mul(b, sin)
@@ -102,18 +105,51 @@ def strope_rotate(
 
     Returns a new (n, D) fp32 tensor; the input is not modified. Angles are computed in fp64 before being
     cast, so large timestamps lose no precision. The result carries no gradient: it only measures
-    distances that steer the selection.
+    distances that steer the selection. Finding the distinct positions costs a host wait per section;
+    :func:`strope_rotate_tables` takes them as tables and has none.
     """
     if x.dim() != 2:
         raise ValueError(f"x must have shape (n, D), got {tuple(x.shape)}")
-    n, D = x.shape
+    n = x.shape[0]
     for name, p in (("t", t), ("h", h), ("w", w)):
         if p.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), got {tuple(p.shape)}")
+    tables = [torch.unique(p.to(torch.float64), return_inverse=True) for p in (t, h, w)]
+    return _rotate(x, tables, base_time, base_space)
+
+
+def strope_rotate_tables(
+    x: torch.Tensor,
+    tables: tuple[
+        tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+    ],
+    base_time: float = 1e4,
+    base_space: float = 1e3,
+) -> torch.Tensor:
+    """:func:`strope_rotate` with each position given as (values, index): row i of ``x`` (n, D) sits at
+    time ``t_values[t_index[i]]``, row ``h_values[h_index[i]]`` and column ``w_values[w_index[i]]``.
+
+    ``tables`` is ``((t_values, t_index), (h_values, h_index), (w_values, w_index))``, values of any
+    float or integer dtype (used in fp64), indices (n,) long. The same bits as :func:`strope_rotate` at
+    those positions, without its host waits (a video's frame times and grid rows and columns are known
+    tables, so no distinct positions need to be found).
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (n, D), got {tuple(x.shape)}")
+    n = x.shape[0]
+    for name, (_, index) in zip(("t", "h", "w"), tables):
+        if index.shape != (n,):
+            raise ValueError(f"{name} index must have shape ({n},), got {tuple(index.shape)}")
+    return _rotate(x, [(v.to(torch.float64), i) for v, i in tables], base_time, base_space)
+
+
+def _rotate(x: torch.Tensor, tables, base_time: float, base_space: float) -> torch.Tensor:
+    n, D = x.shape
     d_t, d_h, d_w = strope_sections(D)
     out = torch.empty(n, D, dtype=torch.float32, device=x.device)
     with torch.no_grad():
         x = x.float()
-        for lo, hi, p, base in ((0, d_t, t, base_time), (d_t, d_t + d_h, h, base_space), (d_t + d_h, D, w, base_space)):
-            _rotate_section_into(out[:, lo:hi], x[:, lo:hi], p, base)
+        bounds = ((0, d_t, base_time), (d_t, d_t + d_h, base_space), (d_t + d_h, D, base_space))
+        for (lo, hi, base), (values, index) in zip(bounds, tables):
+            _rotate_section_into(out[:, lo:hi], x[:, lo:hi], values, index, base)
     return out

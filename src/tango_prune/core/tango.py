@@ -34,7 +34,7 @@ from .dpc import DEFAULT_BLOCK_ELEMS, assign, dpc_knn, stable_argsort_desc
 from .merge import merge_into_anchors, widen
 from .rows import take_flat_rows, take_rows
 from .segment import fastvid_segments, frame_similarity, holitom_segments
-from .strope import normalize, normalize_into, strope_rotate
+from .strope import normalize, normalize_into, strope_rotate_tables
 
 __all__ = ["tango_prune", "segment_video", "compressor_budget"]
 
@@ -202,14 +202,15 @@ class _Geometry:
     def _rotate(self, x: torch.Tensor, frames: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         if not self.cfg.strope:
             return x
-        return strope_rotate(
-            x,
-            self.ts[frames],
-            torch.div(pos, self.W, rounding_mode="floor"),
-            pos % self.W,
-            self.cfg.base_time,
-            self.cfg.base_space,
+        # The segment's frame times and the grid's rows and columns are the position tables: no host wait.
+        H = self.X.shape[1] // self.W
+        grid = torch.arange(max(H, self.W), device=x.device)
+        tables = (
+            (self.ts, frames),
+            (grid[:H], torch.div(pos, self.W, rounding_mode="floor")),
+            (grid[: self.W], pos % self.W),
         )
+        return strope_rotate_tables(x, tables, self.cfg.base_time, self.cfg.base_space)
 
 
 def _singletons(

@@ -87,13 +87,13 @@ def _segment_context(
     pos = j.reshape(n_f, pool_size)
     pool_pos = pos.reshape(-1)
     pool_fr = fr + start
-    feats = X[pool_fr, pool_pos]
+    feats = take_flat_rows(X, pool_fr, pool_pos)
     unit = normalize(feats)
     centres = []
     for a, share in zip(anchors, shares):
         if share == 0:
             continue
-        x = X[start + a, pos[a]].float() / math.sqrt(D)
+        x = X[start + a].index_select(0, pos[a]).float() / math.sqrt(D)
         local = dpc_knn(x, share, cfg.k_neighbors)  # top gamma of this anchor frame
         centres.append(a * pool_size + local)
     centre = torch.cat(centres)
