@@ -256,3 +256,18 @@ def test_shortcuts_over_several_strips_equal_full_scans(monkeypatch, dups):
     monkeypatch.setattr(dpc, "SHORTCUT_MIN_POINTS", 1)
     got = dpc_knn(x, 60, 6), dpc_knn(x, 60, 6, gram_bytes=0)
     assert all(torch.equal(a, want[0]) for a in want + got)
+
+
+@pytest.mark.parametrize("gram_bytes", [0, 1 << 30])
+def test_returned_copies_are_first_copies_and_assign_takes_them(gram_bytes):
+    x = torch.randn(3, 70, 6, generator=torch.Generator().manual_seed(6))
+    x[1, 40] = x[1, 2]
+    x[1, 55] = x[1, 2]
+    centres, d2, copies = dpc_knn(x, 9, 5, gram_bytes=gram_bytes, return_distances=True, return_copies=True)
+    assert torch.equal(copies, first_copies(x))
+    assert torch.equal(centres, dpc_knn(x, 9, 5, gram_bytes=gram_bytes))
+    assert dpc_knn(x[0], 9, 5, return_copies=True)[1] is None  # no copies in that set
+    if d2 is not None:
+        assert torch.equal(assign(x, centres, d2, copies=copies), assign(x, centres))
+        c1, d1, k1 = dpc_knn(x[1], 9, 5, return_distances=True, return_copies=True)
+        assert torch.equal(assign(x[1], c1, d1, copies=k1), assign(x[1], c1))

@@ -1,9 +1,9 @@
 """Host-device synchronisations inside ``prune``, counted on CPU by construction (SyncCounter).
 
-Recorded for Tango (LLaVA-OneVision preset): 14 + 21 per segment, independent of the number of frames
-(34 per segment before ST-RoPE took its position tables from the segment instead of ``unique`` and the
-nearest-anchor assignment applied known copies without asking whether any near tie exists). What
-remains, and why (site: reason):
+Recorded for Tango (LLaVA-OneVision preset): 14 + 17 per segment, independent of the number of frames.
+It was 14 + 34 before ST-RoPE took its position tables from the segment instead of ``unique``, and
+before the nearest-anchor assignment took the exact copies that DPC-KNN had found (``return_copies``)
+and applied them without asking whether any near tie exists. What remains, and why (site: reason):
 
 - per segment, core/tango.py: the chosen salient tokens and the context pool (``nonzero``, ``int`` of the
   pool size, ``tolist`` of pool sizes per frame) are data-dependent sizes that the segment's loop needs
@@ -29,7 +29,7 @@ from tango_prune.bench.syncs import SyncCounter
 from tango_prune.synthetic import synthetic_tokens
 
 BASE = 14
-PER_SEGMENT = 21
+PER_SEGMENT = 17
 
 
 def test_counter_counts_what_waits_for_the_device_and_nothing_else():

@@ -31,6 +31,8 @@ relative) are ranked by the computed values, which another BLAS kernel may round
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import torch
 
 from .rows import take_rows
@@ -400,8 +402,9 @@ def _strip_scores(
 
 def _scores(
     x: torch.Tensor, kk: int, dense: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(rho, delta^2, largest d2, whole matrix or None) for B sets, exact duplicates canonicalised.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(rho, delta^2, largest d2, whole matrix or None, :func:`first_copies` of ``x``) for B sets, exact
+    duplicates canonicalised.
 
     Sets with duplicates are computed on their unique rows (first copies, in index order): copies get the
     first copy's row and column, distance 0 to each other, and, being later in the density order than
@@ -413,8 +416,8 @@ def _scores(
     canon = _copies_from_distances(x, full, sq) if full is not None else first_copies(x)
     if canon is None:
         if full is not None:
-            return *_dense_scores(full, kk), full
-        return *_strip_scores(x, kk, None), None
+            return *_dense_scores(full, kk), full, None
+        return *_strip_scores(x, kk, None), None, None
     outs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
     for b in range(B):
         first = torch.nonzero(canon[b] == torch.arange(n, device=x.device)).squeeze(1)
@@ -436,7 +439,7 @@ def _scores(
         torch.cat([o[2] for o in outs]),
     )
     mats = [o[3] for o in outs if o[3] is not None]
-    return rho, delta2, mx, (torch.cat(mats) if dense else None)
+    return rho, delta2, mx, (torch.cat(mats) if dense else None), canon
 
 
 def dpc_knn(
@@ -446,14 +449,18 @@ def dpc_knn(
     block_elems: int = DEFAULT_BLOCK_ELEMS,
     gram_bytes: int = DEFAULT_GRAM_BYTES,
     return_distances: bool = False,
+    return_copies: bool = False,
 ):
     """Select ``num`` DPC-KNN centres of each set in ``x``.
 
     ``x`` is (B, n, D) or (n, D) (any float dtype; computed in fp32). Returns LongTensor (B, num) or
     (num,) of indices into each set, ordered by descending gamma (ties: smaller index first). With
     ``return_distances`` also returns the (B, n, n) / (n, n) squared distances when they fit in
-    ``gram_bytes`` (else ``None``), for :func:`assign`. ``block_elems`` is kept for API compatibility:
-    the strips have a fixed height (``TILE`` rows) so that both paths compute the same entries.
+    ``gram_bytes`` (else ``None``), for :func:`assign`. With ``return_copies`` also returns
+    :func:`first_copies` of ``x`` ((B, n) / (n,), or ``None`` when no row has a copy), which the
+    clustering finds anyway; :func:`assign` takes it as ``copies``. The extras come in that order after
+    the centres. ``block_elems`` is kept for API compatibility: the strips have a fixed height (``TILE``
+    rows) so that both paths compute the same entries.
     """
     squeeze = x.dim() == 2
     if squeeze:
@@ -466,28 +473,39 @@ def dpc_knn(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     x = x.float()
-    rho, delta2, max_d2, full = _scores(x, min(k + 1, n), 4 * B * n * n <= gram_bytes)
+    rho, delta2, max_d2, full, canon = _scores(x, min(k + 1, n), 4 * B * n * n <= gram_bytes)
     # The densest point of a set has no denser point: its delta is the largest pairwise distance.
     delta2 = torch.where(torch.isinf(delta2), max_d2[:, None], delta2)
     centres = stable_argsort_desc(rho * delta2.sqrt())[:, :num]
     if squeeze:
-        centres, full = centres[0], (None if full is None else full[0])
-    return (centres, full) if return_distances else centres
+        centres = centres[0]
+        full = None if full is None else full[0]
+        canon = None if canon is None else canon[0]
+    if not (return_distances or return_copies):
+        return centres
+    return (centres,) + ((full,) if return_distances else ()) + ((canon,) if return_copies else ())
 
 
 def assign(
-    x: torch.Tensor, idx: torch.Tensor, distances: torch.Tensor | None = None, block_elems: int = DEFAULT_BLOCK_ELEMS
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    distances: torch.Tensor | None = None,
+    block_elems: int = DEFAULT_BLOCK_ELEMS,
+    copies: torch.Tensor | None | EllipsisType = ...,
 ) -> torch.Tensor:
     """Nearest of the points ``x[..., idx, :]`` for every point of ``x``: (B, n) / (n,) positions into ``idx``.
 
     Same answer as ``nearest(x, x[idx])`` (ties: first in ``idx`` order), but reads the distances from
     the matrix returned by :func:`dpc_knn` when one is given, instead of computing new ones; near-ties
-    are re-decided in fixed-order fp64 either way, so the two are equal by construction.
+    are re-decided in fixed-order fp64 either way, so the two are equal by construction. ``copies``, with
+    ``distances``, is :func:`first_copies` of ``x`` when the caller has it (``dpc_knn(...,
+    return_copies=True)``; ``None``: no copies), which saves finding them again; ``...``: not known.
     """
     squeeze = x.dim() == 2
     if squeeze:
         x, idx = x.unsqueeze(0), idx.unsqueeze(0)
         distances = None if distances is None else distances.unsqueeze(0)
+        copies = copies.unsqueeze(0) if isinstance(copies, torch.Tensor) else copies
     x = x.float()
     B, n, D = x.shape
     centres = take_rows(x, idx)
@@ -497,7 +515,7 @@ def assign(
         x_sq = sq_norms(x)
         d2 = torch.gather(distances, 2, idx[:, None, :].expand(B, n, idx.shape[1]))
         # The copies are read off the matrix too (the same answer as hashing every row, for less work).
-        row_canon = _copies_from_distances(x, distances, x_sq)
+        row_canon = _copies_from_distances(x, distances, x_sq) if copies is ... else copies
         centre_canon = None if row_canon is None else _first_equal(torch.gather(row_canon, 1, idx))
         out = _resolve_near_ties(d2, x, centres, x_sq, torch.gather(x_sq, 1, idx), copies=(row_canon, centre_canon))
     return out[0] if squeeze else out

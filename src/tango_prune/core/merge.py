@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import torch
 
 from .dpc import DEFAULT_BLOCK_ELEMS, assign
@@ -40,6 +42,7 @@ def merge_into_anchors(
     beta: float,
     block_elems: int = DEFAULT_BLOCK_ELEMS,
     distances: torch.Tensor | None = None,
+    copies: torch.Tensor | None | EllipsisType = ...,
 ) -> torch.Tensor:
     """Merge every source token into its nearest anchor, for one set or a batch of equal-size sets.
 
@@ -53,7 +56,8 @@ def merge_into_anchors(
 
     - ``distances``, if given, is the (n, n) / (B, n, n) squared-distance matrix of ``src_rot`` returned by
       :func:`tango_prune.core.dpc.dpc_knn`; the assignment then reads it instead of computing new ones
-      (same result, see :func:`tango_prune.core.dpc.assign`).
+      (same result, see :func:`tango_prune.core.dpc.assign`); ``copies``, the exact copies among the sources
+      returned with it (``return_copies=True``), saves finding them again.
 
     Returns (m, D) / (B, m, D) in the accumulation dtype (:func:`widen`), row i for ``anchors[..., i]``.
     """
@@ -61,9 +65,10 @@ def merge_into_anchors(
     if single:
         src, src_rot, anchors = src[None], src_rot[None], anchors[None]
         distances = None if distances is None else distances[None]
+        copies = copies[None] if isinstance(copies, torch.Tensor) else copies
     B, n, D = src.shape
     m = anchors.shape[1]
-    owner = assign(src_rot, anchors, distances, block_elems)  # (B, n)
+    owner = assign(src_rot, anchors, distances, block_elems, copies)  # (B, n)
     # One segment per (set, anchor): a single deterministic reduction serves the whole batch.
     seg = (owner + m * torch.arange(B, device=owner.device)[:, None]).reshape(-1)
     sums, counts = segment_sum(src.reshape(B * n, D), seg, B * m)

@@ -96,8 +96,10 @@ def _select_salient(
     if M <= target or M <= 1 or not cfg.diversity:
         return chosen.scatter_(1, cand[:, :target], True)
     cand_rot = rot_of(cand)
-    centres, d2 = dpc_knn(cand_rot, target, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True)
-    owner = assign(cand_rot, centres, d2, block_elems)  # (B, M) cluster of each candidate
+    centres, d2, copies = dpc_knn(
+        cand_rot, target, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True, return_copies=True
+    )
+    owner = assign(cand_rot, centres, d2, block_elems, copies)  # (B, M) cluster of each candidate
     # Candidates are in descending score order, so the first member of a cluster is its best one.
     member = owner.unsqueeze(1) == torch.arange(target, device=score.device)[None, :, None]  # (B, t, M)
     has = member.any(-1)
@@ -121,9 +123,11 @@ def _merge_context(
         return torch.zeros(B, 0, dtype=torch.long, device=dev), feats.new_zeros((B, 0, D), dtype=torch.float32)
     if n <= budget:
         return torch.arange(n, device=dev).expand(B, n), widen(feats)
-    by_score, d2 = dpc_knn(rot, budget, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True)
+    by_score, d2, copies = dpc_knn(
+        rot, budget, cfg.k_neighbors, block_elems, cfg.gram_bytes, return_distances=True, return_copies=True
+    )
     asc = torch.sort(by_score, dim=1).values  # by_score: descending gamma
-    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems, d2)  # row i for asc[:, i]
+    merged = merge_into_anchors(feats, rot, asc, cfg.beta, block_elems, d2, copies)  # row i for asc[:, i]
     if cfg.compat == "published":
         # The published code writes row i (ascending order) to the i-th anchor in gamma order.
         order = torch.argsort(by_score, dim=1)
