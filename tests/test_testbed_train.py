@@ -150,6 +150,59 @@ def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
     assert main(common + ["--out", str(e), "--stage-from", str(a / "stage.pt"), "--lm-from", str(a)]) == 0
     assert json.loads((e / "training.json").read_text())["config"]["lm_from"] == str(a)
     assert main(["testbed", "train", "--out", str(tmp_path / "f"), "--lm-from", str(tmp_path / "nope")]) == 2
+    # a deeper run grows the saved LLM (its aux loss kept at the saved model's layer)
+    g = tmp_path / "g"
+    grow = ["--out", str(g), "--stage-from", str(a / "stage.pt"), "--lm-from", str(a), "--aux-layer", "1"]
+    deeper = list(common)
+    deeper[deeper.index("--text-layers") + 1] = "3"
+    assert main(deeper + grow) == 0
+    rec = json.loads((g / "training.json").read_text())
+    assert rec["config"]["text_layers"] == 3 and rec["config"]["aux_layer"] == 1
+
+
+def test_lm_from_a_shallower_model_grows_it_with_identity_layers(tmp_path):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from tango_prune.testbed.model import TestbedProcessor, build_config, build_tokenizer
+
+    tok = build_tokenizer()
+    proc = TestbedProcessor(tok)
+    small = {"vision_hidden": 32, "vision_layers": 1, "heads": 2, "text_hidden": 32, "text_heads": 2}
+    torch.manual_seed(0)
+    saved = LlavaOnevisionForConditionalGeneration(build_config(tok, text_layers=2, **small)).eval()
+    saved.save_pretrained(tmp_path / "saved")
+    src = str(tmp_path / "saved")
+    grown = LlavaOnevisionForConditionalGeneration(build_config(tok, text_layers=4, **small)).eval()
+    TR._load_vision_tower(grown, src)
+    assert TR._load_language_model(grown, src) == [2, 3]
+    top = grown.model.language_model.layers[3]
+    assert not top.self_attn.o_proj.weight.any() and not top.mlp.down_proj.weight.any()
+    assert top.self_attn.q_proj.weight.any()  # the rest of a new block keeps its init, so it can learn
+    sample = D.make_sample(D.TEST, 0)
+    inputs = proc(sample.clip.frames, sample.question.text, sample.question.options)
+    with torch.no_grad():
+        want, got = saved(**inputs).logits, grown(**inputs).logits
+    # bitwise, not allclose: the first layers run the same kernels on the same inputs, and a new block adds
+    # exact zeros to the residual stream, so any difference at all would be a bug in the growth
+    assert torch.equal(want, got)
+    shallower = LlavaOnevisionForConditionalGeneration(build_config(tok, text_layers=1, **small))
+    TR._load_vision_tower(shallower, src)
+    with pytest.raises(ValueError, match="lm_from .* more than this run"):
+        TR._load_language_model(shallower, src)
+    wider = LlavaOnevisionForConditionalGeneration(build_config(tok, text_layers=4, **{**small, "text_hidden": 64}))
+    TR._load_vision_tower(wider, src)
+    with pytest.raises(ValueError, match="lm_from .* different model sizes"):
+        TR._load_language_model(wider, src)
+    other = LlavaOnevisionForConditionalGeneration(build_config(tok, text_layers=4, **small))
+    with pytest.raises(ValueError, match="lm_from .* another vision tower"):
+        TR._load_language_model(other, src)
+    # the stage (frozen tower + feature cache) does not depend on the LLM, so it is reusable across depths
+    made = TR._stage_key(TR.TrainConfig(out_dir="x", text_layers=2))
+    TR.check_stage(made, TR.TrainConfig(out_dir="y", stage_from="s.pt", text_layers=4, aux_layer=1))
+    assert TR._aux_layer(TR.TrainConfig(out_dir="x", text_layers=6)) == 3
+    assert TR._aux_layer(TR.TrainConfig(out_dir="x", text_layers=6, aux_layer=2)) == 2
+    with pytest.raises(ValueError, match="aux_layer"):
+        TR.TrainConfig(out_dir="x", text_layers=4, aux_layer=5)
 
 
 def test_shipped_training_record_is_a_config_of_this_code():

@@ -87,7 +87,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start the language stage from a saved testbed model with the same vision tower (fine-tuning)",
     )
     t.add_argument("--text-hidden", type=int, default=defaults.text_hidden)
-    t.add_argument("--text-layers", type=int, default=defaults.text_layers)
+    t.add_argument(
+        "--text-layers",
+        type=int,
+        default=defaults.text_layers,
+        help="LLM layers; with --lm-from, more than the saved model's grows it (new identity layers on top)",
+    )
+    t.add_argument(
+        "--aux-layer",
+        type=int,
+        default=None,
+        help="LLM layer whose output the per-token auxiliary loss reads (default: text layers // 2); "
+        "keep a grown model's at the saved model's layer",
+    )
     t.add_argument("--text-heads", type=int, default=defaults.text_heads)
     t.add_argument(
         "--save-stage", action="store_true", help="also write the frozen vision tower and feature cache to OUT/stage.pt"
@@ -137,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             lm_from=args.lm_from,
             text_hidden=args.text_hidden,
             text_layers=args.text_layers,
+            aux_layer=args.aux_layer,
             text_heads=args.text_heads,
             save_stage=args.save_stage,
             stage_from=args.stage_from,

@@ -20,9 +20,9 @@
    after the video. Training-only aids:
    - *Curriculum*: the first ``easy_steps`` ask only two easy look-up types (``color``, ``shape``) with few
      background tokens; later at most two look-ups per clip are packed with the eight test types.
-   - *Per-token auxiliary loss* (``aux_weight``): each object token predicts, from the LLM's middle layer, its
-     object's shape and colour and what is causally visible up to its frame (motion direction, entered late,
-     changed colour).
+   - *Per-token auxiliary loss* (``aux_weight``): each object token predicts, from the LLM's middle layer (or
+     ``aux_layer``), its object's shape and colour and what is causally visible up to its frame (motion
+     direction, entered late, changed colour).
    - *Evidence-attention loss* (``attn_weight``, default 0 = off, kept for the ablation): head 0 of the
      second-to-last layer attends from the answer-predicting position to the question's words, head 0 of the
      last layer to the visual tokens that hold the evidence (``data.Question.subject``).
@@ -91,6 +91,7 @@ class TrainConfig:
     min_frames: int = 6
     any_drop_prob: float = 0.5  #: otherwise, chance that dropping hits object tokens too (else background only)
     aux_weight: float = 0.5  #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
+    aux_layer: int | None = None  #: LLM layer whose output the auxiliary loss reads; None = text_layers // 2 (>= 1)
     attn_weight: float = 1.0  #: weight of the evidence-attention loss of the last LLM layer (0 = off)
     retrieval: bool = True  #: add the easy look-up questions to training (see data.questions_for)
     eval_every: int = 250
@@ -106,7 +107,8 @@ class TrainConfig:
     save_stage: bool = False  #: write the frozen tower and feature cache to ``out_dir/stage.pt``
     stage_from: str | None = None  #: reuse a ``stage.pt`` (skips the vision and cache stages)
     vision_from: str | None = None  #: take the (frozen) vision tower of a saved testbed model (skips the vision stage)
-    lm_from: str | None = None  #: start the language stage from a saved testbed model (same tower and sizes)
+    lm_from: str | None = None  #: start the language stage from a saved testbed model (same tower and sizes,
+    #: or fewer LLM layers: the new ones are appended as identity blocks)
 
     def __post_init__(self) -> None:
         for name in (
@@ -145,6 +147,10 @@ class TrainConfig:
         for name in ("aux_weight", "attn_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.aux_layer is not None and (
+            not isinstance(self.aux_layer, int) or not 1 <= self.aux_layer <= self.text_layers
+        ):
+            raise ValueError(f"aux_layer must be None or an int in [1, text_layers], got {self.aux_layer!r}")
         if self.text_hidden % self.text_heads:
             raise ValueError(f"text_hidden must be a multiple of text_heads, got {self.text_hidden}/{self.text_heads}")
         for name in ("lr", "lm_lr"):
@@ -510,16 +516,35 @@ def _load_vision_tower(model, directory: str) -> None:
     model.model.vision_tower.eval().requires_grad_(False)
 
 
-def _load_language_model(model, directory: str) -> None:
+_LAYERS = "model.language_model.layers."
+
+
+def _text_layer(key: str) -> int | None:
+    """The LLM layer index a state-dict key belongs to, ``None`` outside the decoder layers."""
+    if not key.startswith(_LAYERS):
+        return None
+    return int(key[len(_LAYERS) :].split(".", 1)[0])
+
+
+def _load_language_model(model, directory: str) -> list[int]:
     """Start the language stage from the testbed model saved in ``directory``: copy every weight outside the
-    vision tower (projector, newline, LLM, head) into ``model``.
+    vision tower (projector, newline, LLM, head) into ``model``; returns the indices of the LLM layers it grew.
 
     The saved model must have the same sizes and **the same vision tower** as this run (bit for bit), since its
     language model learned to read that tower's features; a mismatch is a ``ValueError`` naming ``lm_from``.
+    The one exception is depth: a saved LLM with fewer layers than this run's is copied into the first layers,
+    and the new layers on top start as identity blocks (attention ``o_proj`` and MLP ``down_proj`` zeroed),
+    so the grown model computes exactly what the saved one does until the first update.
     """
     src = _saved_model(directory, "lm_from")
     theirs, mine = src.state_dict(), model.state_dict()
-    if set(theirs) != set(mine) or any(theirs[k].shape != v.shape for k, v in mine.items()):
+    n_theirs = src.config.text_config.num_hidden_layers
+    n_mine = model.config.text_config.num_hidden_layers
+    if n_theirs > n_mine:
+        raise ValueError(f"lm_from {directory!r} has {n_theirs} LLM layers, more than this run's {n_mine}")
+    grown = {k for k in mine if (i := _text_layer(k)) is not None and i >= n_theirs}
+    shared = {k: v for k, v in mine.items() if k not in grown}
+    if set(theirs) != set(shared) or any(theirs[k].shape != v.shape for k, v in shared.items()):
         raise ValueError(f"lm_from {directory!r} has different model sizes than this run")
     tower = [k for k in mine if k.startswith("model.vision_tower.")]
     if any(not torch.equal(theirs[k], mine[k]) for k in tower):
@@ -528,6 +553,22 @@ def _load_language_model(model, directory: str) -> None:
             "was trained with)"
         )
     model.load_state_dict({k: v for k, v in theirs.items() if k not in tower}, strict=False)
+    new_layers = list(range(n_theirs, n_mine))
+    with torch.no_grad():
+        # why zero only the two output projections: the block then adds exactly 0 to the residual stream,
+        # while its other weights keep their random init, so gradients reach them after the first update
+        for i in new_layers:
+            block = model.model.language_model.layers[i]
+            for lin in (block.self_attn.o_proj, block.mlp.down_proj):
+                lin.weight.zero_()
+                if lin.bias is not None:
+                    lin.bias.zero_()
+    return new_layers
+
+
+def _aux_layer(cfg: TrainConfig) -> int:
+    """The LLM layer whose output the per-token auxiliary loss reads (``hidden_states`` index)."""
+    return max(1, cfg.text_layers // 2) if cfg.aux_layer is None else cfg.aux_layer
 
 
 def _stage_key(cfg: TrainConfig) -> dict:
@@ -617,15 +658,15 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                 out / "stage.pt",
             )
     if cfg.lm_from is not None:
-        _load_language_model(model, cfg.lm_from)
-        log(f"language stage starts from {cfg.lm_from}")
+        grown = _load_language_model(model, cfg.lm_from)
+        log(f"language stage starts from {cfg.lm_from}" + (f" (new identity LLM layers {grown})" if grown else ""))
     torch.manual_seed(cfg.seed + 1)  # the language stage starts from the same state whether or not it resumed
     lm_aux = (
         torch.nn.Linear(cfg.text_hidden, len(D.DIRECTIONS) + len(D.SHAPES) + len(D.COLORS) + 2)
         if cfg.aux_weight > 0
         else None
     )
-    aux_layer = max(1, cfg.text_layers // 2)
+    aux_layer = _aux_layer(cfg)
     params = [p for n, p in model.named_parameters() if not n.startswith("model.vision_tower.")]
     if lm_aux is not None:
         params += list(lm_aux.parameters())
