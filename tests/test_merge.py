@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tango_prune.core.merge import merge_into_anchors, segment_sum
@@ -40,3 +41,32 @@ def test_segment_sum_deterministic_and_correct():
         assert torch.allclose(sums[j], v[seg == j].sum(0), atol=1e-5)
         assert counts[j] == (seg == j).sum()
     assert torch.equal(sums, segment_sum(v, seg, 9)[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_segment_sum_adds_rows_in_input_order_bit_for_bit(threads):
+    """The definition, bit for bit: each segment is ((0 + first row) + second row) + ... in input order,
+    with signed zeros, NaN and inf rows, empty segments and a wide D, at any thread count."""
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(300, 1000, generator=g) * 10.0 ** torch.randint(-20, 20, (300, 1), generator=g)
+    v[::5, ::3] = -0.0
+    v[7, 4], v[9, 5], v[11, 6] = float("nan"), float("inf"), -float("inf")
+    seg = torch.randint(0, 40, (300,), generator=g)
+    seg[seg == 3] = 4  # segment 3 empty
+    want = torch.zeros(41, 1000)
+    for i in range(300):
+        want[seg[i]] = want[seg[i]] + v[i]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        sums, counts = segment_sum(v, seg, 41)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(sums.view(torch.int32), want.view(torch.int32))
+    assert counts.tolist() == torch.bincount(seg, minlength=41).float().tolist()
+    # bf16 values accumulate in fp32, in the same order
+    vb = v.clamp(-1e30, 1e30).to(torch.bfloat16)
+    want_b = torch.zeros(41, 1000)
+    for i in range(300):
+        want_b[seg[i]] = want_b[seg[i]] + vb[i].float()
+    assert torch.equal(segment_sum(vb, seg, 41)[0].view(torch.int32), want_b.view(torch.int32))

@@ -68,8 +68,14 @@ def test_frame_similarity_chunked_matches_direct():
     direct = (xn[:-1] * xn[1:]).sum(-1)
     default = frame_similarity(x)
     assert torch.allclose(default, direct, atol=1e-6)
-    for chunk in (1, 3, 64):  # the chunking changes memory traffic, never bits
+    for chunk in (1, 2, 3, 4, 9, 10, 64):  # the chunking changes memory traffic, never bits
         assert torch.equal(frame_similarity(x, chunk_frames=chunk), default)
+    from tango_prune.core.strope import normalize
+
+    for t in (x, x[:, 0]):  # per token (T, L, D) and per frame (T, D): the same bits as the formula
+        u = normalize(t)
+        for chunk in (1, 2, 3, 4, 9, 10):
+            assert torch.equal(frame_similarity(t, chunk_frames=chunk), (u[:-1] * u[1:]).sum(-1))
     assert frame_similarity(torch.randn(1, 4, 3)).shape == (0, 4)
     with pytest.raises(ValueError, match="chunk_frames"):
         frame_similarity(x, chunk_frames=0)

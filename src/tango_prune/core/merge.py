@@ -25,13 +25,23 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) 
     """Deterministic per-segment sums and counts in the accumulation dtype (:func:`widen`).
 
     ``values`` (n, D), ``segment`` (n,) in [0, num_segments). Returns (sums (num_segments, D) fp32,
-    counts (num_segments,) fp32). Values are sorted by segment and reduced without atomics, so the
-    result is bit-identical on every run and device (CUDA ``index_add_`` is not).
+    counts (num_segments,) fp32). Each segment's rows are added one at a time in their input order,
+    starting from 0 (an empty segment sums to 0), without atomics, so the result is bit-identical on
+    every run, thread count and device.
     """
     counts = torch.bincount(segment, minlength=num_segments)
-    order = torch.argsort(segment, stable=True)
-    sums = torch.segment_reduce(widen(values).index_select(0, order), "sum", lengths=counts, axis=0, unsafe=True)
-    # segment_reduce gives 0 for empty segments with "sum", as wanted.
+    wide = widen(values)
+    if wide.device.type == "cpu":
+        # why index_add_ only here: on the CPU it adds row i into its segment for i = 0, 1, ... in order
+        # (the elementwise add may be split across threads, which does not change bits): the same sums as
+        # the sorted reduction below, 6x faster at 3000 x 3584 because it sorts and copies no rows. CUDA's
+        # index_add_ uses atomics, whose order is not fixed.
+        sums = torch.zeros((num_segments,) + tuple(wide.shape[1:]), dtype=wide.dtype, device=wide.device)
+        sums.index_add_(0, segment, wide)
+    else:
+        order = torch.argsort(segment, stable=True)
+        # segment_reduce gives 0 for empty segments with "sum", as wanted.
+        sums = torch.segment_reduce(wide.index_select(0, order), "sum", lengths=counts, axis=0, unsafe=True)
     return sums, counts.to(sums.dtype)
 
 

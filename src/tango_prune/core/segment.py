@@ -27,7 +27,7 @@ def frame_similarity(metric: torch.Tensor, chunk_frames: int | None = None) -> t
 
     ``metric`` is (T, L, D) per token -> (T-1, L), or (T, D) per frame -> (T-1,). Each frame is
     L2-normalised (as :func:`~tango_prune.core.strope.normalize`) and multiplied elementwise with the
-    next one, and the products are summed per row. Frames go ``chunk_frames`` at a time through two
+    next one, and the products are summed per row. Frames go ``chunk_frames`` at a time through three
     buffers allocated once per call: on the CPU fresh multi-megabyte temporaries are fresh mappings whose
     page faults cost more than the arithmetic, so the CPU default is as many frames as fit in
     :data:`CHUNK_ELEMS` elements (at least one). Elsewhere the caching allocator has no such cost and each
@@ -44,18 +44,25 @@ def frame_similarity(metric: torch.Tensor, chunk_frames: int | None = None) -> t
     if T < 2:
         return out
     c = min(chunk_frames, T)
-    # unit[0] holds the last frame of the previous chunk, unit[1:] the current chunk, normalised.
-    unit = torch.empty((c + 1,) + tuple(metric.shape[1:]), dtype=torch.float32, device=metric.device)
-    prod = torch.empty_like(unit[:c])
-    for s in range(0, T, c):
+    # Two chunk buffers in turn: the previous chunk's last frame stays where it was normalised while the
+    # next chunk goes into the other buffer (copying it over cost a third of the writes at one frame a chunk).
+    units = [torch.empty((c,) + tuple(metric.shape[1:]), dtype=torch.float32, device=metric.device) for _ in range(2)]
+    prod = torch.empty_like(units[0])
+    prev = None
+    for i, s in enumerate(range(0, T, c)):
         k = min(c, T - s)
-        normalize_into(metric[s : s + k], unit[1 : 1 + k])
-        a = 0 if s else 1  # the first chunk has no previous frame
-        m = k - a  # pairs (unit[a + i], unit[a + i + 1]) for i < m
+        cur = units[i % 2][:k]
+        normalize_into(metric[s : s + k], cur)
+        # pairs (s - 1, s), ..., (s + k - 2, s + k - 1); the first chunk has no frame s - 1
+        a = 0 if prev is None else 1
+        if prev is not None:
+            torch.mul(prev, cur[0], out=prod[0])
+        if k > 1:
+            torch.mul(cur[:-1], cur[1:], out=prod[a : a + k - 1])
+        m = a + k - 1
         if m > 0:
-            torch.mul(unit[a : a + m], unit[a + 1 : a + 1 + m], out=prod[:m])
-            torch.sum(prod[:m], dim=-1, out=out[s - 1 + a : s - 1 + a + m])
-        unit[0].copy_(unit[k])
+            torch.sum(prod[:m], dim=-1, out=out[s - a : s - a + m])
+        prev = cur[k - 1]
     return out
 
 
