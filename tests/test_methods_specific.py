@@ -105,6 +105,26 @@ def test_dycoke_reference_and_keeps_changed_tokens():
     assert set(range(3)) <= set((high.indices[high.positions[:, 0] == 1] - 16).tolist())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_dycoke_keeps_the_least_similar_tokens_of_the_formula(dtype):
+    """Each non-anchor frame keeps its k tokens of lowest (normalize(frame) * normalize(ref)).sum(-1), ties to
+    the lower index: the similarity is computed through reused buffers with the bits of that formula."""
+    from tango_prune.core.strope import normalize
+
+    g = torch.Generator().manual_seed(3)
+    F = torch.randn(7, 5, 6, 40, generator=g).to(dtype)
+    F[2, 1] = F[0, 1]  # exact copies of the reference: similarity 1, never kept first
+    res = tp.prune(tp.VideoTokens(F), "dycoke", retention=0.2)
+    X = F.reshape(7, 30, 40)
+    for f in range(7):
+        ref, k = reference_frame(f), res.info["per_frame"][f]
+        if ref is None:
+            continue
+        sim = (normalize(X[f]) * normalize(X[ref])).sum(-1)
+        want = torch.sort(sim, stable=True).indices[:k] + f * 30
+        assert res.indices[res.positions[:, 0] == f].tolist() == sorted(want.tolist())
+
+
 def test_dycoke_anchor_pruning_flag():
     res = tp.prune(dynamic_video(T=8), "dycoke", retention=0.1)
     assert res.info["anchor_pruned"]

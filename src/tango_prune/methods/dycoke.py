@@ -28,7 +28,7 @@ import torch
 from ..config import PruneConfig
 from ..core.dpc import stable_argsort_desc
 from ..core.merge import widen
-from ..core.strope import normalize
+from ..core.strope import normalize_into
 from ..tokens import PruneResult, VideoTokens
 from . import register
 from ._common import allocate, check_fraction, frame_budget, spread
@@ -62,6 +62,11 @@ def run(tokens: VideoTokens, config: DyCokeConfig) -> PruneResult:
     dev = X.device
     pieces = []
     anchor_pruned = False
+    # why buffers: a frame's normalised copies and their product are multi-megabyte, and on the CPU fresh
+    # temporaries of that size cost page faults per frame (and heap growth); these are allocated once.
+    unit = torch.empty((2, L, X.shape[-1]), dtype=torch.float32, device=dev)
+    prod = torch.empty_like(unit[0])
+    sim = torch.empty(L, dtype=torch.float32, device=dev)
     for f, (ref, k) in enumerate(zip(refs, per_frame)):
         if k == 0:
             continue
@@ -75,7 +80,9 @@ def run(tokens: VideoTokens, config: DyCokeConfig) -> PruneResult:
                 else:
                     pos = spread(L, k, dev)
         else:
-            sim = (normalize(X[f]) * normalize(X[ref])).sum(-1)  # (L,) same-position cosine
+            # (L,) same-position cosine: the bits of (normalize(X[f]) * normalize(X[ref])).sum(-1)
+            a, b = normalize_into(X[f].detach(), unit[0]), normalize_into(X[ref].detach(), unit[1])
+            torch.sum(torch.mul(a, b, out=prod), -1, out=sim)
             pos = torch.sort(sim, stable=True).indices[:k]  # least similar first
         pieces.append(pos + f * L)
     idx = torch.cat(pieces)
