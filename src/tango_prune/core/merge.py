@@ -25,9 +25,10 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) 
     """Deterministic per-segment sums and counts in the accumulation dtype (:func:`widen`).
 
     ``values`` (n, D), ``segment`` (n,) in [0, num_segments). Returns (sums (num_segments, D) fp32,
-    counts (num_segments,) fp32). Each segment's rows are added one at a time in their input order,
-    starting from 0 (an empty segment sums to 0), without atomics, so the result is bit-identical on
-    every run, thread count and device.
+    counts (num_segments,) fp32); an empty segment sums to 0. On the CPU each segment's rows are added
+    one at a time in input order, starting from 0; elsewhere the rows are sorted stably by segment and
+    reduced with ``segment_reduce``. Neither uses atomics, so the result is bit-identical from run to run
+    on a device, and on the CPU at any thread count.
     """
     counts = torch.bincount(segment, minlength=num_segments)
     wide = widen(values)
