@@ -256,8 +256,13 @@ def _knn_rho(d2: torch.Tensor, kk: int) -> torch.Tensor:
     return torch.exp(-knn.mean(-1)) if knn.shape[-1] else torch.ones(d2.shape[:-1], device=d2.device)
 
 
+def _nearest_k(d2: torch.Tensor, kk: int):
+    """The (at most) ``kk`` smallest entries of each row, ascending, with their columns (``topk`` result)."""
+    return torch.topk(d2, min(kk, d2.shape[-1]), dim=-1, largest=False, sorted=True)
+
+
 def _smallest(d2: torch.Tensor, kk: int) -> torch.Tensor:
-    return torch.topk(d2, min(kk, d2.shape[-1]), dim=-1, largest=False, sorted=True).values
+    return _nearest_k(d2, kk).values
 
 
 def _denser_min(d2: torch.Tensor, rank_rows: torch.Tensor, rank_cols: torch.Tensor) -> torch.Tensor:
@@ -276,9 +281,7 @@ def _dense_scores(full: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tens
     """(rho, delta^2, largest d2) from a whole distance matrix, in row chunks to bound temporaries."""
     B, n, _ = full.shape
     chunk = max(1, (1 << 22) // max(1, B * n))
-    near = [
-        torch.topk(full[:, s : s + chunk], min(kk, n), dim=-1, largest=False, sorted=True) for s in range(0, n, chunk)
-    ]
+    near = [_nearest_k(full[:, s : s + chunk], kk) for s in range(0, n, chunk)]
     vals = torch.cat([t.values for t in near], 1)
     rho = _knn_rho(vals, kk)
     rank = _rank(rho)
@@ -375,10 +378,10 @@ def _strip_scores(
             merged = torch.cat([best[:, rows], _smallest(cand, kk)], -1)
             best[:, rows] = _smallest(merged, kk)
             return
-        near = torch.topk(cand, min(kk, cand.shape[-1]), dim=-1, largest=False, sorted=True)
+        near = _nearest_k(cand, kk)
         merged = torch.cat([best[:, rows], near.values], -1)
         merged_ids = torch.cat([best_j[:, rows], torch.gather(ids, -1, near.indices)], -1)
-        top = torch.topk(merged, kk, dim=-1, largest=False, sorted=True)
+        top = _nearest_k(merged, kk)
         best[:, rows] = top.values
         best_j[:, rows] = torch.gather(merged_ids, -1, top.indices)
 

@@ -64,9 +64,19 @@ def run(tokens: VideoTokens, config: DyCokeConfig) -> PruneResult:
     anchor_pruned = False
     # why buffers: a frame's normalised copies and their product are multi-megabyte, and on the CPU fresh
     # temporaries of that size cost page faults per frame (and heap growth); these are allocated once.
-    unit = torch.empty((2, L, X.shape[-1]), dtype=torch.float32, device=dev)
+    # A frame and its reference lie in the same window of four, so slot f % 4 holds frame f normalised,
+    # and a reference shared by two frames (4i for 4i+1 and 4i+2, 4i+2 for 4i+3) is normalised once.
+    unit = torch.empty((4, L, X.shape[-1]), dtype=torch.float32, device=dev)
+    held = [-1] * 4  # the frame each slot holds
     prod = torch.empty_like(unit[0])
     sim = torch.empty(L, dtype=torch.float32, device=dev)
+
+    def unit_of(g: int) -> torch.Tensor:
+        if held[g % 4] != g:
+            normalize_into(X[g].detach(), unit[g % 4])
+            held[g % 4] = g
+        return unit[g % 4]
+
     for f, (ref, k) in enumerate(zip(refs, per_frame)):
         if k == 0:
             continue
@@ -81,8 +91,7 @@ def run(tokens: VideoTokens, config: DyCokeConfig) -> PruneResult:
                     pos = spread(L, k, dev)
         else:
             # (L,) same-position cosine: the bits of (normalize(X[f]) * normalize(X[ref])).sum(-1)
-            a, b = normalize_into(X[f].detach(), unit[0]), normalize_into(X[ref].detach(), unit[1])
-            torch.sum(torch.mul(a, b, out=prod), -1, out=sim)
+            torch.sum(torch.mul(unit_of(f), unit_of(ref), out=prod), -1, out=sim)
             pos = torch.sort(sim, stable=True).indices[:k]  # least similar first
         pieces.append(pos + f * L)
     idx = torch.cat(pieces)

@@ -103,9 +103,9 @@ def run(tokens: VideoTokens, config: VisionZipConfig) -> PruneResult:
                 ],
                 dim=1,
             ).reshape(-1)
-            vals = torch.cat(
-                [take_flat_rows(X, fr.expand_as(tgt), tgt), take_flat_rows(X, fr.expand_as(mem), mem)], dim=1
-            ).reshape(groups.numel(), -1)
+            # targets then members of each frame, in the order of ``groups``: one gather, no second copy
+            members = torch.cat([tgt, mem], dim=1)
+            vals = take_flat_rows(X, fr.expand_as(members), members).reshape(groups.numel(), -1)
             sums, counts = segment_sum(vals, groups, t * K_c)
             pieces_idx.append(flat_index(fr, tgt, L).reshape(-1))
             pieces_feat.append(sums / counts[:, None])
