@@ -77,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="otherwise, chance that random token dropping hits object tokens too",
     )
     t.add_argument(
+        "--tube-prob",
+        type=float,
+        default=defaults.tube_prob,
+        help="distribution layouts: chance of temporal tube drops (random cells shown only in the first frame "
+        "of random spans) instead of independent token drops",
+    )
+    t.add_argument(
         "--vision-from",
         default=None,
         help="take the frozen vision tower of a saved testbed model (skips the vision stage)",
@@ -145,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
             frame_prob=args.frame_prob,
             min_frames=args.min_frames,
             any_drop_prob=args.any_drop_prob,
+            tube_prob=args.tube_prob,
             vision_from=args.vision_from,
             lm_from=args.lm_from,
             text_hidden=args.text_hidden,

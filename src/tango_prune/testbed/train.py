@@ -90,6 +90,7 @@ class TrainConfig:
     frame_prob: float = 0.5  #: otherwise, chance that only ``min_frames..T`` random frames are shown
     min_frames: int = 6
     any_drop_prob: float = 0.5  #: otherwise, chance that dropping hits object tokens too (else background only)
+    tube_prob: float = 0.0  #: otherwise, chance of temporal tube drops instead of independent ones (see _layout)
     aux_weight: float = 0.5  #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
     aux_layer: int | None = None  #: LLM layer whose output the auxiliary loss reads; None = text_layers // 2 (>= 1)
     attn_weight: float = 1.0  #: weight of the evidence-attention loss of the last LLM layer (0 = off)
@@ -129,7 +130,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if self.layouts not in LAYOUTS:
             raise ValueError(f"layouts must be one of {LAYOUTS}, got {self.layouts!r}")
-        for name in ("drop_prob", "full_layout_prob", "frame_prob", "any_drop_prob", "easy_keep"):
+        for name in ("drop_prob", "full_layout_prob", "frame_prob", "any_drop_prob", "tube_prob", "easy_keep"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.stop_after is not None and (
@@ -307,11 +308,14 @@ def _layout(rng: np.random.Generator, cfg: TrainConfig, obj: np.ndarray, T: int)
     With probability ``full_layout_prob`` every token. Otherwise, like the many frame counts, samplings and
     token budgets a real Video LLM is trained on:
     - with probability ``frame_prob`` only ``min_frames..T`` frames at irregular (random, sorted) times;
-    - within the frames shown, a random rate of the tokens (a fresh rate per frame around a per-sample
-      rate), any token with probability ``any_drop_prob``, else only background tokens (``obj`` False).
+    - then, with probability ``tube_prob``, temporal tube drops (:func:`_tube_keep`): the frames are cut into
+      random spans and a random set of cells is shown only in the first frame of each span;
+    - otherwise, within the frames shown, a random rate of the tokens (a fresh rate per frame around a
+      per-sample rate), any token with probability ``any_drop_prob``, else only background tokens (``obj``
+      False).
 
     Nothing here looks at saliency, clusters, a pruning method's rule or the question: only at the frame
-    index, and, for the background-only mode, at whether a token shows an object at all."""
+    index, the cell index, and, for the background-only mode, at whether a token shows an object at all."""
     n = obj.shape[0]
     keep = np.ones(n, dtype=bool)
     if rng.random() < cfg.full_layout_prob:
@@ -322,14 +326,36 @@ def _layout(rng: np.random.Generator, cfg: TrainConfig, obj: np.ndarray, T: int)
         shown = np.zeros(T, dtype=bool)
         shown[rng.choice(T, size=int(rng.integers(cfg.min_frames, T + 1)), replace=False)] = True
         keep &= shown[frame]
-    rate = rng.uniform(0.05, 1.0)
-    frame_rate = np.clip(rate * rng.uniform(0.5, 1.5, size=T), 0.02, 1.0)
-    drop_any = rng.random() < cfg.any_drop_prob
-    kept = rng.random(n) < frame_rate[frame]
-    keep &= kept if drop_any else (kept | obj)
+    # Drawn only when enabled, so that recipes without tubes keep their random stream (and weights).
+    if cfg.tube_prob > 0.0 and rng.random() < cfg.tube_prob:
+        keep &= _tube_keep(rng, T, per)
+    else:
+        rate = rng.uniform(0.05, 1.0)
+        frame_rate = np.clip(rate * rng.uniform(0.5, 1.5, size=T), 0.02, 1.0)
+        drop_any = rng.random() < cfg.any_drop_prob
+        kept = rng.random(n) < frame_rate[frame]
+        keep &= kept if drop_any else (kept | obj)
     if not keep.any():  # an empty video is not a layout any model sees
         keep[int(rng.integers(n))] = True
     return keep
+
+
+def _tube_keep(rng: np.random.Generator, T: int, per: int) -> np.ndarray:
+    """(T * per,) bool: temporal tube drops, the temporally correlated form of random token dropping.
+
+    The T frames are cut at 0-3 random boundaries into spans; in each span a random fraction U(0.2, 1) of the
+    ``per`` cells, drawn at random (object cells as likely as any), is shown only in the span's first frame
+    and dropped in the others. Tube masking is the standard video form of random masking (VideoMAE drops the
+    same cells in every frame); here a tube keeps its first frame, so a missing token reads as "not shown
+    again", not "gone". The cells are chosen by a coin, never by similarity, saliency or the question."""
+    starts = np.zeros(T, dtype=bool)
+    starts[0] = True
+    starts[rng.choice(np.arange(1, T), size=int(rng.integers(0, 4)), replace=False)] = True
+    span = np.cumsum(starts) - 1  # (T,) span id of each frame
+    n_spans = int(span[-1]) + 1
+    tubed = rng.random((n_spans, per)) < rng.uniform(0.2, 1.0)  # (spans, cells)
+    keep = ~tubed[span] | starts[:, None]  # (T, cells): a tubed cell stays in its span's first frame
+    return keep.reshape(-1)
 
 
 def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) -> list[dict]:
