@@ -89,6 +89,29 @@ def test_tube_layouts_show_tubed_cells_only_in_their_spans_first_frame():
         TR.TrainConfig(out_dir="x", tube_prob=1.5)
 
 
+def test_still_clips_have_duplicate_tokens_exactly_where_nothing_changes():
+    noisy, still = D.make_clip(D.TRAIN, 5), D.make_clip(D.TRAIN, 5, still=True)
+    assert np.array_equal(noisy.shape_ids, still.shape_ids) and np.array_equal(noisy.color_ids, still.color_ids)
+    assert [(o.shape, o.color, o.direction) for o in noisy.objects] == [
+        (o.shape, o.color, o.direction) for o in still.objects
+    ]
+    assert not TR.duplicate_tokens(noisy.frames, 12).any()  # sensor noise: no token repeats exactly
+    dup = TR.duplicate_tokens(still.frames, 12).reshape(D.NUM_FRAMES, 6, 6)
+    T = D.NUM_FRAMES
+    ids = still.shape_ids.reshape(T, 6, 12, 6, 12).transpose(0, 1, 3, 2, 4).reshape(T, 6, 6, -1)
+    colors = still.color_ids.reshape(T, 6, 12, 6, 12).transpose(0, 1, 3, 2, 4).reshape(T, 6, 6, -1)
+    unchanged = (ids[1:] == ids[:-1]).all(-1) & (colors[1:] == colors[:-1]).all(-1)
+    assert not dup[0].any()
+    assert np.array_equal(dup[1:], unchanged)  # a still camera repeats exactly what does not change
+    assert 0 < dup.sum() < dup.size
+    cfg = TR.TrainConfig(out_dir="x", layouts="distribution", dup_prob=1.0)
+    obj = TR._cell_objects(still.shape_ids, 12) >= 0
+    assert np.array_equal(TR._layout(np.random.default_rng(0), cfg, obj, T, dup.reshape(-1)), ~dup.reshape(-1))
+    # stages cached without still clips stay reusable: the setting is part of the key only when used
+    assert "still_prob" not in TR._stage_key(TR.TrainConfig(out_dir="x"))
+    assert TR._stage_key(TR.TrainConfig(out_dir="x", still_prob=0.5))["still_prob"] == 0.5
+
+
 def test_bad_train_config_raises():
     with pytest.raises(ValueError, match="easy_steps"):
         TR.TrainConfig(out_dir="x", lm_steps=10, easy_steps=10)

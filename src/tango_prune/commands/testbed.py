@@ -84,6 +84,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "of random spans) instead of independent token drops",
     )
     t.add_argument(
+        "--still-prob",
+        type=float,
+        default=defaults.still_prob,
+        help="share of cached training clips filmed with a still camera and no sensor noise (unchanged cells "
+        "are pixel-identical from frame to frame)",
+    )
+    t.add_argument(
+        "--dup-prob",
+        type=float,
+        default=defaults.dup_prob,
+        help="distribution layouts: chance that a still clip is shown without its duplicate tokens (those "
+        "pixel-identical to the same cell in the previous frame)",
+    )
+    t.add_argument(
         "--vision-from",
         default=None,
         help="take the frozen vision tower of a saved testbed model (skips the vision stage)",
@@ -153,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
             min_frames=args.min_frames,
             any_drop_prob=args.any_drop_prob,
             tube_prob=args.tube_prob,
+            still_prob=args.still_prob,
+            dup_prob=args.dup_prob,
             vision_from=args.vision_from,
             lm_from=args.lm_from,
             text_hidden=args.text_hidden,

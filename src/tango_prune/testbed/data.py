@@ -228,8 +228,15 @@ def _apart(a: ObjectTrack, b: ObjectTrack) -> bool:
     return bool(d.min() > a.radius + b.radius + 1.0)
 
 
-def make_clip(split: int, index: int, size: int = IMAGE_SIZE, num_frames: int = NUM_FRAMES) -> Clip:
-    """Render clip ``index`` of ``split`` (deterministic: the same arguments give the same pixels)."""
+def make_clip(
+    split: int, index: int, size: int = IMAGE_SIZE, num_frames: int = NUM_FRAMES, still: bool = False
+) -> Clip:
+    """Render clip ``index`` of ``split`` (deterministic: the same arguments give the same pixels).
+
+    ``still=True`` films the same scene with a still camera and no sensor noise: the frame noise and each
+    object's brightness are drawn once for the clip instead of per frame, so a part of the picture that
+    does not change is pixel-identical from frame to frame (as in screen recordings or a codec's skipped
+    blocks). The scene (objects, tracks, questions) is the same as with ``still=False``."""
     if not isinstance(size, int) or size < 32:
         raise ValueError(f"size must be an int >= 32 pixels, got {size!r}")
     if not isinstance(num_frames, int) or num_frames < 12:
@@ -266,14 +273,17 @@ def make_clip(split: int, index: int, size: int = IMAGE_SIZE, num_frames: int = 
     frames = np.empty((T, size, size, 3), np.uint8)
     cids = np.zeros((T, size, size), np.int8)
     sids = np.zeros((T, size, size), np.int8)
+    # Drawn after the scene, so the scene's random stream is the same with or without ``still``.
+    noise = rng.normal(0, 2, bg.shape).astype(np.float32) if still else None
+    shade = {o.shape: float(rng.uniform(0.9, 1.0)) for o in tracks} if still else {}
     for t in range(T):
-        img = bg + rng.normal(0, 2, bg.shape).astype(np.float32)
+        img = bg + (noise if noise is not None else rng.normal(0, 2, bg.shape).astype(np.float32))
         for o in tracks:
             if not o.visible(t):
                 continue
             msk = _mask(o.shape, o.positions[t, 0], o.positions[t, 1], o.radius, xx, yy)
             c = o.color_at(t)
-            img[msk] = np.asarray(COLORS[c], np.float32) * rng.uniform(0.9, 1.0)
+            img[msk] = np.asarray(COLORS[c], np.float32) * (shade[o.shape] if still else rng.uniform(0.9, 1.0))
             cids[t][msk] = 1 + _COLOR_NAMES.index(c)
             sids[t][msk] = 1 + SHAPES.index(o.shape)
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)

@@ -91,6 +91,8 @@ class TrainConfig:
     min_frames: int = 6
     any_drop_prob: float = 0.5  #: otherwise, chance that dropping hits object tokens too (else background only)
     tube_prob: float = 0.0  #: otherwise, chance of temporal tube drops instead of independent ones (see _layout)
+    still_prob: float = 0.0  #: share of cached training clips filmed still (``data.make_clip(still=True)``)
+    dup_prob: float = 0.0  #: "distribution": chance that a still clip is shown with its duplicate tokens dropped
     aux_weight: float = 0.5  #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
     aux_layer: int | None = None  #: LLM layer whose output the auxiliary loss reads; None = text_layers // 2 (>= 1)
     attn_weight: float = 1.0  #: weight of the evidence-attention loss of the last LLM layer (0 = off)
@@ -130,7 +132,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if self.layouts not in LAYOUTS:
             raise ValueError(f"layouts must be one of {LAYOUTS}, got {self.layouts!r}")
-        for name in ("drop_prob", "full_layout_prob", "frame_prob", "any_drop_prob", "tube_prob", "easy_keep"):
+        for name in (
+            "drop_prob",
+            "full_layout_prob",
+            "frame_prob",
+            "any_drop_prob",
+            "tube_prob",
+            "still_prob",
+            "dup_prob",
+            "easy_keep",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.stop_after is not None and (
@@ -287,25 +298,32 @@ def _vision_stage(model, aux, proc: TestbedProcessor, cfg: TrainConfig, log) -> 
 
 @torch.no_grad()
 def _cache_stage(model, proc: TestbedProcessor, cfg: TrainConfig, log) -> list[tuple]:
-    """(hidden fp16 (T, P*P, Dv), objects, per-token object index) for ``cache_clips`` training clips."""
+    """(hidden fp16 (T, P*P, Dv), objects, per-token object index, per-token duplicate flag) for
+    ``cache_clips`` training clips (a share ``still_prob`` of them filmed still)."""
     vt = model.model.vision_tower
     cache, t0 = [], time.time()
     for s in range(0, cfg.cache_clips, 8):
-        clips = [D.make_clip(D.TRAIN, i) for i in range(s, min(s + 8, cfg.cache_clips))]
+        clips = [D.make_clip(D.TRAIN, i, still=_still(cfg, i)) for i in range(s, min(s + 8, cfg.cache_clips))]
         pix = torch.cat([proc.pixels(c.frames) for c in clips]).flatten(0, 1)
         hidden = vt(pix, output_hidden_states=True, return_dict=True).hidden_states[model.config.vision_feature_layer]
         hidden = hidden.reshape(len(clips), -1, *hidden.shape[1:]).half()
         for c, h in zip(clips, hidden):
-            cache.append((h.clone(), c.objects, _cell_objects(c.shape_ids, proc.patch_size * 2)))
+            cell = proc.patch_size * 2
+            cache.append((h.clone(), c.objects, _cell_objects(c.shape_ids, cell), duplicate_tokens(c.frames, cell)))
         if s % 400 == 0:
             log(f"cache {s}/{cfg.cache_clips} clips {time.time() - t0:.0f}s")
     return cache
 
 
-def _layout(rng: np.random.Generator, cfg: TrainConfig, obj: np.ndarray, T: int) -> np.ndarray:
+def _layout(
+    rng: np.random.Generator, cfg: TrainConfig, obj: np.ndarray, T: int, dup: np.ndarray | None = None
+) -> np.ndarray:
     """(N,) bool: the visual tokens one training sample shows the LLM, drawn from a distribution of layouts.
 
-    With probability ``full_layout_prob`` every token. Otherwise, like the many frame counts, samplings and
+    A clip with duplicate tokens (``dup``, from :func:`duplicate_tokens`; only still clips have them) is,
+    with probability ``dup_prob``, shown without them: every token but those pixel-identical to the same
+    cell in the previous frame, the token-level form of dropping duplicate frames. With probability
+    ``full_layout_prob`` every token. Otherwise, like the many frame counts, samplings and
     token budgets a real Video LLM is trained on:
     - with probability ``frame_prob`` only ``min_frames..T`` frames at irregular (random, sorted) times;
     - then, with probability ``tube_prob``, temporal tube drops (:func:`_tube_keep`): the frames are cut into
@@ -318,6 +336,9 @@ def _layout(rng: np.random.Generator, cfg: TrainConfig, obj: np.ndarray, T: int)
     index, the cell index, and, for the background-only mode, at whether a token shows an object at all."""
     n = obj.shape[0]
     keep = np.ones(n, dtype=bool)
+    # Drawn only when enabled, so that recipes without duplicate dropping keep their random stream.
+    if cfg.dup_prob > 0.0 and dup is not None and dup.any() and rng.random() < cfg.dup_prob:
+        return ~dup
     if rng.random() < cfg.full_layout_prob:
         return keep
     per = n // T
@@ -326,7 +347,7 @@ def _layout(rng: np.random.Generator, cfg: TrainConfig, obj: np.ndarray, T: int)
         shown = np.zeros(T, dtype=bool)
         shown[rng.choice(T, size=int(rng.integers(cfg.min_frames, T + 1)), replace=False)] = True
         keep &= shown[frame]
-    # Drawn only when enabled, so that recipes without tubes keep their random stream (and weights).
+    # Drawn only when enabled, as above.
     if cfg.tube_prob > 0.0 and rng.random() < cfg.tube_prob:
         keep &= _tube_keep(rng, T, per)
     else:
@@ -358,6 +379,30 @@ def _tube_keep(rng: np.random.Generator, T: int, per: int) -> np.ndarray:
     return keep.reshape(-1)
 
 
+def duplicate_tokens(frames: np.ndarray, cell: int) -> np.ndarray:
+    """(T, H, W, C) uint8 frames -> (T * (H // cell) * (W // cell),) bool: the tokens whose ``cell`` x ``cell``
+    pixel block is identical to the same block in the previous frame (never in the first frame).
+
+    Exact equality of the pixels the model is given, nothing else: in a clip with sensor noise no token
+    is a duplicate; in a still clip (:func:`tango_prune.testbed.data.make_clip` ``still=True``) every cell
+    that does not change is one."""
+    T, H, W, C = frames.shape
+    if H % cell or W % cell:
+        raise ValueError(f"cell must divide the frame size {H}x{W}, got {cell!r}")
+    blocks = frames.reshape(T, H // cell, cell, W // cell, cell, C)
+    same = (blocks[1:] == blocks[:-1]).all(axis=(2, 4, 5))  # (T-1, H/cell, W/cell)
+    dup = np.zeros((T, H // cell, W // cell), dtype=bool)
+    dup[1:] = same
+    return dup.reshape(-1)
+
+
+def _still(cfg: TrainConfig, index: int) -> bool:
+    """Whether cached training clip ``index`` is filmed still (a seeded coin per clip; none at still_prob 0)."""
+    if cfg.still_prob <= 0.0:
+        return False
+    return bool(np.random.default_rng(np.random.SeedSequence([cfg.seed, 11, index])).random() < cfg.still_prob)
+
+
 def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) -> list[dict]:
     """One language batch: per clip the cached tower output, packed question/answer ids and labels, the kept
     visual tokens, the auxiliary targets of those tokens and, per question, the position that predicts the
@@ -367,7 +412,8 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
     easy = step < cfg.easy_steps
     items = []
     for k in rng.choice(len(cache), size=cfg.lm_batch, replace=False):
-        hidden, objects, cell_obj = cache[int(k)]
+        hidden, objects, cell_obj = cache[int(k)][:3]
+        dup = cache[int(k)][3] if len(cache[int(k)]) > 3 else None  # stages written before still clips: none
         T = hidden.shape[0]
         qs = D.questions_about(objects, T, D.IMAGE_SIZE, rng, retrieval=cfg.retrieval or easy)
         look = [q for q in qs if q.qtype in ("color", "shape")]
@@ -382,7 +428,7 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
         if easy:
             keep = obj | (rng.random(obj.shape[0]) < cfg.easy_keep)
         elif cfg.layouts == "distribution":
-            keep = _layout(rng, cfg, obj, T)
+            keep = _layout(rng, cfg, obj, T, dup)
         elif rng.random() < cfg.drop_prob:  # the shipped recipe: object tokens are never dropped
             keep = obj | (rng.random(obj.shape[0]) < rng.uniform(0.0, 1.0))
         ids: list[int] = []
@@ -598,8 +644,11 @@ def _aux_layer(cfg: TrainConfig) -> int:
 
 
 def _stage_key(cfg: TrainConfig) -> dict:
-    """The settings that determine the vision and cache stages (a saved stage is only reused if they match)."""
-    return {
+    """The settings that determine the vision and cache stages (a saved stage is only reused if they match).
+
+    ``still_prob`` is listed only when still clips are cached, so stages written before it existed (every
+    clip with sensor noise) stay reusable by runs without still clips."""
+    key = {
         k: getattr(cfg, k)
         for k in (
             "seed",
@@ -615,6 +664,9 @@ def _stage_key(cfg: TrainConfig) -> dict:
             "vision_from",
         )
     }
+    if cfg.still_prob > 0.0:
+        key["still_prob"] = cfg.still_prob
+    return key
 
 
 def check_stage(stage_config: dict, cfg: TrainConfig) -> None:
