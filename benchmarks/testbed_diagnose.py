@@ -1,0 +1,200 @@
+"""Two diagnoses of a saved testbed model's failing instrument checks (docs/testbed.md, issue 10).
+
+    python benchmarks/testbed_diagnose.py layout [--model DIR] [--questions 200]
+    python benchmarks/testbed_diagnose.py direction [--model DIR] [--questions 1000]
+    python benchmarks/testbed_diagnose.py motion [--model DIR] [--questions 160]
+
+``layout``: is what Tango at r = 1.0 (static collapse only) costs the model the *layout* of the kept tokens or
+their *averaged features*? For each held-out question it scores all tokens, Tango r = 1.0, and the same kept
+positions with the raw per-frame features (a fixed-index selector, registered for this script only).
+
+``direction``: on the motion-direction questions, which colour does the model answer when it is wrong (another
+object's colour, i.e. the wrong mover, or a colour not in the clip), and how accuracy varies with the number
+of objects, the subject's path length and the frames it is visible.
+
+``motion``: does the LLM know which way each object moves? A linear probe (multinomial logistic regression)
+on the hidden state of every object token (from 2 frames after its object appeared, as the training's
+per-token auxiliary target) after each LLM layer, all tokens shown, fitted on the first 75% of the questions'
+clips and scored on the rest. High accuracy with a low direction score means the model perceives motion but
+does not retrieve the asked mover.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+from typing import ClassVar, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import tango_prune as tp
+from tango_prune.config import PruneConfig
+from tango_prune.methods import register, unregister
+from tango_prune.testbed import data as D
+from tango_prune.testbed.evaluate import answer_batch
+from tango_prune.testbed.oracle import cell_objects
+from tango_prune.testbed.model import load
+from tango_prune.tokens import PruneResult, VideoTokens
+
+FIXED = "testbed-fixed-indices"
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedConfig(PruneConfig):
+    """Keep exactly ``keep`` (sorted flat token indices) with their own, unmerged features."""
+
+    method: ClassVar[str] = FIXED
+    keep: tuple[int, ...] = ()
+
+
+def _fixed(tokens: VideoTokens, cfg: FixedConfig) -> PruneResult:
+    return PruneResult.from_indices(tokens, torch.tensor(cfg.keep, dtype=torch.long))
+
+
+@contextlib.contextmanager
+def _registered() -> Iterator[None]:
+    register(FIXED, FixedConfig, _fixed, "diagnosis only: fixed indices")
+    try:
+        yield
+    finally:
+        unregister(FIXED)
+
+
+def layout(model, proc, n: int) -> None:
+    """Print all-token, Tango r=1.0 and same-positions-raw-features accuracy on the first ``n`` questions."""
+    ok: collections.Counter = collections.Counter()
+    with _registered():
+        for i in D.heldout_indices(n):
+            s = D.make_sample(D.TEST, i)
+            ok["all tokens"] += answer_batch(model, proc, [s])[0] == s.question.answer
+            tp.apply(model, tp.make_config("tango", retention=1.0))
+            try:
+                ok["tango r=1.0"] += answer_batch(model, proc, [s])[0] == s.question.answer
+                (res,) = tp.models.last_results(model)
+            finally:
+                tp.remove(model)
+            tp.apply(model, FixedConfig(retention=1.0, keep=tuple(int(x) for x in res.indices)))
+            try:
+                ok["same positions, raw features"] += answer_batch(model, proc, [s])[0] == s.question.answer
+            finally:
+                tp.remove(model)
+    for k in ("all tokens", "tango r=1.0", "same positions, raw features"):
+        print(f"{k:30s} {ok[k]}/{n}")
+
+
+def direction(model, proc, n: int) -> None:
+    """Print the direction questions' error kinds and accuracy by objects, path length and visible frames."""
+    samples = [s for s in (D.make_sample(D.TEST, i) for i in D.heldout_indices(n)) if s.question.qtype == "direction"]
+    kinds: collections.Counter = collections.Counter()
+    rows = []
+    for b in range(0, len(samples), 16):
+        batch = samples[b : b + 16]
+        for s, a in zip(batch, answer_batch(model, proc, batch)):
+            subj = next(o for o in s.clip.objects if o.shape == s.question.subject)
+            others = [o for o in s.clip.objects if o is not subj]
+            ok = a == s.question.answer
+            if ok:
+                kinds["right"] += 1
+            elif any(a in (o.color, o.color_after) for o in others):
+                moved = next(o for o in others if a in (o.color, o.color_after)).direction
+                kinds["another object's colour (" + ("a static one" if moved == "none" else "another mover") + ")"] += 1
+            else:
+                kinds["a colour not in the clip"] += 1
+            last = min(subj.disappear, D.NUM_FRAMES) - 1
+            path = float(np.abs(subj.positions[last] - subj.positions[subj.appear]).max())
+            rows.append((ok, len(s.clip.objects), path, subj.disappear - subj.appear))
+    print(f"{len(samples)} direction questions among the first {n}:")
+    for k, v in kinds.most_common():
+        print(f"  {k:45s} {v}")
+    r = np.array(rows, dtype=float)
+    for label, col, bins in (
+        ("objects in the clip", 1, [(2, 3), (3, 4), (4, 5)]),
+        ("subject's path (px)", 2, [(0, 15), (15, 25), (25, 80)]),
+        ("frames the subject is visible", 3, [(0, 8), (8, 13), (13, 17)]),
+    ):
+        parts = [
+            f"{lo}-{hi - 1}: {int(r[m, 0].sum())}/{int(m.sum())}"
+            for lo, hi in bins
+            if (m := (r[:, col] >= lo) & (r[:, col] < hi)).any()
+        ]
+        print(f"  by {label}: " + ", ".join(parts))
+
+
+@torch.no_grad()
+def _object_states(model, proc, n: int) -> tuple[dict[int, list[torch.Tensor]], list[int], list[int]]:
+    """Per LLM layer (0 = input embeddings) the hidden states of the object tokens of the first ``n`` clips,
+    with each token's direction index and clip index."""
+    layers = model.config.text_config.num_hidden_layers
+    states: dict[int, list[torch.Tensor]] = {k: [] for k in range(layers + 1)}
+    labels, clips = [], []
+    cell = 2 * proc.patch_size
+    for i in D.heldout_indices(n):
+        s = D.make_sample(D.TEST, i)
+        inputs = proc(s.clip.frames, s.question.text, s.question.options)
+        hidden = model(**inputs, output_hidden_states=True).hidden_states
+        T = s.clip.frames.shape[0]
+        per = (s.clip.frames.shape[1] // cell) ** 2
+        pos = torch.nonzero(inputs["input_ids"][0] == proc.video_token_id)[: T * per, 0]
+        cells = cell_objects(s.clip.shape_ids, cell)
+        by_shape = {D.SHAPES.index(o.shape): o for o in s.clip.objects}
+        for k in np.nonzero(cells >= 0)[0]:
+            o = by_shape[int(cells[k])]
+            if k // per < o.appear + 2:  # too early to tell the direction
+                continue
+            labels.append(D.DIRECTIONS.index(o.direction))
+            clips.append(i)
+            for layer in states:
+                states[layer].append(hidden[layer][0, pos[k]])
+    return states, labels, clips
+
+
+def motion(model, proc, n: int) -> None:
+    """Print the held-out accuracy of a linear direction probe on the object tokens after each LLM layer."""
+    states, labels, clips = _object_states(model, proc, n)
+    y, g = torch.tensor(labels), torch.tensor(clips)
+    fit = g < int(0.75 * n)
+    chance = torch.bincount(y[~fit], minlength=len(D.DIRECTIONS)).max().item() / int((~fit).sum())
+    print(f"{len(labels)} object tokens from {n} clips; majority-class accuracy {chance:.3f}")
+    torch.manual_seed(0)
+    for layer, xs in states.items():
+        x = torch.stack(xs).float()
+        x = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
+        w = torch.zeros(x.shape[1], len(D.DIRECTIONS), requires_grad=True)
+        b = torch.zeros(len(D.DIRECTIONS), requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=0.05)
+        for _ in range(300):
+            opt.zero_grad()
+            loss = F.cross_entropy(x[fit] @ w + b, y[fit]) + 1e-3 * (w**2).sum()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            acc = ((x[~fit] @ w + b).argmax(1) == y[~fit]).float().mean().item()
+        print(f"  after LLM layer {layer}{' (input embeddings)' if layer == 0 else ''}: direction {acc:.3f}")
+
+
+def main() -> None:
+    """Run one diagnosis."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("layout", "direction", "motion"))
+    ap.add_argument("--model", default=None, help="saved testbed model directory (default: shipped weights)")
+    ap.add_argument(
+        "--questions", type=int, default=None, help="first N held-out questions (layout 200, direction 1000)"
+    )
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model, proc = load(args.model)
+    if args.what == "layout":
+        layout(model, proc, args.questions or 200)
+    elif args.what == "direction":
+        direction(model, proc, args.questions or 1000)
+    else:
+        motion(model, proc, args.questions or 160)
+
+
+if __name__ == "__main__":
+    main()
