@@ -3,6 +3,7 @@
     python benchmarks/testbed_diagnose.py layout [--model DIR] [--questions 200]
     python benchmarks/testbed_diagnose.py direction [--model DIR] [--questions 1000]
     python benchmarks/testbed_diagnose.py motion [--model DIR] [--questions 160]
+    python benchmarks/testbed_diagnose.py collapse [--model DIR] [--questions 80] [--tau 0.8]
 
 ``layout``: is what Tango at r = 1.0 (static collapse only) costs the model the *layout* of the kept tokens or
 their *averaged features*? For each held-out question it scores all tokens, Tango r = 1.0, and the same kept
@@ -17,6 +18,12 @@ on the hidden state of every object token (from 2 frames after its object appear
 per-token auxiliary target) after each LLM layer, all tokens shown, fitted on the first 75% of the questions'
 clips and scored on the rest. High accuracy with a low direction score means the model perceives motion but
 does not retrieve the asked mover.
+
+``collapse``: what does static collapse (Tango at r = 1.0, ``--tau`` its ``tau_static``) remove on this model?
+The cosine of consecutive frames' features at each cell (the similarity the static test reads), by what the
+cell shows in the two frames (the same background, the same object, or a change between object and
+background / another object), and the share of each object's tokens and frames that Tango keeps, for
+moving and static objects.
 """
 
 from __future__ import annotations
@@ -62,6 +69,78 @@ def _registered() -> Iterator[None]:
         yield
     finally:
         unregister(FIXED)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureConfig(PruneConfig):
+    """Keep every token and remember the :class:`VideoTokens` the adapter passed (``_CAPTURED``)."""
+
+    method: ClassVar[str] = "testbed-capture"
+
+
+_CAPTURED: list[VideoTokens] = []
+
+
+def _capture(tokens: VideoTokens, cfg: CaptureConfig) -> PruneResult:
+    _CAPTURED.append(tokens)
+    T, H, W = tokens.grid
+    return PruneResult.from_indices(tokens, torch.arange(T * H * W))
+
+
+def collapse(model, proc, n: int, tau: float) -> None:
+    """Print consecutive-frame cosines by cell content and the share of object tokens static collapse keeps."""
+    from tango_prune.core.segment import frame_similarity
+
+    cos: dict[str, list[float]] = {"same background": [], "same object": [], "object changes": []}
+    kept_share: dict[str, list[float]] = collections.defaultdict(list)
+    cell = 2 * proc.patch_size
+    register(CaptureConfig.method, CaptureConfig, _capture, "diagnosis only: capture the tokens")
+    try:
+        for i in D.heldout_indices(n):
+            s = D.make_sample(D.TEST, i)
+            _CAPTURED.clear()
+            with _applied(model, CaptureConfig(retention=1.0)):
+                answer_batch(model, proc, [s])
+            tok = _CAPTURED[0]
+            T, H, W = tok.grid
+            metric = tok.metric if tok.metric is not None else tok.features
+            sim = frame_similarity(metric.reshape(T, H * W, -1).float()).numpy()  # (T-1, H*W)
+            cells = cell_objects(s.clip.shape_ids, cell).reshape(T, H * W)
+            same = cells[1:] == cells[:-1]
+            cos["same background"] += sim[same & (cells[1:] < 0)].tolist()
+            cos["same object"] += sim[same & (cells[1:] >= 0)].tolist()
+            cos["object changes"] += sim[~same].tolist()
+            with _applied(model, tp.make_config("tango", retention=1.0, tau_static=tau)):
+                answer_batch(model, proc, [s])
+                (res,) = tp.models.last_results(model)
+            kept = np.zeros(T * H * W, dtype=bool)
+            kept[res.indices.numpy()] = True
+            flat = cells.reshape(-1)
+            for o in s.clip.objects:
+                mine = flat == D.SHAPES.index(o.shape)
+                kind = "static" if o.direction == "none" else "moving"
+                frames = np.unique(np.nonzero(mine)[0] // (H * W))
+                kept_frames = np.unique(np.nonzero(mine & kept)[0] // (H * W))
+                kept_share[f"{kind} objects: tokens kept"].append(float((mine & kept).sum() / max(1, mine.sum())))
+                kept_share[f"{kind} objects: frames with a token kept"].append(len(kept_frames) / max(1, len(frames)))
+    finally:
+        unregister(CaptureConfig.method)
+    print(f"consecutive-frame cosine per cell, first {n} clips (quartiles 10/25/50/75/90%; share > tau={tau}):")
+    for k, v in cos.items():
+        a = np.array(v)
+        print(f"  {k:18s} n={a.size:6d} {np.percentile(a, [10, 25, 50, 75, 90]).round(3)} {(a > tau).mean():.2f}")
+    print(f"tango r=1.0, tau_static={tau} (mean; quartiles 10/25/50/75/90%):")
+    for k, v in kept_share.items():
+        print(f"  {k:38s} {np.mean(v):.2f} {np.percentile(v, [10, 25, 50, 75, 90]).round(2)}")
+
+
+@contextlib.contextmanager
+def _applied(model, config) -> Iterator[None]:
+    tp.apply(model, config)
+    try:
+        yield
+    finally:
+        tp.remove(model)
 
 
 def layout(model, proc, n: int) -> None:
@@ -179,11 +258,15 @@ def motion(model, proc, n: int) -> None:
 def main() -> None:
     """Run one diagnosis."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("layout", "direction", "motion"))
+    ap.add_argument("what", choices=("layout", "direction", "motion", "collapse"))
     ap.add_argument("--model", default=None, help="saved testbed model directory (default: shipped weights)")
     ap.add_argument(
-        "--questions", type=int, default=None, help="first N held-out questions (layout 200, direction 1000)"
+        "--questions",
+        type=int,
+        default=None,
+        help="first N held-out questions (layout 200, direction 1000, motion 160, collapse 80)",
     )
+    ap.add_argument("--tau", type=float, default=0.8, help="collapse: Tango's tau_static (default the published 0.8)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -192,8 +275,10 @@ def main() -> None:
         layout(model, proc, args.questions or 200)
     elif args.what == "direction":
         direction(model, proc, args.questions or 1000)
-    else:
+    elif args.what == "motion":
         motion(model, proc, args.questions or 160)
+    else:
+        collapse(model, proc, args.questions or 80, args.tau)
 
 
 if __name__ == "__main__":

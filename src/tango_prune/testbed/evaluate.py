@@ -428,9 +428,10 @@ CHECKS = (
     (
         "redundancy-robust",
         0.97,
-        "Tango at r=1.0 removes only static duplicates (static collapse, default "
-        "tau_static=0.8, the same rule as HoliTom's): removing redundant tokens must cost almost nothing, "
-        "or the table measures layout fragility instead of lost information",
+        "Tango at r=1.0 applies only static collapse (a position whose consecutive-frame cosine stays above "
+        "the default tau_static=0.8 through a segment is kept once, HoliTom's rule), meant to remove redundant "
+        "tokens: that must cost almost nothing, or the table measures layout fragility instead of lost "
+        "information (on the testbed's features it also removes tokens of moving objects, see docs/testbed.md)",
     ),
     (
         "evidence oracle",
