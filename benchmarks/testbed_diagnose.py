@@ -1,6 +1,6 @@
 """Two diagnoses of a saved testbed model's failing instrument checks (docs/testbed.md, issue 10).
 
-    python benchmarks/testbed_diagnose.py layout [--model DIR] [--questions 200]
+    python benchmarks/testbed_diagnose.py layout [--model DIR] [--questions 200] [--tau 0.8]
     python benchmarks/testbed_diagnose.py direction [--model DIR] [--questions 1000]
     python benchmarks/testbed_diagnose.py motion [--model DIR] [--questions 160]
     python benchmarks/testbed_diagnose.py collapse [--model DIR] [--questions 80] [--tau 0.8]
@@ -143,14 +143,15 @@ def _applied(model, config) -> Iterator[None]:
         tp.remove(model)
 
 
-def layout(model, proc, n: int) -> None:
-    """Print all-token, Tango r=1.0 and same-positions-raw-features accuracy on the first ``n`` questions."""
+def layout(model, proc, n: int, tau: float = 0.8) -> None:
+    """Print all-token, Tango r=1.0 (``tau_static=tau``) and same-positions-raw-features accuracy on the first
+    ``n`` questions."""
     ok: collections.Counter = collections.Counter()
     with _registered():
         for i in D.heldout_indices(n):
             s = D.make_sample(D.TEST, i)
             ok["all tokens"] += answer_batch(model, proc, [s])[0] == s.question.answer
-            tp.apply(model, tp.make_config("tango", retention=1.0))
+            tp.apply(model, tp.make_config("tango", retention=1.0, tau_static=tau))
             try:
                 ok["tango r=1.0"] += answer_batch(model, proc, [s])[0] == s.question.answer
                 (res,) = tp.models.last_results(model)
@@ -161,8 +162,9 @@ def layout(model, proc, n: int) -> None:
                 ok["same positions, raw features"] += answer_batch(model, proc, [s])[0] == s.question.answer
             finally:
                 tp.remove(model)
+    print(f"first {n} held-out questions, tau_static={tau}:")
     for k in ("all tokens", "tango r=1.0", "same positions, raw features"):
-        print(f"{k:30s} {ok[k]}/{n}")
+        print(f"  {k:30s} {ok[k]}/{n}")
 
 
 def direction(model, proc, n: int) -> None:
@@ -266,13 +268,15 @@ def main() -> None:
         default=None,
         help="first N held-out questions (layout 200, direction 1000, motion 160, collapse 80)",
     )
-    ap.add_argument("--tau", type=float, default=0.8, help="collapse: Tango's tau_static (default the published 0.8)")
+    ap.add_argument(
+        "--tau", type=float, default=0.8, help="layout, collapse: Tango's tau_static (default the published 0.8)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, proc = load(args.model)
     if args.what == "layout":
-        layout(model, proc, args.questions or 200)
+        layout(model, proc, args.questions or 200, args.tau)
     elif args.what == "direction":
         direction(model, proc, args.questions or 1000)
     elif args.what == "motion":
