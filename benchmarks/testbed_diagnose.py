@@ -63,12 +63,13 @@ def _fixed(tokens: VideoTokens, cfg: FixedConfig) -> PruneResult:
 
 
 @contextlib.contextmanager
-def _registered() -> Iterator[None]:
-    register(FIXED, FixedConfig, _fixed, "diagnosis only: fixed indices")
+def _registered(config_class: type[PruneConfig], fn, summary: str) -> Iterator[None]:
+    """Register a diagnosis-only selector for the ``with`` block, so it never stays in ``tp.methods()``."""
+    register(config_class.method, config_class, fn, summary)
     try:
         yield
     finally:
-        unregister(FIXED)
+        unregister(config_class.method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +95,7 @@ def collapse(model, proc, n: int, tau: float) -> None:
     cos: dict[str, list[float]] = {"same background": [], "same object": [], "object changes": []}
     kept_share: dict[str, list[float]] = collections.defaultdict(list)
     cell = 2 * proc.patch_size
-    register(CaptureConfig.method, CaptureConfig, _capture, "diagnosis only: capture the tokens")
-    try:
+    with _registered(CaptureConfig, _capture, "diagnosis only: capture the tokens"):
         for i in D.heldout_indices(n):
             s = D.make_sample(D.TEST, i)
             _CAPTURED.clear()
@@ -123,8 +123,6 @@ def collapse(model, proc, n: int, tau: float) -> None:
                 kept_frames = np.unique(np.nonzero(mine & kept)[0] // (H * W))
                 kept_share[f"{kind} objects: tokens kept"].append(float((mine & kept).sum() / max(1, mine.sum())))
                 kept_share[f"{kind} objects: frames with a token kept"].append(len(kept_frames) / max(1, len(frames)))
-    finally:
-        unregister(CaptureConfig.method)
     print(f"consecutive-frame cosine per cell, first {n} clips (quartiles 10/25/50/75/90%; share > tau={tau}):")
     for k, v in cos.items():
         a = np.array(v)
@@ -147,21 +145,15 @@ def layout(model, proc, n: int, tau: float = 0.8) -> None:
     """Print all-token, Tango r=1.0 (``tau_static=tau``) and same-positions-raw-features accuracy on the first
     ``n`` questions."""
     ok: collections.Counter = collections.Counter()
-    with _registered():
+    with _registered(FixedConfig, _fixed, "diagnosis only: fixed indices"):
         for i in D.heldout_indices(n):
             s = D.make_sample(D.TEST, i)
             ok["all tokens"] += answer_batch(model, proc, [s])[0] == s.question.answer
-            tp.apply(model, tp.make_config("tango", retention=1.0, tau_static=tau))
-            try:
+            with _applied(model, tp.make_config("tango", retention=1.0, tau_static=tau)):
                 ok["tango r=1.0"] += answer_batch(model, proc, [s])[0] == s.question.answer
                 (res,) = tp.models.last_results(model)
-            finally:
-                tp.remove(model)
-            tp.apply(model, FixedConfig(retention=1.0, keep=tuple(int(x) for x in res.indices)))
-            try:
+            with _applied(model, FixedConfig(retention=1.0, keep=tuple(int(x) for x in res.indices))):
                 ok["same positions, raw features"] += answer_batch(model, proc, [s])[0] == s.question.answer
-            finally:
-                tp.remove(model)
     print(f"first {n} held-out questions, tau_static={tau}:")
     for k in ("all tokens", "tango r=1.0", "same positions, raw features"):
         print(f"  {k:30s} {ok[k]}/{n}")

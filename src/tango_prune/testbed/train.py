@@ -301,6 +301,7 @@ def _cache_stage(model, proc: TestbedProcessor, cfg: TrainConfig, log) -> list[t
     """(hidden fp16 (T, P*P, Dv), objects, per-token object index, per-token duplicate flag) for
     ``cache_clips`` training clips (a share ``still_prob`` of them filmed still)."""
     vt = model.model.vision_tower
+    cell = proc.patch_size * 2  # one LLM token: 2x2 pooled patches
     cache, t0 = [], time.time()
     for s in range(0, cfg.cache_clips, 8):
         clips = [D.make_clip(D.TRAIN, i, still=_still(cfg, i)) for i in range(s, min(s + 8, cfg.cache_clips))]
@@ -308,7 +309,6 @@ def _cache_stage(model, proc: TestbedProcessor, cfg: TrainConfig, log) -> list[t
         hidden = vt(pix, output_hidden_states=True, return_dict=True).hidden_states[model.config.vision_feature_layer]
         hidden = hidden.reshape(len(clips), -1, *hidden.shape[1:]).half()
         for c, h in zip(clips, hidden):
-            cell = proc.patch_size * 2
             cache.append((h.clone(), c.objects, _cell_objects(c.shape_ids, cell), duplicate_tokens(c.frames, cell)))
         if s % 400 == 0:
             log(f"cache {s}/{cfg.cache_clips} clips {time.time() - t0:.0f}s")
@@ -412,8 +412,9 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
     easy = step < cfg.easy_steps
     items = []
     for k in rng.choice(len(cache), size=cfg.lm_batch, replace=False):
-        hidden, objects, cell_obj = cache[int(k)][:3]
-        dup = cache[int(k)][3] if len(cache[int(k)]) > 3 else None  # stages written before still clips: none
+        entry = cache[int(k)]
+        hidden, objects, cell_obj = entry[:3]
+        dup = entry[3] if len(entry) > 3 else None  # stages written before still clips hold no duplicate flags
         T = hidden.shape[0]
         qs = D.questions_about(objects, T, D.IMAGE_SIZE, rng, retrieval=cfg.retrieval or easy)
         look = [q for q in qs if q.qtype in ("color", "shape")]
