@@ -123,6 +123,28 @@ def test_bad_train_config_raises():
         TR.TrainConfig(out_dir="x", lm_steps=10, stop_after=11)
     with pytest.raises(ValueError, match="aux_weight"):
         TR.TrainConfig(out_dir="x", aux_weight=-1.0)
+    with pytest.raises(ValueError, match="sep_weight"):
+        TR.TrainConfig(out_dir="x", sep_weight=-0.5)
+
+
+def test_separation_loss_reads_only_pairs_covered_by_different_things():
+    e = torch.eye(4)
+    owner = torch.tensor([-1, -1, 0, 1])
+    # different things on orthogonal or opposite features: nothing to push
+    assert TR.separation_loss(e, owner) == 0.0
+    assert TR.separation_loss(torch.stack([e[0], e[0], -e[0], e[1]]), owner) == 0.0
+    # the same thing may share a feature; different things sharing one cost cos^2 = 1 per pair
+    same = torch.stack([e[0], e[0], e[1], e[2]])
+    assert TR.separation_loss(same, owner) == 0.0
+    x = torch.stack([e[0], e[0], e[0], e[2]])  # background and object 0 identical: 4 of the 10 ordered pairs
+    assert torch.isclose(TR.separation_loss(x, owner), torch.tensor(4 / 10))
+    # scale-free, differentiable, and zero when one thing covers every cell
+    x = (3.0 * torch.stack([e[0], e[0], e[0] + e[1], e[2]])).requires_grad_()  # cos 1/sqrt(2): pushed
+    TR.separation_loss(x, owner).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert TR.separation_loss(torch.randn(3, 4), torch.zeros(3, dtype=torch.long)) == 0.0
+    with pytest.raises(ValueError, match="same number of tokens"):
+        TR.separation_loss(torch.randn(3, 4), owner)
 
 
 def test_a_stage_from_a_vision_from_run_is_reusable():
@@ -164,6 +186,8 @@ def test_train_cli_end_to_end_and_resume_from_stage(tmp_path):
         "distribution",
         "--attn-weight",
         "0",
+        "--sep-weight",
+        "0.5",
     ]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(common + ["--out", str(a), "--save-stage"]) == 0

@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of the evidence-attention loss of the last LLM layer (0 = off)",
     )
     t.add_argument(
+        "--sep-weight",
+        type=float,
+        default=defaults.sep_weight,
+        help="weight of the token-separation loss on the projector output: tokens of cells covered by "
+        "different things are pushed towards non-positive cosine (0 = off)",
+    )
+    t.add_argument(
         "--layouts",
         choices=["background", "distribution"],
         default=defaults.layouts,
@@ -160,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             easy_steps=args.easy_steps,
             aux_weight=args.aux_weight,
             attn_weight=args.attn_weight,
+            sep_weight=args.sep_weight,
             layouts=args.layouts,
             drop_prob=args.drop_prob,
             full_layout_prob=args.full_layout_prob,

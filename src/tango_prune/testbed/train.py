@@ -23,6 +23,11 @@
    - *Per-token auxiliary loss* (``aux_weight``): each object token predicts, from the LLM's middle layer (or
      ``aux_layer``), its object's shape and colour and what is causally visible up to its frame (motion
      direction, entered late, changed colour).
+   - *Token-separation loss* (``sep_weight``, default 0 = off): within a clip, the projector outputs (the
+     LLM's visual tokens, which the pruners compare) of two cells covered by different things (background or
+     one of the objects) are pushed towards non-positive cosine: mean of relu(cos)^2 over such pairs. A
+     per-token stand-in for what contrastive pre-training gives real encoders: content that differs has
+     features that differ. It reads only which object covers each cell, never a threshold of a method.
    - *Evidence-attention loss* (``attn_weight``, default 0 = off, kept for the ablation): head 0 of the
      second-to-last layer attends from the answer-predicting position to the question's words, head 0 of the
      last layer to the visual tokens that hold the evidence (``data.Question.subject``).
@@ -59,7 +64,7 @@ from .evaluate import accuracy
 from .model import TestbedProcessor, build_config, build_tokenizer
 from .oracle import cell_labels, cell_objects, evidence_cells
 
-__all__ = ["TrainConfig", "train", "video_features", "write_reference"]
+__all__ = ["TrainConfig", "train", "video_features", "write_reference", "separation_loss", "duplicate_tokens"]
 
 
 #: how visual tokens are dropped in training after the curriculum (see TrainConfig.layouts)
@@ -96,6 +101,7 @@ class TrainConfig:
     aux_weight: float = 0.5  #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
     aux_layer: int | None = None  #: LLM layer whose output the auxiliary loss reads; None = text_layers // 2 (>= 1)
     attn_weight: float = 1.0  #: weight of the evidence-attention loss of the last LLM layer (0 = off)
+    sep_weight: float = 0.0  #: weight of the token-separation loss on the projector output (0 = off)
     retrieval: bool = True  #: add the easy look-up questions to training (see data.questions_for)
     eval_every: int = 250
     stop_after: int | None = None  #: end the language stage after this many steps (the schedule still spans lm_steps)
@@ -156,7 +162,7 @@ class TrainConfig:
             raise ValueError("stage_from and vision_from are exclusive: a stage already holds its vision tower")
         if not isinstance(self.easy_steps, int) or not 0 <= self.easy_steps < self.lm_steps:
             raise ValueError(f"easy_steps must be an int in [0, lm_steps), got {self.easy_steps!r}")
-        for name in ("aux_weight", "attn_weight"):
+        for name in ("aux_weight", "attn_weight", "sep_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.aux_layer is not None and (
@@ -454,6 +460,7 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
                 "classes": torch.from_numpy(classes[keep]),
                 "flags": torch.from_numpy(flags[keep]),
                 "queries": queries,
+                "owner": torch.from_numpy(cell_obj),
             }
         )
     return items
@@ -488,11 +495,35 @@ def _attention_mass_loss(model, hidden_in: torch.Tensor, layer: int, targets: li
     return torch.stack(losses).mean() if losses else torch.zeros(())
 
 
-def _lm_loss(model, aux, items, aux_layer: int, attn: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(answer cross-entropy, per-visual-token auxiliary loss, evidence-attention loss) of a batch."""
+def separation_loss(feats: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Token-separation loss of one clip: mean of relu(cos)^2 over the pairs of tokens whose covering
+    thing differs. ``feats`` (N, D) visual tokens, ``owner`` (N,) int: the object covering each token's
+    cell, -1 for background. Zero when every token shows the same thing."""
+    if feats.shape[0] != owner.shape[0]:
+        raise ValueError(
+            f"feats and owner must have the same number of tokens, got {feats.shape[0]} and {owner.shape[0]}"
+        )
+    unit = F.normalize(feats.float(), dim=-1)
+    differ = owner[:, None] != owner[None, :]
+    if not bool(differ.any()):
+        return feats.new_zeros(())
+    cos = (unit @ unit.T).clamp_min(0.0)
+    return (cos * cos)[differ].mean()
+
+
+def _lm_loss(
+    model, aux, items, aux_layer: int, attn: bool, sep: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(answer cross-entropy, per-visual-token auxiliary loss, evidence-attention loss, token-separation
+    loss) of a batch; the last is zero unless ``sep``."""
     hidden = torch.stack([it["hidden"] for it in items]).float()
     B, T = hidden.shape[:2]
     feats = _project(model, hidden.flatten(0, 1)).reshape(B, -1, model.config.text_config.hidden_size)
+    sep_loss = (
+        torch.stack([separation_loss(feats[b], it["owner"]) for b, it in enumerate(items)]).mean()
+        if sep
+        else torch.zeros(())
+    )
     newline = model.model.image_newline
     embed = model.get_input_embeddings()
     seqs, labs, starts = [], [], []
@@ -537,7 +568,7 @@ def _lm_loss(model, aux, items, aux_layer: int, attn: bool) -> tuple[torch.Tenso
         attn_loss = _attention_mass_loss(model, out.hidden_states[last - 1], last - 1, words) + _attention_mass_loss(
             model, out.hidden_states[last], last, evid
         )
-    return loss, aux_loss, attn_loss
+    return loss, aux_loss, attn_loss, sep_loss
 
 
 def write_reference(
@@ -757,14 +788,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     for step in range(cfg.lm_steps if cfg.stop_after is None else cfg.stop_after):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.lm_steps, cfg, cfg.lm_lr)
-        loss, aux_loss, attn_loss = _lm_loss(
-            model, lm_aux, _lm_batch(cfg, proc, cache, step), aux_layer, cfg.attn_weight > 0
+        loss, aux_loss, attn_loss, sep_loss = _lm_loss(
+            model, lm_aux, _lm_batch(cfg, proc, cache, step), aux_layer, cfg.attn_weight > 0, cfg.sep_weight > 0
         )
         opt.zero_grad(set_to_none=True)
-        (loss + cfg.aux_weight * aux_loss + cfg.attn_weight * attn_loss).backward()
+        (loss + cfg.aux_weight * aux_loss + cfg.attn_weight * attn_loss + cfg.sep_weight * sep_loss).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        parts = {"loss": loss.item(), "aux": aux_loss.item(), "attn": attn_loss.item()}
+        parts = {"loss": loss.item(), "aux": aux_loss.item(), "attn": attn_loss.item(), "sep": sep_loss.item()}
         ema = parts if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in parts.items()}
         if step % 50 == 0:
             log(
