@@ -76,3 +76,32 @@ def test_tokenizer_and_processor_round_trip(tmp_path):
         proc.prompt("  ")
     with pytest.raises(ValueError, match="frames"):
         proc.pixels(torch.zeros(2, 3).numpy())
+
+
+def test_served_encodings_give_the_same_answers_without_the_encoder(shipped):
+    """accuracy(..., encodings=...) runs the vision encoder once per batch and layout, whatever the method."""
+    import tango_prune as tp
+    from tango_prune.models import last_encoding
+
+    model, proc = shipped
+    calls = []
+    hook = model.model.vision_tower.register_forward_hook(lambda *_: calls.append(1))
+    served: dict = {}
+    try:
+        for method, r in (("tango", 0.1), ("random", 0.5)):
+            tp.apply(model, tp.make_config(method, retention=r))
+            try:
+                assert last_encoding(model) is None  # a fresh patch has served nothing yet
+                calls.clear()
+                plain = accuracy(model, proc, range(6), 3)
+                assert len(calls) == 2
+                calls.clear()
+                got = accuracy(model, proc, range(6), 3, encodings=served)
+                assert got == plain
+                # the first method fills the cache (two encoder passes), every later call is served
+                assert len(calls) == (2 if method == "tango" else 0)
+                assert sorted(served) == [(0, 1, 2), (3, 4, 5)]
+            finally:
+                tp.remove(model)
+    finally:
+        hook.remove()

@@ -38,6 +38,7 @@ __all__ = [
     "last_results",
     "stages",
     "reuse_encoding",
+    "last_encoding",
     "on_phase",
     "is_applied",
     "SUPPORTED",
@@ -238,6 +239,13 @@ def reuse_encoding(model: Any, encoded: Any) -> None:
     """
     state = _state(model)
     state.encoded = encoded
+
+
+def last_encoding(model: Any) -> Any:
+    """The encoder output (the family's ``encode`` result) of the last call with videos, computed or served
+    by :func:`reuse_encoding`; ``None`` before the first such call. Hand it to :func:`reuse_encoding` to
+    serve later calls with the same videos (an evaluation scoring many methods on one batch)."""
+    return _state(model).last_encoded
 
 
 def on_phase(model: Any, fn: Any) -> None:

@@ -56,6 +56,8 @@ class PatchState:
     #: an encoder output (the family's ``encode`` result) served to every call instead of encoding again;
     #: set by :func:`tango_prune.models.reuse_encoding` (benchmarks: one encoder pass for many runs)
     encoded: Any = None
+    #: the encoder output the last call with videos used (served or computed; see :meth:`encoding`)
+    last_encoded: Any = None
     #: figures of the last prefill with videos (see :func:`tango_prune.models.stats`)
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: the PruneResult of every video of the last call with videos
@@ -64,6 +66,12 @@ class PatchState:
     stages: list[Any] = dataclasses.field(default_factory=list)
     #: ``fn(phase)`` callbacks at the phase boundaries of a pruned call (:func:`tango_prune.models.on_phase`)
     phase_callbacks: list[Any] = dataclasses.field(default_factory=list)
+
+    def encoding(self, compute: Any) -> Any:
+        """The encoder output for this call: the served one (:attr:`encoded`) or ``compute()``; either way
+        remembered as :attr:`last_encoded` (:func:`tango_prune.models.last_encoding`)."""
+        self.last_encoded = self.encoded if self.encoded is not None else compute()
+        return self.last_encoded
 
     def mark(self, phase: str) -> None:
         """Tell every phase callback that ``phase`` (``vision_start``, ``vision_end``, ``prune_end``) is reached."""

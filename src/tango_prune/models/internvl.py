@@ -162,7 +162,7 @@ class InternVLAdapter(ModelFamily):
         vfss = kwargs.get("vision_feature_select_strategy") or cfg.vision_feature_select_strategy
         state.mark("vision_start")
         timer = Timer(pv.device).start()
-        feats, sal = state.encoded if state.encoded is not None else self.encode(model, pv, vfl, vfss)
+        feats, sal = state.encoding(lambda: self.encode(model, pv, vfl, vfss))
         images = None
         if kwargs.get("pixel_values") is not None:
             # why: upstream refuses pixel_values next to mm_encoder_outputs; images are encoded here by the

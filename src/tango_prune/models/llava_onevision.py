@@ -227,7 +227,7 @@ class LlavaOnevisionAdapter(ModelFamily):
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
         # why: features follow the caller's grad mode (training through a pruned model keeps gradients to the
         # vision tower and projector); only the saliency is computed without a graph.
-        feats, sal = state.encoded if state.encoded is not None else self.encode(model, pv, vfl, vfss)
+        feats, sal = state.encoding(lambda: self.encode(model, pv, vfl, vfss))
         if kwargs.get("pixel_values") is not None:
             # why: upstream refuses pixel inputs next to mm_encoder_outputs, so images are encoded here,
             # by the unchanged upstream method, and passed the same way (untouched).

@@ -164,7 +164,7 @@ class Qwen25VLAdapter(ModelFamily):
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
         # why: features follow the caller's grad mode (gradients reach the vision tower when training); the
         # saliency is computed without a graph.
-        encoded = state.encoded if state.encoded is not None else self.encode(model, pv, grid)
+        encoded = state.encoding(lambda: self.encode(model, pv, grid))
         feats, sal = encoded[0], encoded[1]
         if kwargs.get("pixel_values") is not None:
             # why: upstream refuses pixel inputs next to mm_encoder_outputs; images pass through untouched.
