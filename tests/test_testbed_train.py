@@ -125,6 +125,33 @@ def test_bad_train_config_raises():
         TR.TrainConfig(out_dir="x", aux_weight=-1.0)
     with pytest.raises(ValueError, match="sep_weight"):
         TR.TrainConfig(out_dir="x", sep_weight=-0.5)
+    for bad in ((("direction", 0.0),), (("nope", 2.0),), (("count", 2.0), ("count", 3.0)), ("direction",)):
+        with pytest.raises(ValueError, match="answer_weights"):
+            TR.TrainConfig(out_dir="x", answer_weights=bad)
+    for arg in ("direction", "direction=x", "nope=2"):  # one-line CLI errors before any work
+        assert main(["testbed", "train", "--out", "x", "--answer-weight", arg]) == 2
+    # a record read back from training.json (lists) is the same config
+    assert TR.TrainConfig(out_dir="x", answer_weights=[["direction", 3]]).answer_weights == (("direction", 3.0),)
+
+
+def test_answer_weights_weigh_the_answer_tokens_of_their_question_type():
+    clips = [D.make_clip(D.TRAIN, i) for i in range(3)]
+    cache = [
+        (torch.zeros(D.NUM_FRAMES, 144, 8, dtype=torch.float16), c.objects, TR._cell_objects(c.shape_ids, 12))
+        for c in clips
+    ]
+    from tango_prune.testbed.model import TestbedProcessor, build_tokenizer
+
+    proc = TestbedProcessor(build_tokenizer(), D.IMAGE_SIZE, 6)
+    plain = TR._lm_batch(TR.TrainConfig(out_dir="x", lm_batch=2), proc, cache, 500)  # past the easy steps
+    cfg = TR.TrainConfig(out_dir="x", lm_batch=2, answer_weights=(("count", 5.0),))
+    boosted = TR._lm_batch(cfg, proc, cache, 500)
+    for a, b in zip(plain, boosted):
+        assert a["weights"] is None and a["ids"] == b["ids"] and a["labels"] == b["labels"]  # same draws
+        w, lab = b["weights"], b["labels"]
+        assert len(w) == len(lab) and all((x > 0) == (y != -100) for x, y in zip(w, lab))
+        assert set(w) - {0.0} <= {1.0, 5.0}
+    assert any(5.0 in b["weights"] for b in boosted)  # every clip has a count question
 
 
 def test_separation_loss_reads_only_pairs_covered_by_different_things():

@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "different things are pushed towards non-positive cosine (0 = off)",
     )
     t.add_argument(
+        "--answer-weight",
+        action="append",
+        default=[],
+        metavar="QTYPE=W",
+        help="the answer loss of this question type weighs W (others 1), e.g. direction=3 (repeatable)",
+    )
+    t.add_argument(
         "--layouts",
         choices=["background", "distribution"],
         default=defaults.layouts,
@@ -155,6 +162,15 @@ def run(args: argparse.Namespace) -> int:
     from ..testbed.train import TrainConfig, train
 
     try:
+        weights = []
+        for item in args.answer_weight:
+            qtype, sep, value = item.partition("=")
+            try:
+                weights.append((qtype, float(value)))
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise ValueError(f"--answer-weight must be QTYPE=W with a number W, got {item!r}")
         cfg = TrainConfig(
             out_dir=str(args.out),
             seed=args.seed,
@@ -168,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             aux_weight=args.aux_weight,
             attn_weight=args.attn_weight,
             sep_weight=args.sep_weight,
+            answer_weights=tuple(weights),
             layouts=args.layouts,
             drop_prob=args.drop_prob,
             full_layout_prob=args.full_layout_prob,

@@ -28,6 +28,8 @@
      one of the objects) are pushed towards non-positive cosine: mean of relu(cos)^2 over such pairs. A
      per-token stand-in for what contrastive pre-training gives real encoders: content that differs has
      features that differ. It reads only which object covers each cell, never a threshold of a method.
+   - *Answer weights* (``answer_weights``, default none): the answer loss of chosen question types weighs more
+     (a weighted mean over answer tokens), e.g. ``direction``, the type the model answers worst.
    - *Evidence-attention loss* (``attn_weight``, default 0 = off, kept for the ablation): head 0 of the
      second-to-last layer attends from the answer-predicting position to the question's words, head 0 of the
      last layer to the visual tokens that hold the evidence (``data.Question.subject``).
@@ -102,6 +104,8 @@ class TrainConfig:
     aux_layer: int | None = None  #: LLM layer whose output the auxiliary loss reads; None = text_layers // 2 (>= 1)
     attn_weight: float = 1.0  #: weight of the evidence-attention loss of the last LLM layer (0 = off)
     sep_weight: float = 0.0  #: weight of the token-separation loss on the projector output (0 = off)
+    #: ((question type, weight), ...): the answer loss of those types weighs that much (others 1; () = plain mean)
+    answer_weights: tuple = ()
     retrieval: bool = True  #: add the easy look-up questions to training (see data.questions_for)
     eval_every: int = 250
     stop_after: int | None = None  #: end the language stage after this many steps (the schedule still spans lm_steps)
@@ -162,6 +166,24 @@ class TrainConfig:
             raise ValueError("stage_from and vision_from are exclusive: a stage already holds its vision tower")
         if not isinstance(self.easy_steps, int) or not 0 <= self.easy_steps < self.lm_steps:
             raise ValueError(f"easy_steps must be an int in [0, lm_steps), got {self.easy_steps!r}")
+        pairs = self.answer_weights
+        ok = isinstance(pairs, (tuple, list)) and all(
+            isinstance(p, (tuple, list))
+            and len(p) == 2
+            and isinstance(p[1], (int, float))
+            and not isinstance(p[1], bool)
+            and p[1] > 0
+            for p in pairs
+        )
+        if not ok:
+            raise ValueError(f"answer_weights must be ((question type, weight > 0), ...), got {pairs!r}")
+        # training.json holds them as lists: a record read back is the same config
+        object.__setattr__(self, "answer_weights", tuple((p[0], float(p[1])) for p in pairs))
+        types = [t for t, _ in self.answer_weights]
+        if any(t not in D.QTYPES + ("color", "shape") for t in types) or len(set(types)) != len(types):
+            raise ValueError(
+                f"answer_weights must name distinct question types of {D.QTYPES + ('color', 'shape')}, got {types}"
+            )
         for name in ("aux_weight", "attn_weight", "sep_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -440,6 +462,8 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
             keep = obj | (rng.random(obj.shape[0]) < rng.uniform(0.0, 1.0))
         ids: list[int] = []
         labels: list[int] = []
+        weights: list[float] = []
+        boost = dict(cfg.answer_weights)
         queries: list[Any] = []
         for q in (qs[i] for i in rng.permutation(len(qs))[: cfg.questions_per_clip]):
             p = tok(proc.prompt(q.text, q.options), add_special_tokens=False)["input_ids"]
@@ -450,6 +474,7 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
                 queries.append((len(ids) + len(p) - 1, torch.from_numpy(ev), torch.arange(n_q) + len(ids) + 2))
             ids += p + a
             labels += [-100] * len(p) + a
+            weights += [0.0] * len(p) + [float(boost.get(q.qtype, 1.0))] * len(a)
         classes, flags = _aux_targets(objects, cell_obj, T)
         items.append(
             {
@@ -461,6 +486,7 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
                 "flags": torch.from_numpy(flags[keep]),
                 "queries": queries,
                 "owner": torch.from_numpy(cell_obj),
+                "weights": weights if boost else None,
             }
         )
     return items
@@ -526,28 +552,38 @@ def _lm_loss(
     )
     newline = model.model.image_newline
     embed = model.get_input_embeddings()
-    seqs, labs, starts = [], [], []
+    seqs, labs, wts, starts = [], [], [], []
     for b, it in enumerate(items):
         vis = torch.cat([feats[b][it["keep"]], newline[None]], 0)
         seqs.append(torch.cat([vis, embed(torch.tensor(it["ids"]))], 0))
         labs.append(torch.tensor([-100] * vis.shape[0] + it["labels"]))
+        if it.get("weights") is not None:
+            wts.append(torch.tensor([0.0] * vis.shape[0] + it["weights"]))
         starts.append(vis.shape[0])
     L = -(-max(x.shape[0] for x in seqs) // 64) * 64  # few distinct shapes: CPU kernels are cached per shape
     x = torch.zeros(B, L, seqs[0].shape[1])
     y = torch.full((B, L), -100, dtype=torch.long)
+    w = torch.zeros(B, L)
     yc = torch.full((B, L, 3), -100, dtype=torch.long)
     yf = torch.full((B, L, 2), -1.0)
     mask = torch.zeros(B, L, dtype=torch.long)
     for b, (sq, lb, it) in enumerate(zip(seqs, labs, items)):
         x[b, : sq.shape[0]] = sq
         y[b, : sq.shape[0]] = lb
+        if wts:
+            w[b, : sq.shape[0]] = wts[b]
         yc[b, : it["classes"].shape[0]] = it["classes"]
         yf[b, : it["flags"].shape[0]] = it["flags"]
         mask[b, : sq.shape[0]] = 1
     want_hidden = aux is not None or attn
     out = model.model.language_model(inputs_embeds=x, attention_mask=mask, output_hidden_states=want_hidden)
     logits = model.lm_head(out.last_hidden_state)
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100)
+    if wts:  # answer tokens weighted by question type (TrainConfig.answer_weights): a weighted mean
+        ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100, reduction="none")
+        wf = w[:, 1:].flatten()
+        loss = (ce * wf).sum() / wf.sum().clamp_min(1e-12)
+    else:
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100)
     aux_loss = attn_loss = torch.zeros(())
     if aux is not None:
         a = aux(out.hidden_states[aux_layer])
