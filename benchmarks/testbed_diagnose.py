@@ -1,4 +1,4 @@
-"""Two diagnoses of a saved testbed model's failing instrument checks (docs/testbed.md, issue 10).
+"""Four diagnoses of a saved testbed model's failing instrument checks (docs/testbed.md, issue 10).
 
     python benchmarks/testbed_diagnose.py layout [--model DIR] [--questions 200] [--tau 0.8]
     python benchmarks/testbed_diagnose.py direction [--model DIR] [--questions 1000]
