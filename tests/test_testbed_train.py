@@ -125,7 +125,13 @@ def test_bad_train_config_raises():
         TR.TrainConfig(out_dir="x", aux_weight=-1.0)
     with pytest.raises(ValueError, match="sep_weight"):
         TR.TrainConfig(out_dir="x", sep_weight=-0.5)
-    for bad in ((("direction", 0.0),), (("nope", 2.0),), (("count", 2.0), ("count", 3.0)), ("direction",)):
+    for bad in (
+        (("direction", 0.0),),
+        (("direction", float("inf")),),
+        (("nope", 2.0),),
+        (("count", 2.0), ("count", 3.0)),
+        ("direction",),
+    ):
         with pytest.raises(ValueError, match="answer_weights"):
             TR.TrainConfig(out_dir="x", answer_weights=bad)
     for arg in ("direction", "direction=x", "nope=2"):  # one-line CLI errors before any work

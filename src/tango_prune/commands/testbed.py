@@ -166,11 +166,12 @@ def run(args: argparse.Namespace) -> int:
         for item in args.answer_weight:
             qtype, sep, value = item.partition("=")
             try:
-                weights.append((qtype, float(value)))
+                w = float(value) if sep else None
             except ValueError:
-                sep = ""
-            if not sep:
+                w = None
+            if w is None:
                 raise ValueError(f"--answer-weight must be QTYPE=W with a number W, got {item!r}")
+            weights.append((qtype, w))
         cfg = TrainConfig(
             out_dir=str(args.out),
             seed=args.seed,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -67,7 +67,7 @@ class PatchState:
     #: ``fn(phase)`` callbacks at the phase boundaries of a pruned call (:func:`tango_prune.models.on_phase`)
     phase_callbacks: list[Any] = dataclasses.field(default_factory=list)
 
-    def encoding(self, compute: Any) -> Any:
+    def encoding(self, compute: Callable[[], Any]) -> Any:
         """The encoder output for this call: the served one (:attr:`encoded`) or ``compute()``; either way
         remembered as :attr:`last_encoded` (:func:`tango_prune.models.last_encoding`)."""
         self.last_encoded = self.encoded if self.encoded is not None else compute()

@@ -172,11 +172,12 @@ class TrainConfig:
             and len(p) == 2
             and isinstance(p[1], (int, float))
             and not isinstance(p[1], bool)
+            and math.isfinite(p[1])
             and p[1] > 0
             for p in pairs
         )
         if not ok:
-            raise ValueError(f"answer_weights must be ((question type, weight > 0), ...), got {pairs!r}")
+            raise ValueError(f"answer_weights must be ((question type, finite weight > 0), ...), got {pairs!r}")
         # training.json holds them as lists: a record read back is the same config
         object.__setattr__(self, "answer_weights", tuple((p[0], float(p[1])) for p in pairs))
         types = [t for t, _ in self.answer_weights]
@@ -438,6 +439,7 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
     tok = proc.tokenizer
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7, step]))
     easy = step < cfg.easy_steps
+    boost = dict(cfg.answer_weights)
     items = []
     for k in rng.choice(len(cache), size=cfg.lm_batch, replace=False):
         entry = cache[int(k)]
@@ -463,7 +465,6 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
         ids: list[int] = []
         labels: list[int] = []
         weights: list[float] = []
-        boost = dict(cfg.answer_weights)
         queries: list[Any] = []
         for q in (qs[i] for i in rng.permutation(len(qs))[: cfg.questions_per_clip]):
             p = tok(proc.prompt(q.text, q.options), add_special_tokens=False)["input_ids"]
@@ -557,21 +558,18 @@ def _lm_loss(
         vis = torch.cat([feats[b][it["keep"]], newline[None]], 0)
         seqs.append(torch.cat([vis, embed(torch.tensor(it["ids"]))], 0))
         labs.append(torch.tensor([-100] * vis.shape[0] + it["labels"]))
-        if it.get("weights") is not None:
+        if it["weights"] is not None:
             wts.append(torch.tensor([0.0] * vis.shape[0] + it["weights"]))
         starts.append(vis.shape[0])
     L = -(-max(x.shape[0] for x in seqs) // 64) * 64  # few distinct shapes: CPU kernels are cached per shape
     x = torch.zeros(B, L, seqs[0].shape[1])
     y = torch.full((B, L), -100, dtype=torch.long)
-    w = torch.zeros(B, L)
     yc = torch.full((B, L, 3), -100, dtype=torch.long)
     yf = torch.full((B, L, 2), -1.0)
     mask = torch.zeros(B, L, dtype=torch.long)
     for b, (sq, lb, it) in enumerate(zip(seqs, labs, items)):
         x[b, : sq.shape[0]] = sq
         y[b, : sq.shape[0]] = lb
-        if wts:
-            w[b, : sq.shape[0]] = wts[b]
         yc[b, : it["classes"].shape[0]] = it["classes"]
         yf[b, : it["flags"].shape[0]] = it["flags"]
         mask[b, : sq.shape[0]] = 1
@@ -579,6 +577,9 @@ def _lm_loss(
     out = model.model.language_model(inputs_embeds=x, attention_mask=mask, output_hidden_states=want_hidden)
     logits = model.lm_head(out.last_hidden_state)
     if wts:  # answer tokens weighted by question type (TrainConfig.answer_weights): a weighted mean
+        w = torch.zeros(B, L)
+        for b, wt in enumerate(wts):
+            w[b, : wt.shape[0]] = wt
         ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100, reduction="none")
         wf = w[:, 1:].flatten()
         loss = (ce * wf).sum() / wf.sum().clamp_min(1e-12)
