@@ -1,8 +1,9 @@
-"""Four diagnoses of a saved testbed model's failing instrument checks (docs/testbed.md, issue 10).
+"""Five diagnoses of a saved testbed model's failing instrument checks (docs/testbed.md, issue 10).
 
     python benchmarks/testbed_diagnose.py layout [--model DIR] [--questions 200] [--tau 0.8]
     python benchmarks/testbed_diagnose.py direction [--model DIR] [--questions 1000]
     python benchmarks/testbed_diagnose.py motion [--model DIR] [--questions 160]
+    python benchmarks/testbed_diagnose.py packing [--model DIR] [--questions 1000]
     python benchmarks/testbed_diagnose.py collapse [--model DIR] [--questions 80] [--tau 0.8]
 
 ``layout``: is what Tango at r = 1.0 (static collapse only) costs the model the *layout* of the kept tokens or
@@ -16,8 +17,13 @@ of objects, the subject's path length and the frames it is visible.
 ``motion``: does the LLM know which way each object moves? A linear probe (multinomial logistic regression)
 on the hidden state of every object token (from 2 frames after its object appeared, as the training's
 per-token auxiliary target) after each LLM layer, all tokens shown, fitted on the first 75% of the questions'
-clips and scored on the rest. High accuracy with a low direction score means the model perceives motion but
-does not retrieve the asked mover.
+clips and scored on the rest; also on the moving objects' tokens only and on each moving object's mean token
+(what attention to that object averages), with the share of the variance the direction explains. High
+accuracy with a low direction score means the model perceives motion but does not retrieve the asked mover.
+
+``packing``: training packs several questions after one clip, so a later direction question could be answered
+by elimination from the earlier answers. Does the model do that? Each direction question whose clip has
+others is asked alone and after the others with their correct answers.
 
 ``collapse``: what does static collapse (Tango at r = 1.0, ``--tau`` its ``tau_static``) remove on this model?
 The cosine of consecutive frames' features at each cell (the similarity the static test reads), by what the
@@ -225,40 +231,102 @@ def _object_states(model, proc, n: int) -> tuple[dict[int, list[torch.Tensor]], 
     return states, labels, clips
 
 
+def _probe_accuracy(x: torch.Tensor, y: torch.Tensor, fit: torch.Tensor, classes: int) -> float:
+    """Held-out accuracy of a multinomial logistic regression on standardised ``x``, fitted where ``fit``."""
+    x = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
+    torch.manual_seed(0)
+    w = torch.zeros(x.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = F.cross_entropy(x[fit] @ w + b, y[fit]) + 1e-3 * (w**2).sum()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return ((x[~fit] @ w + b).argmax(1) == y[~fit]).float().mean().item()
+
+
 def motion(model, proc, n: int) -> None:
-    """Print the held-out accuracy of a linear direction probe on the object tokens after each LLM layer."""
+    """Print the held-out accuracy of a linear direction probe on the object tokens after each LLM layer: on
+    every object token, on the moving objects' tokens only, and on each moving object's mean token; and the
+    share of the moving tokens' variance (after RMS normalisation, what the next layer reads) that the
+    direction explains."""
     states, labels, clips = _object_states(model, proc, n)
     y, g = torch.tensor(labels), torch.tensor(clips)
     fit = g < int(0.75 * n)
     chance = torch.bincount(y[~fit], minlength=len(D.DIRECTIONS)).max().item() / int((~fit).sum())
+    moving = y != D.DIRECTIONS.index("none")
+    objects = sorted(set(zip(g[moving].tolist(), y[moving].tolist())))  # (clip, direction): one per mover
     print(f"{len(labels)} object tokens from {n} clips; majority-class accuracy {chance:.3f}")
-    torch.manual_seed(0)
+    print(f"{int(moving.sum())} of them from {len(objects)} moving objects")
+    k = len(D.DIRECTIONS)
     for layer, xs in states.items():
         x = torch.stack(xs).float()
-        x = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
-        w = torch.zeros(x.shape[1], len(D.DIRECTIONS), requires_grad=True)
-        b = torch.zeros(len(D.DIRECTIONS), requires_grad=True)
-        opt = torch.optim.Adam([w, b], lr=0.05)
-        for _ in range(300):
-            opt.zero_grad()
-            loss = F.cross_entropy(x[fit] @ w + b, y[fit]) + 1e-3 * (w**2).sum()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            acc = ((x[~fit] @ w + b).argmax(1) == y[~fit]).float().mean().item()
-        print(f"  after LLM layer {layer}{' (input embeddings)' if layer == 0 else ''}: direction {acc:.3f}")
+        acc = _probe_accuracy(x, y, fit, k)
+        xm, ym, gm = x[moving], y[moving], g[moving]
+        acc_m = _probe_accuracy(xm, ym, fit[moving], k)
+        xo = torch.stack([xm[(gm == c) & (ym == d)].mean(0) for c, d in objects])
+        yo, go = torch.tensor([d for _, d in objects]), torch.tensor([c for c, _ in objects])
+        acc_o = _probe_accuracy(xo, yo, go < int(0.75 * n), k)
+        z = xm / xm.pow(2).mean(-1, keepdim=True).sqrt()
+        mu = z.mean(0)
+        between = sum(
+            float((z[ym == d].mean(0) - mu).pow(2).sum() * (ym == d).float().mean()) for d in ym.unique().tolist()
+        )
+        share = between / float((z - mu).pow(2).sum(-1).mean())
+        print(
+            f"  after LLM layer {layer}{' (input embeddings)' if layer == 0 else ''}: direction {acc:.3f}; "
+            f"moving tokens {acc_m:.3f}, moving objects' mean token {acc_o:.3f}, "
+            f"direction's share of the moving tokens' variance {share:.3f}"
+        )
+
+
+@torch.no_grad()
+def packing(model, proc, n: int) -> None:
+    """Print the direction accuracy of questions asked alone (as the evaluation asks them) and asked after the
+    clip's other direction questions with their correct answers (as training packs them, so an answer could be
+    found by elimination), on the first ``n`` held-out questions whose clip has another direction question."""
+    tok = proc.tokenizer
+    alone = after = total = 0
+    for i in D.heldout_indices(n):
+        s = D.make_sample(D.TEST, i)
+        q = s.question
+        if q.qtype != "direction":
+            continue
+        rng = np.random.default_rng([i, 17])
+        others = [o for o in D.questions_for(s.clip, rng) if o.qtype == "direction" and o.subject != q.subject]
+        if not others:
+            continue
+        inputs = proc(s.clip.frames, q.text, q.options)
+        ids = inputs["input_ids"][0]
+        nv = int((ids == proc.video_token_id).sum())
+        pre = " ".join(f"{proc.prompt(o.text, o.options)} {o.answer} {tok.eos_token}" for o in others)
+        packed = torch.cat([ids[:nv], torch.tensor(tok(pre, add_special_tokens=False)["input_ids"]), ids[nv:]])
+        for key, seq in (("alone", ids), ("after", packed)):
+            logits = model(
+                input_ids=seq[None],
+                attention_mask=torch.ones_like(seq)[None],
+                pixel_values_videos=inputs["pixel_values_videos"],
+            ).logits[0, -1]
+            ok = tok.convert_ids_to_tokens([int(logits.argmax())])[0] == q.answer
+            alone += int(ok and key == "alone")
+            after += int(ok and key == "after")
+        total += 1
+    print(f"{total} direction questions (of the first {n}) whose clip has another direction question:")
+    print(f"  asked alone: {alone} correct; after the other direction questions and their answers: {after} correct")
 
 
 def main() -> None:
     """Run one diagnosis."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("layout", "direction", "motion", "collapse"))
+    ap.add_argument("what", choices=("layout", "direction", "motion", "packing", "collapse"))
     ap.add_argument("--model", default=None, help="saved testbed model directory (default: shipped weights)")
     ap.add_argument(
         "--questions",
         type=int,
         default=None,
-        help="first N held-out questions (layout 200, direction 1000, motion 160, collapse 80)",
+        help="first N held-out questions (layout 200, direction 1000, motion 160, packing 1000, collapse 80)",
     )
     ap.add_argument(
         "--tau", type=float, default=0.8, help="layout, collapse: Tango's tau_static (default the published 0.8)"
@@ -273,6 +341,8 @@ def main() -> None:
         direction(model, proc, args.questions or 1000)
     elif args.what == "motion":
         motion(model, proc, args.questions or 160)
+    elif args.what == "packing":
+        packing(model, proc, args.questions or 1000)
     else:
         collapse(model, proc, args.questions or 80, args.tau)
 

@@ -16,10 +16,12 @@ def test_diagnoses_run_and_leave_no_method_registered(capsys):
     diag.layout(model, proc, 3)
     diag.direction(model, proc, 20)
     diag.motion(model, proc, 8)
+    diag.packing(model, proc, 40)
     diag.collapse(model, proc, 3, 0.8)
     out = capsys.readouterr().out
     assert "same positions, raw features" in out and "direction questions among the first 20" in out
     assert "after LLM layer 4: direction" in out and "moving objects: tokens kept" in out
+    assert "moving objects' mean token" in out and "after the other direction questions" in out
     assert "testbed-capture" not in tp.methods()
     assert diag.FIXED not in tp.methods()  # registered only while the layout diagnosis runs
     assert not tp.models.is_applied(model)

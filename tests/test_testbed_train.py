@@ -321,3 +321,53 @@ def test_shipped_training_record_is_a_config_of_this_code():
     # previous fixed-layout model (docs/testbed.md, "The shipped model")
     assert cfg.layouts == "distribution" and cfg.attn_weight == 0.0 and cfg.lm_steps == 2000
     assert cfg.lm_lr == 1e-3 and cfg.lm_from is not None and cfg.seed == 0
+
+
+def test_isolated_packing_answers_each_question_as_if_asked_alone():
+    from tango_prune.testbed.model import load
+
+    model, proc = load()
+    lm = model.model.language_model.eval()
+    embed = model.get_input_embeddings()
+    g = torch.Generator().manual_seed(0)
+    tok = proc.tokenizer
+    qs = [tok(t, add_special_tokens=False)["input_ids"] for t in ("question : how many shapes", "answer : two <eos>")]
+    rows = []  # two rows with different visual lengths, two questions each, padded to one length
+    for V in (7, 11):
+        vis = torch.randn(V, lm.config.hidden_size, generator=g)
+        rows.append((vis, [embed(torch.tensor(q)) for q in qs]))
+    L = 32
+    x = torch.zeros(2, L, lm.config.hidden_size)
+    spans = []
+    for b, (vis, q) in enumerate(rows):
+        seq = torch.cat([vis, *q])
+        x[b, : seq.shape[0]] = seq
+        spans.append([(0, len(qs[0])), (len(qs[0]), len(qs[1]))])
+    mask, pos = TR.isolated_mask(L, [r[0].shape[0] for r in rows], spans)
+    with torch.no_grad():
+        packed = lm(inputs_embeds=x, attention_mask=mask, position_ids=pos).last_hidden_state
+        assert torch.isfinite(packed).all()  # padding rows attend to themselves, never to nothing
+        for b, (vis, q) in enumerate(rows):
+            V = vis.shape[0]
+            for j, (off, n) in enumerate(spans[b]):
+                alone = lm(inputs_embeds=torch.cat([vis, q[j]])[None]).last_hidden_state[0, V:]
+                torch.testing.assert_close(packed[b, V + off : V + off + n], alone, atol=1e-5, rtol=1e-5)
+            # the visual tokens see only each other, causally
+            torch.testing.assert_close(packed[b, :V], lm(inputs_embeds=vis[None]).last_hidden_state[0])
+    with pytest.raises(ValueError, match="length"):
+        TR.isolated_mask(10, [7], [[(0, 5)]])
+    with pytest.raises(ValueError, match="isolate_questions"):
+        TR.TrainConfig(out_dir="x", isolate_questions=True, attn_weight=1.0)
+    # the batch records the spans only when asked, and they tile the text exactly
+    clips = [D.make_clip(D.TRAIN, i) for i in range(2)]
+    cache = [
+        (torch.zeros(D.NUM_FRAMES, 144, 8, dtype=torch.float16), c.objects, TR._cell_objects(c.shape_ids, 12))
+        for c in clips
+    ]
+    cfg = TR.TrainConfig(out_dir="x", lm_batch=2, attn_weight=0.0, isolate_questions=True)
+    for it, plain in zip(
+        TR._lm_batch(cfg, proc, cache, 500), TR._lm_batch(TR.TrainConfig(out_dir="x", lm_batch=2), proc, cache, 500)
+    ):
+        assert plain["spans"] is None and plain["ids"] == it["ids"]  # the same draws
+        assert [o for o, _ in it["spans"]] == list(np.cumsum([0] + [n for _, n in it["spans"]])[:-1])
+        assert sum(n for _, n in it["spans"]) == len(it["ids"])

@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the answer loss of this question type weighs W (others 1), e.g. direction=3 (repeatable)",
     )
     t.add_argument(
+        "--isolate-questions",
+        action="store_true",
+        help="each packed question attends to the video and its own words only, at the positions it has when "
+        "asked alone (default: plain causal packing, where later questions see earlier answers)",
+    )
+    t.add_argument(
         "--layouts",
         choices=["background", "distribution"],
         default=defaults.layouts,
@@ -186,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
             attn_weight=args.attn_weight,
             sep_weight=args.sep_weight,
             answer_weights=tuple(weights),
+            isolate_questions=args.isolate_questions,
             layouts=args.layouts,
             drop_prob=args.drop_prob,
             full_layout_prob=args.full_layout_prob,

@@ -30,6 +30,9 @@
      features that differ. It reads only which object covers each cell, never a threshold of a method.
    - *Answer weights* (``answer_weights``, default none): the answer loss of chosen question types weighs more
      (a weighted mean over answer tokens), e.g. ``direction``, the type the model answers worst.
+   - *Isolated questions* (``isolate_questions``, default off): each packed question attends to the video and
+     its own words only, at the positions it has when asked alone (:func:`isolated_mask`), so no question sees
+     another's answer, as at evaluation. Off, a later direction question could be answered by elimination.
    - *Evidence-attention loss* (``attn_weight``, default 0 = off, kept for the ablation): head 0 of the
      second-to-last layer attends from the answer-predicting position to the question's words, head 0 of the
      last layer to the visual tokens that hold the evidence (``data.Question.subject``).
@@ -55,7 +58,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -106,6 +109,9 @@ class TrainConfig:
     sep_weight: float = 0.0  #: weight of the token-separation loss on the projector output (0 = off)
     #: ((question type, weight), ...): the answer loss of those types weighs that much (others 1; () = plain mean)
     answer_weights: tuple = ()
+    #: each packed question attends to the video and its own words only, at the positions it has when asked
+    #: alone (as at evaluation); False: plain causal packing, where a later question sees the earlier answers
+    isolate_questions: bool = False
     retrieval: bool = True  #: add the easy look-up questions to training (see data.questions_for)
     eval_every: int = 250
     stop_after: int | None = None  #: end the language stage after this many steps (the schedule still spans lm_steps)
@@ -184,6 +190,12 @@ class TrainConfig:
         if any(t not in D.QTYPES + ("color", "shape") for t in types) or len(set(types)) != len(types):
             raise ValueError(
                 f"answer_weights must name distinct question types of {D.QTYPES + ('color', 'shape')}, got {types}"
+            )
+        if not isinstance(self.isolate_questions, bool):
+            raise ValueError(f"isolate_questions must be a bool, got {self.isolate_questions!r}")
+        if self.isolate_questions and self.attn_weight > 0:
+            raise ValueError(
+                "isolate_questions needs attn_weight=0: the evidence-attention loss assumes plain causal packing"
             )
         for name in ("aux_weight", "attn_weight", "sep_weight"):
             if not getattr(self, name) >= 0:
@@ -466,6 +478,7 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
         labels: list[int] = []
         weights: list[float] = []
         queries: list[Any] = []
+        spans: list[tuple[int, int]] = []
         for q in (qs[i] for i in rng.permutation(len(qs))[: cfg.questions_per_clip]):
             p = tok(proc.prompt(q.text, q.options), add_special_tokens=False)["input_ids"]
             a = tok(q.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -473,6 +486,7 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
             if ev.size:  # (answer-predicting position, visual evidence, the question's words) in text offsets
                 n_q = len(tok(q.text, add_special_tokens=False)["input_ids"])
                 queries.append((len(ids) + len(p) - 1, torch.from_numpy(ev), torch.arange(n_q) + len(ids) + 2))
+            spans.append((len(ids), len(p) + len(a)))
             ids += p + a
             labels += [-100] * len(p) + a
             weights += [0.0] * len(p) + [float(boost.get(q.qtype, 1.0))] * len(a)
@@ -488,6 +502,7 @@ def _lm_batch(cfg: TrainConfig, proc: TestbedProcessor, cache: list, step: int) 
                 "queries": queries,
                 "owner": torch.from_numpy(cell_obj),
                 "weights": weights if boost else None,
+                "spans": spans if cfg.isolate_questions else None,
             }
         )
     return items
@@ -520,6 +535,37 @@ def _attention_mass_loss(model, hidden_in: torch.Tensor, layer: int, targets: li
         for i, (_, keys) in enumerate(tg):
             losses.append(-torch.logsumexp(logp[i, keys], 0))
     return torch.stack(losses).mean() if losses else torch.zeros(())
+
+
+def isolated_mask(
+    length: int, starts: Sequence[int], spans: Sequence[Sequence[tuple[int, int]]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention mask (B, 1, length, length) bool and position ids (B, length) that isolate packed questions.
+
+    Row b holds ``starts[b]`` visual tokens, then its questions at ``spans[b] = [(offset after the visual
+    tokens, length), ...]`` (consecutive, in order), then padding. A question's tokens attend causally to the
+    visual tokens and to their own question only, at positions ``starts[b], starts[b] + 1, ...``: exactly what
+    they see when the question is asked alone right after the video, as at evaluation. Padding attends to itself
+    only (a row with no allowed key would give NaN)."""
+    if len(starts) != len(spans):
+        raise ValueError(f"starts and spans must have one entry per row, got {len(starts)} and {len(spans)}")
+    B = len(starts)
+    allowed = torch.zeros(B, length, length, dtype=torch.bool)
+    pos = torch.zeros(B, length, dtype=torch.long)
+    idx = torch.arange(length)
+    allowed[:, idx, idx] = True
+    for b, (v, row) in enumerate(zip(starts, spans)):
+        end = v + sum(n for _, n in row)
+        if end > length:
+            raise ValueError(f"row {b} needs {end} positions, more than length={length}")
+        allowed[b, :v, :v] = torch.tril(torch.ones(v, v, dtype=torch.bool))
+        pos[b, :v] = idx[:v]
+        for off, n in row:
+            a = v + off
+            allowed[b, a : a + n, :v] = True
+            allowed[b, a : a + n, a : a + n] = torch.tril(torch.ones(n, n, dtype=torch.bool))
+            pos[b, a : a + n] = idx[v : v + n]
+    return allowed[:, None], pos
 
 
 def separation_loss(feats: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
@@ -574,7 +620,10 @@ def _lm_loss(
         yf[b, : it["flags"].shape[0]] = it["flags"]
         mask[b, : sq.shape[0]] = 1
     want_hidden = aux is not None or attn
-    out = model.model.language_model(inputs_embeds=x, attention_mask=mask, output_hidden_states=want_hidden)
+    kwargs: dict[str, Any] = {"attention_mask": mask}
+    if items and items[0]["spans"] is not None:
+        kwargs["attention_mask"], kwargs["position_ids"] = isolated_mask(L, starts, [it["spans"] for it in items])
+    out = model.model.language_model(inputs_embeds=x, output_hidden_states=want_hidden, **kwargs)
     logits = model.lm_head(out.last_hidden_state)
     if wts:  # answer tokens weighted by question type (TrainConfig.answer_weights): a weighted mean
         w = torch.zeros(B, L)
