@@ -70,3 +70,14 @@ def test_against_times_another_checkout_on_bf16_features(monkeypatch, capsys):
     against.main()
     out = capsys.readouterr().out
     assert "same indices: True; same features: True" in out and "ratio against / ours" in out
+
+
+def test_static_camera_mode_times_the_default_config_on_a_video_without_cuts(prune_speed, monkeypatch, capsys):
+    argv = ["prune_speed.py", "--frames", "8", "--dims", "32", "--modes", "static-camera", "--repeats", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    prune_speed.main()
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tango | static-camera |")]
+    assert len(row) == 1 and "failed" not in row[0]
+    with pytest.raises(SystemExit):  # an unknown mode is an argparse error, not a traceback
+        monkeypatch.setattr(sys, "argv", ["prune_speed.py", "--modes", "static"])
+        prune_speed.main()
