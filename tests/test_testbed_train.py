@@ -356,6 +356,9 @@ def test_isolated_packing_answers_each_question_as_if_asked_alone():
             torch.testing.assert_close(packed[b, :V], lm(inputs_embeds=vis[None]).last_hidden_state[0])
     with pytest.raises(ValueError, match="length"):
         TR.isolated_mask(10, [7], [[(0, 5)]])
+    for bad in ([(1, 2)], [(0, 2), (1, 2)], [(0, 0)]):  # a gap, an overlap or an empty question
+        with pytest.raises(ValueError, match="consecutive"):
+            TR.isolated_mask(20, [7], [bad])
     with pytest.raises(ValueError, match="isolate_questions"):
         TR.TrainConfig(out_dir="x", isolate_questions=True, attn_weight=1.0)
     # the batch records the spans only when asked, and they tile the text exactly

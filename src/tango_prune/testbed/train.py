@@ -555,6 +555,9 @@ def isolated_mask(
     idx = torch.arange(length)
     allowed[:, idx, idx] = True
     for b, (v, row) in enumerate(zip(starts, spans)):
+        offsets = [o for o, _ in row]
+        if offsets != [sum(n for _, n in row[:j]) for j in range(len(row))] or any(n < 1 for _, n in row):
+            raise ValueError(f"spans of row {b} must be consecutive non-empty (offset, length) pairs from 0, got {row}")
         end = v + sum(n for _, n in row)
         if end > length:
             raise ValueError(f"row {b} needs {end} positions, more than length={length}")
