@@ -234,7 +234,6 @@ def _object_states(model, proc, n: int) -> tuple[dict[int, list[torch.Tensor]], 
 def _probe_accuracy(x: torch.Tensor, y: torch.Tensor, fit: torch.Tensor, classes: int) -> float:
     """Held-out accuracy of a multinomial logistic regression on standardised ``x``, fitted where ``fit``."""
     x = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
-    torch.manual_seed(0)
     w = torch.zeros(x.shape[1], classes, requires_grad=True)
     b = torch.zeros(classes, requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=0.05)
@@ -288,7 +287,8 @@ def packing(model, proc, n: int) -> None:
     clip's other direction questions with their correct answers (as training packs them, so an answer could be
     found by elimination), on the first ``n`` held-out questions whose clip has another direction question."""
     tok = proc.tokenizer
-    alone = after = total = 0
+    correct = {"alone": 0, "after": 0}
+    total = 0
     for i in D.heldout_indices(n):
         s = D.make_sample(D.TEST, i)
         q = s.question
@@ -309,12 +309,13 @@ def packing(model, proc, n: int) -> None:
                 attention_mask=torch.ones_like(seq)[None],
                 pixel_values_videos=inputs["pixel_values_videos"],
             ).logits[0, -1]
-            ok = tok.convert_ids_to_tokens([int(logits.argmax())])[0] == q.answer
-            alone += int(ok and key == "alone")
-            after += int(ok and key == "after")
+            correct[key] += int(tok.convert_ids_to_tokens([int(logits.argmax())])[0] == q.answer)
         total += 1
     print(f"{total} direction questions (of the first {n}) whose clip has another direction question:")
-    print(f"  asked alone: {alone} correct; after the other direction questions and their answers: {after} correct")
+    print(
+        f"  asked alone: {correct['alone']} correct; after the other direction questions and their answers: "
+        f"{correct['after']} correct"
+    )
 
 
 def main() -> None:
