@@ -1,10 +1,11 @@
-"""Five diagnoses of a saved testbed model's failing instrument checks (docs/testbed.md, issue 10).
+"""Six diagnoses of a saved testbed model's failing instrument checks (docs/testbed.md, issue 10).
 
     python benchmarks/testbed_diagnose.py layout [--model DIR] [--questions 200] [--tau 0.8]
     python benchmarks/testbed_diagnose.py direction [--model DIR] [--questions 1000]
     python benchmarks/testbed_diagnose.py motion [--model DIR] [--questions 160]
     python benchmarks/testbed_diagnose.py packing [--model DIR] [--questions 1000]
     python benchmarks/testbed_diagnose.py collapse [--model DIR] [--questions 80] [--tau 0.8]
+    python benchmarks/testbed_diagnose.py count [--model DIR] [--questions 300]
 
 ``layout``: is what Tango at r = 1.0 (static collapse only) costs the model the *layout* of the kept tokens or
 their *averaged features*? For each held-out question it scores all tokens, Tango r = 1.0, and the same kept
@@ -30,6 +31,14 @@ The cosine of consecutive frames' features at each cell (the similarity the stat
 cell shows in the two frames (the same background, the same object, or a change between object and
 background / another object), and the share of each object's tokens and frames that Tango keeps, for
 moving and static objects.
+
+``count``: is the evidence oracle's weak count cell a matter of *which* evidence tokens it keeps? On the count
+questions among the first ``--questions`` held-out ones, the oracle at r = 0.1 is scored with its evidence
+(every object token) laid out in other ways, each within the same budget: thinned and filled at random
+(seeded by the question), whole frames of object tokens (as many evenly spaced frames as fit), one cell per
+object per frame, each object's cells in its first frame only; next to all tokens, ``random`` and
+``uniform``. If no layout of the evidence beats random selection, the model's count at that budget is
+fragile whatever is kept.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ import tango_prune as tp
 from tango_prune.config import PruneConfig
 from tango_prune.methods import register, unregister
 from tango_prune.testbed import data as D
+from tango_prune.methods._common import frame_budget
+from tango_prune.testbed import oracle as O
 from tango_prune.testbed.evaluate import answer_batch
 from tango_prune.testbed.oracle import cell_objects
 from tango_prune.testbed.model import load
@@ -318,16 +329,88 @@ def packing(model, proc, n: int) -> None:
     )
 
 
+def _evidence_layouts(ev: np.ndarray, cells: np.ndarray, T: int, budget: int, seed: int) -> dict[str, np.ndarray]:
+    """The count evidence ``ev`` (N,) bool laid out in the ways :func:`count` compares; each a bool mask of the
+    evidence to hand to the oracle, except ``"random thinning and fill"``, the full kept set (``budget``
+    tokens)."""
+    L = ev.size // T
+    e, c = ev.reshape(T, L), cells.reshape(T, L)
+    rng = np.random.default_rng([seed, 23])
+    idx = np.nonzero(ev)[0]
+    if idx.size > budget:
+        idx = rng.choice(idx, budget, replace=False)
+    fill = rng.choice(np.setdiff1d(np.arange(ev.size), idx), budget - idx.size, replace=False)
+    rand = np.zeros_like(ev)
+    rand[np.concatenate([idx, fill])] = True
+    frames = np.zeros_like(e)
+    for k in range(T, 0, -1):  # the most evenly spaced whole frames whose object tokens fit the budget
+        fr = np.unique(np.round(np.linspace(0, T - 1, k)).astype(int))
+        if e[fr].sum() <= budget:
+            frames[fr] = e[fr]
+            break
+    per_frame = np.zeros_like(e)
+    once = np.zeros_like(e)
+    for o in np.unique(cells[ev]):
+        mine = e & (c == o)
+        t_rows, l_cols = np.nonzero(mine)
+        first_cell = np.unique(t_rows, return_index=True)[1]  # raster-first cell of the object in each frame
+        per_frame[t_rows[first_cell], l_cols[first_cell]] = True
+        once[t_rows[0]] |= mine[t_rows[0]]
+    return {
+        "oracle (evidence thinned evenly)": ev,
+        "random thinning and fill": rand,
+        "whole frames": frames.reshape(-1),
+        "one cell per object per frame": per_frame.reshape(-1),
+        "each object once": once.reshape(-1),
+    }
+
+
+def count(model, proc, n: int) -> None:
+    """Print the count questions' accuracy at r = 0.1 with the oracle's evidence laid out in several ways."""
+    ok: collections.Counter = collections.Counter()
+    total = 0
+    cell = 2 * proc.patch_size
+    with O.registered(), _registered(FixedConfig, _fixed, "diagnosis only: fixed indices"):
+        for i in D.heldout_indices(n):
+            s = D.make_sample(D.TEST, i)
+            if s.question.qtype != "count":
+                continue
+            total += 1
+            cells = cell_objects(s.clip.shape_ids, cell)
+            T = s.clip.shape_ids.shape[0]
+            ev = O.evidence_cells(s.question, s.clip.objects, cells, T)
+            budget = T * frame_budget(cells.size // T, 0.1)
+            configs: dict[str, PruneConfig | None] = {"all tokens": None}
+            for name, mask in _evidence_layouts(ev, cells, T, budget, i).items():
+                keep = tuple(int(x) for x in np.nonzero(mask)[0])
+                configs[name] = (
+                    FixedConfig(retention=0.1, keep=keep)
+                    if name.startswith("random")
+                    else O.OracleConfig(retention=0.1, evidence=keep)
+                )
+            configs["random r=0.1"] = tp.make_config("random", retention=0.1)
+            configs["uniform r=0.1"] = tp.make_config("uniform", retention=0.1)
+            for name, config in configs.items():
+                if config is None:
+                    ok[name] += answer_batch(model, proc, [s])[0] == s.question.answer
+                    continue
+                with _applied(model, config):
+                    ok[name] += answer_batch(model, proc, [s])[0] == s.question.answer
+    print(f"{total} count questions among the first {n} held-out questions, correct answers:")
+    for name, v in ok.items():
+        print(f"  {name:34s} {v}")
+
+
 def main() -> None:
     """Run one diagnosis."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("layout", "direction", "motion", "packing", "collapse"))
+    ap.add_argument("what", choices=("layout", "direction", "motion", "packing", "collapse", "count"))
     ap.add_argument("--model", default=None, help="saved testbed model directory (default: shipped weights)")
     ap.add_argument(
         "--questions",
         type=int,
         default=None,
-        help="first N held-out questions (layout 200, direction 1000, motion 160, packing 1000, collapse 80)",
+        help="first N held-out questions (layout 200, direction 1000, motion 160, packing 1000, collapse 80, count 300)",
     )
     ap.add_argument(
         "--tau", type=float, default=0.8, help="layout, collapse: Tango's tau_static (default the published 0.8)"
@@ -344,6 +427,8 @@ def main() -> None:
         motion(model, proc, args.questions or 160)
     elif args.what == "packing":
         packing(model, proc, args.questions or 1000)
+    elif args.what == "count":
+        count(model, proc, args.questions or 300)
     else:
         collapse(model, proc, args.questions or 80, args.tau)
 

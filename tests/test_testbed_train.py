@@ -89,6 +89,26 @@ def test_tube_layouts_show_tubed_cells_only_in_their_spans_first_frame():
         TR.TrainConfig(out_dir="x", tube_prob=1.5)
 
 
+def test_two_rate_layouts_drop_objects_and_background_at_independent_rates():
+    clip = D.make_clip(D.TRAIN, 5)
+    obj = TR._cell_objects(clip.shape_ids, 12) >= 0
+    T, n = D.NUM_FRAMES, obj.shape[0]
+    two = TR.TrainConfig(out_dir="x", full_layout_prob=0.0, frame_prob=0.0, two_rate_prob=1.0)
+    object_heavy, background_heavy = 0, 0
+    for seed in range(80):
+        k = TR._layout(np.random.default_rng(seed), two, obj, T)
+        assert np.array_equal(k, TR._layout(np.random.default_rng(seed), two, obj, T))  # seeded
+        o, b = k[obj].mean(), k[~obj].mean()
+        # a handful of tokens, mostly objects: never drawn by the equal-rate or background-only modes
+        object_heavy += int(k.sum() < 0.25 * n and k[obj].sum() > k[~obj].sum() and o < 0.9)
+        background_heavy += int(b > o + 0.3)
+    assert object_heavy >= 3 and background_heavy >= 10
+    # Off by default, and then no random number is drawn for it: the recorded layouts stay (see the tube test).
+    assert TR.TrainConfig(out_dir="x").two_rate_prob == 0.0
+    with pytest.raises(ValueError, match="two_rate_prob"):
+        TR.TrainConfig(out_dir="x", two_rate_prob=-0.1)
+
+
 def test_still_clips_have_duplicate_tokens_exactly_where_nothing_changes():
     noisy, still = D.make_clip(D.TRAIN, 5), D.make_clip(D.TRAIN, 5, still=True)
     assert np.array_equal(noisy.shape_ids, still.shape_ids) and np.array_equal(noisy.color_ids, still.color_ids)

@@ -104,6 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "of random spans) instead of independent token drops",
     )
     t.add_argument(
+        "--two-rate-prob",
+        type=float,
+        default=defaults.two_rate_prob,
+        help="distribution layouts: chance that object and background tokens are dropped at two independent "
+        "random rates (some layouts are then a few tokens, mostly objects)",
+    )
+    t.add_argument(
         "--still-prob",
         type=float,
         default=defaults.still_prob,
@@ -200,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             min_frames=args.min_frames,
             any_drop_prob=args.any_drop_prob,
             tube_prob=args.tube_prob,
+            two_rate_prob=args.two_rate_prob,
             still_prob=args.still_prob,
             dup_prob=args.dup_prob,
             vision_from=args.vision_from,

@@ -101,6 +101,8 @@ class TrainConfig:
     min_frames: int = 6
     any_drop_prob: float = 0.5  #: otherwise, chance that dropping hits object tokens too (else background only)
     tube_prob: float = 0.0  #: otherwise, chance of temporal tube drops instead of independent ones (see _layout)
+    #: otherwise, chance that object and background tokens are dropped at two independent rates (see _layout)
+    two_rate_prob: float = 0.0
     still_prob: float = 0.0  #: share of cached training clips filmed still (``data.make_clip(still=True)``)
     dup_prob: float = 0.0  #: "distribution": chance that a still clip is shown with its duplicate tokens dropped
     aux_weight: float = 0.5  #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
@@ -154,6 +156,7 @@ class TrainConfig:
             "frame_prob",
             "any_drop_prob",
             "tube_prob",
+            "two_rate_prob",
             "still_prob",
             "dup_prob",
             "easy_keep",
@@ -371,7 +374,10 @@ def _layout(
       random spans and a random set of cells is shown only in the first frame of each span;
     - otherwise, within the frames shown, a random rate of the tokens (a fresh rate per frame around a
       per-sample rate), any token with probability ``any_drop_prob``, else only background tokens (``obj``
-      False).
+      False);
+    - except that, with probability ``two_rate_prob``, object and background tokens are kept at two
+      independent per-sample rates, so that some layouts are a handful of tokens that are mostly objects
+      (the two modes above are the special cases of equal rates and of objects all kept).
 
     Nothing here looks at saliency, clusters, a pruning method's rule or the question: only at the frame
     index, the cell index, and, for the background-only mode, at whether a token shows an object at all."""
@@ -391,6 +397,10 @@ def _layout(
     # Drawn only when enabled, as above.
     if cfg.tube_prob > 0.0 and rng.random() < cfg.tube_prob:
         keep &= _tube_keep(rng, T, per)
+    elif cfg.two_rate_prob > 0.0 and rng.random() < cfg.two_rate_prob:  # drawn only when enabled, as above
+        rates = rng.uniform(0.05, 1.0, size=2)  # (objects, background)
+        frame_rate = np.clip(rates[:, None] * rng.uniform(0.5, 1.5, size=(2, T)), 0.02, 1.0)
+        keep &= rng.random(n) < np.where(obj, frame_rate[0][frame], frame_rate[1][frame])
     else:
         rate = rng.uniform(0.05, 1.0)
         frame_rate = np.clip(rate * rng.uniform(0.5, 1.5, size=T), 0.02, 1.0)
