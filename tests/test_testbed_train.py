@@ -109,6 +109,23 @@ def test_two_rate_layouts_drop_objects_and_background_at_independent_rates():
         TR.TrainConfig(out_dir="x", two_rate_prob=-0.1)
 
 
+def test_low_rate_layouts_keep_few_tokens():
+    clip = D.make_clip(D.TRAIN, 5)
+    obj = TR._cell_objects(clip.shape_ids, 12) >= 0
+    T = D.NUM_FRAMES
+    base = dict(out_dir="x", full_layout_prob=0.0, frame_prob=0.0, any_drop_prob=1.0)
+    wide, low = TR.TrainConfig(**base), TR.TrainConfig(**base, low_rate_prob=1.0)
+    shares = {
+        name: [TR._layout(np.random.default_rng(s), cfg, obj, T).mean() for s in range(60)]
+        for name, cfg in (("wide", wide), ("low", low))
+    }
+    # per-sample rate U(0.03, 0.2), jittered x U(0.5, 1.5) per frame: never above 0.3 of the tokens
+    assert max(shares["low"]) < 0.3 and np.mean(shares["low"]) < 0.15 < np.mean(shares["wide"])
+    assert sum(x < 0.12 for x in shares["low"]) > 3 * sum(x < 0.12 for x in shares["wide"])
+    with pytest.raises(ValueError, match="low_rate_prob"):
+        TR.TrainConfig(out_dir="x", low_rate_prob=2.0)
+
+
 def test_still_clips_have_duplicate_tokens_exactly_where_nothing_changes():
     noisy, still = D.make_clip(D.TRAIN, 5), D.make_clip(D.TRAIN, 5, still=True)
     assert np.array_equal(noisy.shape_ids, still.shape_ids) and np.array_equal(noisy.color_ids, still.color_ids)

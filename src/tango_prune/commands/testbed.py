@@ -111,6 +111,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "random rates (some layouts are then a few tokens, mostly objects)",
     )
     t.add_argument(
+        "--low-rate-prob",
+        type=float,
+        default=defaults.low_rate_prob,
+        help="distribution layouts: chance that an independent-drop layout keeps U(0.03, 0.2) of the tokens "
+        "instead of U(0.05, 1)",
+    )
+    t.add_argument(
         "--still-prob",
         type=float,
         default=defaults.still_prob,
@@ -208,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
             any_drop_prob=args.any_drop_prob,
             tube_prob=args.tube_prob,
             two_rate_prob=args.two_rate_prob,
+            low_rate_prob=args.low_rate_prob,
             still_prob=args.still_prob,
             dup_prob=args.dup_prob,
             vision_from=args.vision_from,

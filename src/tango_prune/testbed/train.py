@@ -103,6 +103,9 @@ class TrainConfig:
     tube_prob: float = 0.0  #: otherwise, chance of temporal tube drops instead of independent ones (see _layout)
     #: otherwise, chance that object and background tokens are dropped at two independent rates (see _layout)
     two_rate_prob: float = 0.0
+    #: chance that an independent-drop layout's per-sample keep rate is drawn from U(0.03, 0.2), the budgets
+    #: token pruning evaluates, instead of U(0.05, 1) (see _layout)
+    low_rate_prob: float = 0.0
     still_prob: float = 0.0  #: share of cached training clips filmed still (``data.make_clip(still=True)``)
     dup_prob: float = 0.0  #: "distribution": chance that a still clip is shown with its duplicate tokens dropped
     aux_weight: float = 0.5  #: weight of the per-visual-token auxiliary loss inside the LLM (0 = off)
@@ -157,6 +160,7 @@ class TrainConfig:
             "any_drop_prob",
             "tube_prob",
             "two_rate_prob",
+            "low_rate_prob",
             "still_prob",
             "dup_prob",
             "easy_keep",
@@ -377,7 +381,10 @@ def _layout(
       False);
     - except that, with probability ``two_rate_prob``, object and background tokens are kept at two
       independent per-sample rates, so that some layouts are a handful of tokens that are mostly objects
-      (the two modes above are the special cases of equal rates and of objects all kept).
+      (the two modes above are the special cases of equal rates and of objects all kept);
+    - and, in either independent mode, with probability ``low_rate_prob`` the per-sample rates are drawn from
+      U(0.03, 0.2) instead of U(0.05, 1): the few-tokens-per-frame budgets pruning is evaluated at, which the
+      wide range draws rarely.
 
     Nothing here looks at saliency, clusters, a pruning method's rule or the question: only at the frame
     index, the cell index, and, for the background-only mode, at whether a token shows an object at all."""
@@ -398,11 +405,11 @@ def _layout(
     if cfg.tube_prob > 0.0 and rng.random() < cfg.tube_prob:
         keep &= _tube_keep(rng, T, per)
     elif cfg.two_rate_prob > 0.0 and rng.random() < cfg.two_rate_prob:  # drawn only when enabled, as above
-        rates = rng.uniform(0.05, 1.0, size=2)  # (objects, background)
+        rates = rng.uniform(*_rate_range(rng, cfg), size=2)  # (objects, background)
         frame_rate = np.clip(rates[:, None] * rng.uniform(0.5, 1.5, size=(2, T)), 0.02, 1.0)
         keep &= rng.random(n) < np.where(obj, frame_rate[0][frame], frame_rate[1][frame])
     else:
-        rate = rng.uniform(0.05, 1.0)
+        rate = rng.uniform(*_rate_range(rng, cfg))
         frame_rate = np.clip(rate * rng.uniform(0.5, 1.5, size=T), 0.02, 1.0)
         drop_any = rng.random() < cfg.any_drop_prob
         kept = rng.random(n) < frame_rate[frame]
@@ -410,6 +417,15 @@ def _layout(
     if not keep.any():  # an empty video is not a layout any model sees
         keep[int(rng.integers(n))] = True
     return keep
+
+
+def _rate_range(rng: np.random.Generator, cfg: TrainConfig) -> tuple[float, float]:
+    """The range of an independent-drop layout's per-sample keep rate: U(0.03, 0.2) with probability
+    ``low_rate_prob``, else U(0.05, 1). The coin is drawn only when enabled, so earlier recipes keep their
+    random stream."""
+    if cfg.low_rate_prob > 0.0 and rng.random() < cfg.low_rate_prob:
+        return 0.03, 0.2
+    return 0.05, 1.0
 
 
 def _tube_keep(rng: np.random.Generator, T: int, per: int) -> np.ndarray:
